@@ -1,0 +1,127 @@
+"""Shared pytest fixtures for every MUSE test: an isolated DDS domain, in-process ROS
+subscribers that collect messages, and nodes started as separate processes."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent
+
+# One DDS domain per test session, so parallel runs on one host do not hear each other,
+# and discovery kept on this host.
+os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(1, 100)))
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+
+
+class TopicCollector:
+    """Subscribes to topics in this process and keeps what arrives."""
+
+    def __init__(self, node):
+        self._node = node
+        self._lock = threading.Lock()
+        self._messages = {}
+
+    def subscribe(self, msg_type, topic, qos=10):
+        with self._lock:
+            self._messages.setdefault(topic, [])
+
+        def keep(msg, topic=topic):
+            with self._lock:
+                self._messages[topic].append(msg)
+
+        self._node.create_subscription(msg_type, topic, keep, qos)
+
+    def messages(self, topic):
+        with self._lock:
+            return list(self._messages.get(topic, []))
+
+    def wait_for(self, topic, count, timeout=20.0):
+        """Wait until `count` messages arrived on `topic`; return them (possibly fewer)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.messages(topic)
+            if len(got) >= count:
+                return got
+            time.sleep(0.02)
+        return self.messages(topic)
+
+
+@pytest.fixture
+def ros_node():
+    """An rclpy node spun by a background executor for the duration of one test."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(f'muse_test_{os.getpid()}', context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        yield node
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        spinner.join(timeout=5)
+
+
+@pytest.fixture
+def collector(ros_node):
+    return TopicCollector(ros_node)
+
+
+class NodeProcess:
+    """A command started as its own process, its output kept in a log file."""
+
+    def __init__(self, args, log_path, env=None, cwd=None):
+        self.args = [str(a) for a in args]
+        self.log_path = Path(log_path)
+        self._log = open(self.log_path, 'wb')
+        self.proc = subprocess.Popen(
+            self.args, stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})}, cwd=cwd or REPO_ROOT, start_new_session=True)
+
+    def output(self):
+        self._log.flush()
+        return self.log_path.read_text(errors='replace')
+
+    def wait(self, timeout):
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, timeout=10.0):
+        """SIGINT (Ctrl-C), then SIGKILL if it does not exit; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def spawn(tmp_path):
+    """spawn([argv...]) starts a process; all are stopped at the end of the test."""
+    started = []
+
+    def start(args, name=None, env=None, cwd=None):
+        name = name or Path(str(args[1] if args[0] == sys.executable else args[0])).name
+        proc = NodeProcess(args, tmp_path / f'{name}-{len(started)}.log', env=env, cwd=cwd)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

@@ -1,0 +1,1 @@
+"""Launch file, parameter YAML and the runner that starts the whole MUSE graph."""

@@ -1,0 +1,1 @@
+"""PPG-DaLiA loader, synthetic subject generator, sensor replay node and PPG-DaLiA to rosbag2 converter."""
