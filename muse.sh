@@ -127,10 +127,14 @@ setup_workspace() {
 
 setup() {
   check_python
-  check_system_packages
   mkdir -p "$ROOT/log"
+  # One setup at a time per checkout (parallel test runs would race on .venv/ and install/).
+  exec 9>"$ROOT/log/.setup.lock"
+  flock 9
+  check_system_packages
   setup_venv
   setup_workspace
+  flock -u 9
 }
 
 # The workspace environment: the venv (ROS 2 underlay) plus the colcon install/ overlay.
