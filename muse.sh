@@ -35,10 +35,14 @@ check_python() {
 }
 
 debian_package_missing() {
+  if command -v dpkg-query >/dev/null 2>&1; then
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" != "install ok installed" ]
+    return
+  fi
   case "$1" in
     cmake) ! command -v cmake >/dev/null 2>&1 ;;
     g++) ! command -v g++ >/dev/null 2>&1 ;;
-    libportaudio2) ! ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2' ;;
+    libportaudio2) ! /sbin/ldconfig -p 2>/dev/null | grep 'libportaudio\.so\.2' >/dev/null ;;
   esac
 }
 

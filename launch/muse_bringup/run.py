@@ -1,15 +1,8 @@
-"""Placeholder runner: replaced by the full graph runner (issue 7)."""
+"""``python -m muse_bringup.run``: the runner, for environments without console scripts on PATH."""
 
 import sys
 
-
-def main():
-    from muse_msgs import msg
-    names = [n for n in dir(msg) if n[0].isupper()]
-    print('MUSE workspace is built; muse_msgs types:', ', '.join(names))
-    print('The node graph is not assembled yet.')
-    return 0
-
+from muse_bringup.runner import main
 
 if __name__ == '__main__':
     sys.exit(main())

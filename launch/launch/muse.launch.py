@@ -1,0 +1,106 @@
+"""Start the whole MUSE graph on a real ROS 2 install.
+
+    ros2 launch muse_bringup muse.launch.py                       # synthetic subject, local synth server
+    ros2 launch muse_bringup muse.launch.py subject:=/data/PPG_FieldStudy/S1/S1.pkl rate:=1.0
+    ros2 launch muse_bringup muse.launch.py server_url:=ws://gpu-box:8765 token:=$MUSE_SERVER_TOKEN
+    ros2 launch muse_bringup muse.launch.py backend:=musicgen model:=facebook/musicgen-small
+
+The same nodes, parameter file and per-node overrides as the runner (`muse_run`), built from
+muse_bringup.graph so the two cannot drift apart. The session ends when the replay reaches
+the end of its data (after `tail_s`), or on Ctrl-C; the session recorder then writes the
+report (timeline.png, metrics.json) beside the bag and the stitched WAV.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_prefix, get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import (DeclareLaunchArgument, EmitEvent, ExecuteProcess, LogInfo,
+                            OpaqueFunction, RegisterEventHandler, TimerAction)
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+from muse_bringup import graph
+from muse_bringup.session import GRAPH_NODES, NAMESPACE, SERVER_EXECUTABLE, new_session_dir
+
+ARGUMENTS = (
+    ('namespace', NAMESPACE, 'Namespace of every MUSE node and topic.'),
+    ('subject', '', 'PPG-DaLiA subject .pkl, or a rosbag2 folder from muse_dalia_to_bag. '
+                    'Empty: generate a synthetic subject into the session folder.'),
+    ('synthetic_minutes', '12.0', 'Length of the generated synthetic subject [min].'),
+    ('seed', '7', 'Seed of the generated synthetic subject.'),
+    ('rate', '1.0', 'Replay speed (1.0 = real time).'),
+    ('duration_s', '0.0', 'Replay only this much data [s] (0 = all).'),
+    ('start_offset_s', '0.0', 'Skip this much data at the start of the subject [s].'),
+    ('server_url', '', 'ws:// URL of a running music server. Empty: start a local server.'),
+    ('token', os.environ.get('MUSE_SERVER_TOKEN', ''),
+     'Server token (default $MUSE_SERVER_TOKEN; random for a local server).'),
+    ('backend', 'synth', 'Backend of the local server: synth or musicgen.'),
+    ('model', 'facebook/musicgen-small', 'MusicGen hub id or local path (backend musicgen).'),
+    ('style', 'chill_techno', 'Style preset of the prompt builder.'),
+    ('sink', 'auto', 'Audio output: auto (speakers if present, else null), sounddevice, null.'),
+    ('output_dir', 'out', 'Folder for session folders (WAV, bag, timeline.png, metrics.json).'),
+    ('params_file', os.path.join(get_package_share_directory('muse_bringup'), 'config', 'muse.yaml'),
+     'Parameter YAML for every node.'),
+    ('log_level', 'info', 'Log level of every node.'),
+    ('replay_delay_s', '3.0', 'Start the replay this long after the other nodes [s].'),
+    ('tail_s', '3.0', 'Keep playing this long after the replay ends [s].'),
+)
+
+
+def _executable(package, name):
+    return os.path.join(get_package_prefix(package), 'lib', package, name)
+
+
+def launch_setup(context):
+    arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
+    session = new_session_dir(arg['output_dir'])
+    subject = arg['subject']
+    if not subject:
+        from muse_sensors.synthetic import write_subject
+        subject = str(write_subject(session.subject_dir, 1, float(arg['synthetic_minutes']),
+                                    int(arg['seed'])))
+    options = graph.GraphOptions(
+        subject=subject, session=session, rate=float(arg['rate']),
+        duration_s=float(arg['duration_s']), start_offset_s=float(arg['start_offset_s']),
+        server_url=arg['server_url'], backend=arg['backend'], model=arg['model'],
+        style=arg['style'], sink=arg['sink'], log_level=arg['log_level'],
+        namespace=arg['namespace'])
+    if arg['token']:
+        options.token = arg['token']
+    options.validate()
+
+    actions = [LogInfo(msg=f'MUSE session folder: {session.root}')]
+    server_url = options.server_url
+    if not server_url:
+        server_args, server_url = graph.local_server(options, graph.free_port())
+        actions.append(ExecuteProcess(
+            cmd=[_executable(*SERVER_EXECUTABLE), *server_args], name='music_server',
+            output='screen', sigterm_timeout='10'))
+
+    overrides = graph.node_parameters(options, server_url)
+    replay = None
+    for package, name in GRAPH_NODES:
+        node = Node(
+            package=package, executable=name, name=name, namespace=options.namespace,
+            output='screen', parameters=[arg['params_file'], overrides[name]],
+            arguments=['--ros-args', '--log-level', options.log_level])
+        if name == 'sensor_replay':
+            replay = node
+            actions.append(TimerAction(period=float(arg['replay_delay_s']), actions=[node]))
+        else:
+            actions.append(node)
+    actions.append(RegisterEventHandler(OnProcessExit(target_action=replay, on_exit=[
+        LogInfo(msg=f'replay finished; playing on for {arg["tail_s"]} s'),
+        TimerAction(period=float(arg['tail_s']),
+                    actions=[EmitEvent(event=Shutdown(reason='replay finished'))]),
+    ])))
+    return actions
+
+
+def generate_launch_description():
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=default, description=description)
+         for name, default, description in ARGUMENTS]
+        + [OpaqueFunction(function=launch_setup)])

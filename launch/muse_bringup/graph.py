@@ -1,0 +1,110 @@
+"""What the MUSE graph is started with: per-node parameter overrides and the server command.
+
+The launch file (``muse.launch.py``) and the runner (``muse_run``) both build their processes
+from these functions, so the two ways of starting MUSE cannot drift apart. Everything else
+comes from the one parameter file, ``config/muse.yaml``.
+"""
+
+import secrets
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from muse_bringup.session import NAMESPACE, SessionPaths
+
+BACKENDS = ('synth', 'musicgen')
+SINKS = ('auto', 'sounddevice', 'null')
+
+
+@dataclass
+class GraphOptions:
+    """Everything a user chooses when starting a session (launch arguments / runner flags)."""
+
+    subject: str                      # PPG-DaLiA .pkl or rosbag2 folder to replay
+    session: SessionPaths             # where outputs go
+    rate: float = 1.0                 # replay speed, 1.0 = real time
+    duration_s: float = 0.0           # replay only this much data (0 = all)
+    start_offset_s: float = 0.0       # skip this much data at the start
+    server_url: str = ''              # '' = start a local server
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    backend: str = 'synth'
+    model: str = 'facebook/musicgen-small'
+    style: str = 'chill_techno'
+    sink: str = 'auto'
+    log_level: str = 'info'
+    namespace: str = NAMESPACE
+
+    def validate(self):
+        if not Path(self.subject).exists():
+            raise ValueError(f'subject {self.subject!r} does not exist (expected a PPG-DaLiA '
+                             '.pkl file or a rosbag2 folder written by muse_dalia_to_bag)')
+        if not self.rate > 0:
+            raise ValueError(f'rate must be > 0, got {self.rate}')
+        if self.backend not in BACKENDS:
+            raise ValueError(f'backend {self.backend!r} is not one of {BACKENDS}')
+        if self.sink not in SINKS:
+            raise ValueError(f'sink {self.sink!r} is not one of {SINKS}')
+        if self.server_url and not self.server_url.startswith(('ws://', 'wss://')):
+            raise ValueError(f'server_url {self.server_url!r} must start with ws:// or wss://')
+
+
+def free_port(host='127.0.0.1'):
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def local_server(options, port):
+    """argv (after the executable) of a local music server, and the URL the bridge uses."""
+    args = ['--host', '127.0.0.1', '--port', str(port), '--backend', options.backend,
+            '--token', options.token]
+    if options.backend == 'musicgen':
+        args += ['--model', options.model]
+    return args, f'ws://127.0.0.1:{port}'
+
+
+def node_parameters(options, server_url):
+    """Per-node parameter overrides on top of config/muse.yaml."""
+    session = options.session
+    return {
+        'session_recorder': {
+            'output_dir': str(session.root),
+        },
+        'audio_player': {
+            'record_path': str(session.wav),
+            'sink': options.sink,
+        },
+        'cloud_bridge': {
+            'server_url': server_url,
+            'token': options.token,
+        },
+        'prompt_builder': {
+            'style': options.style,
+        },
+        'activity_encoder': {},
+        'sensor_replay': {
+            'source': str(options.subject),
+            'rate': float(options.rate),
+            'duration_s': float(options.duration_s),
+            'start_offset_s': float(options.start_offset_s),
+            'shutdown_on_end': True,
+        },
+    }
+
+
+def ros_args(namespace, params_file, overrides, log_level):
+    """``--ros-args`` for one node: namespace, the YAML, then overrides, then log level."""
+    args = ['--ros-args', '-r', f'__ns:=/{namespace.strip("/")}', '--params-file',
+            str(params_file)]
+    for name, value in overrides.items():
+        args += ['-p', f'{name}:={_param_literal(value)}']
+    return args + ['--log-level', log_level]
+
+
+def _param_literal(value):
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, str):
+        # Quote strings so that YAML does not turn e.g. "1.0" or "on" into another type.
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)

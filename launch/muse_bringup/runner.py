@@ -1,0 +1,271 @@
+"""``muse_run``: start the whole MUSE graph where ``ros2 launch`` is absent.
+
+Starts the same nodes as ``muse.launch.py`` (each its own process, with the same parameter
+file), optionally a local music server, waits until the replay reaches the end of its data or
+the user presses Ctrl-C, stops everything in reverse order, and leaves the session folder:
+the stitched WAV, the recorded bag, the timeline PNG and metrics.json.
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from muse_bringup import graph
+from muse_bringup.session import GRAPH_NODES, SERVER_EXECUTABLE, new_session_dir
+
+COLOURS = ('\033[36m', '\033[32m', '\033[35m', '\033[33m', '\033[34m', '\033[96m', '\033[92m')
+RESET = '\033[0m'
+
+
+def package_share(package):
+    from ament_index_python.packages import get_package_share_directory
+    return Path(get_package_share_directory(package))
+
+
+def executable(package, name):
+    """The installed executable, where ``ros2 run`` would find it (lib/<package>/<name>)."""
+    from ament_index_python.packages import get_package_prefix
+    path = Path(get_package_prefix(package)) / 'lib' / package / name
+    if not path.exists():
+        raise FileNotFoundError(f'{package}/{name} is not installed at {path}; run ./muse.sh setup')
+    return path
+
+
+class ManagedProcess:
+    """A child process whose output is prefixed on the console and kept in a log file."""
+
+    def __init__(self, name, argv, log_path, colour, quiet=False):
+        self.name = name
+        self.log_path = log_path
+        self._quiet = quiet
+        self._colour = colour if sys.stdout.isatty() else ''
+        self._reset = RESET if self._colour else ''
+        self.proc = subprocess.Popen(
+            [str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        self._pump = threading.Thread(target=self._forward_output, daemon=True)
+        self._pump.start()
+
+    def _forward_output(self):
+        with open(self.log_path, 'wb') as log:
+            for line in iter(self.proc.stdout.readline, b''):
+                log.write(line)
+                log.flush()
+                if not self._quiet:
+                    text = line.decode(errors='replace').rstrip()
+                    print(f'{self._colour}[{self.name}]{self._reset} {text}', flush=True)
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGINT, timeout=15.0):
+        """Ask the process to stop, escalating to SIGTERM and SIGKILL; returns the exit code."""
+        for signal_to_send, wait_s in ((sig, timeout), (signal.SIGTERM, 5.0),
+                                       (signal.SIGKILL, 5.0)):
+            if not self.running():
+                break
+            try:
+                os.killpg(self.proc.pid, signal_to_send)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                print(f'[muse_run] {self.name} did not stop on {signal.Signals(signal_to_send).name}',
+                      flush=True)
+        self.proc.wait()
+        self._pump.join(timeout=5)
+        return self.proc.returncode
+
+
+def wait_for_health(url, timeout_s, server):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not server.running():
+            raise RuntimeError(f'the music server exited early (log: {server.log_path})')
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                if response.status == 200:
+                    return json.loads(response.read() or b'{}')
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f'the music server did not become healthy at {url} in {timeout_s:.0f} s')
+
+
+def wait_for_nodes(namespace, names, timeout_s, processes):
+    """Block until every node in ``names`` is visible in the ROS graph."""
+    import rclpy
+    context = rclpy.Context()
+    rclpy.init(context=context, args=[])
+    node = rclpy.create_node('muse_run_watcher', context=context)
+    try:
+        deadline = time.monotonic() + timeout_s
+        wanted = {(name, f'/{namespace}') for name in names}
+        while time.monotonic() < deadline:
+            dead = [p.name for p in processes if not p.running()]
+            if dead:
+                raise RuntimeError(f'{", ".join(dead)} exited during start-up; see the logs')
+            seen = set(node.get_node_names_and_namespaces())
+            if wanted <= seen:
+                return
+            time.sleep(0.1)
+        missing = sorted(name for name, _ in wanted - set(node.get_node_names_and_namespaces()))
+        raise RuntimeError(f'nodes did not appear within {timeout_s:.0f} s: {missing}')
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog='muse_run', description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--subject', help='PPG-DaLiA subject .pkl or a rosbag2 folder from '
+                        'muse_dalia_to_bag; default: generate a synthetic subject')
+    parser.add_argument('--synthetic-minutes', type=float, default=12.0,
+                        help='length of the generated synthetic subject [min] (default 12)')
+    parser.add_argument('--seed', type=int, default=7, help='seed of the synthetic subject')
+    parser.add_argument('--rate', type=float, default=1.0, help='replay speed (1.0 = real time)')
+    parser.add_argument('--duration-s', type=float, default=0.0,
+                        help='replay only this much data [s] (0 = all)')
+    parser.add_argument('--start-offset-s', type=float, default=0.0,
+                        help='skip this much data at the start [s]')
+    parser.add_argument('--server-url', default='',
+                        help='ws:// URL of a running music server; default: start a local one')
+    parser.add_argument('--token', default=None,
+                        help='server token (default: $MUSE_SERVER_TOKEN, or random for a local server)')
+    parser.add_argument('--backend', choices=graph.BACKENDS, default='synth',
+                        help='backend of the local server (default synth)')
+    parser.add_argument('--model', default='facebook/musicgen-small',
+                        help='MusicGen hub id or local path for --backend musicgen')
+    parser.add_argument('--style', default='chill_techno', help='style preset')
+    parser.add_argument('--sink', choices=graph.SINKS, default='auto',
+                        help='audio output: auto (speakers if present, else null), sounddevice, null')
+    parser.add_argument('--output-dir', default='out', help='where session folders go (default out/)')
+    parser.add_argument('--params-file', default=None,
+                        help='parameter YAML (default: muse_bringup share/config/muse.yaml)')
+    parser.add_argument('--log-level', default='info', choices=('debug', 'info', 'warn', 'error'))
+    parser.add_argument('--tail-s', type=float, default=3.0,
+                        help='keep playing this long after the replay ends [s]')
+    parser.add_argument('--quiet', action='store_true', help='keep node output in the logs only')
+    parser.add_argument('--demo', action='store_true',
+                        help='the README demo: a synthetic subject, synth backend, local server')
+    return parser.parse_args(argv)
+
+
+def prepare_subject(args, session):
+    if args.subject:
+        return Path(args.subject).expanduser().resolve()
+    from muse_sensors.synthetic import write_subject
+    print(f'[muse_run] generating a synthetic PPG-DaLiA subject ({args.synthetic_minutes:g} min, '
+          f'seed {args.seed})', flush=True)
+    return write_subject(session.subject_dir, 1, args.synthetic_minutes, args.seed)
+
+
+def run(args):
+    session = new_session_dir(args.output_dir)
+    session.logs.mkdir()
+    subject = prepare_subject(args, session)
+    options = graph.GraphOptions(
+        subject=str(subject), session=session, rate=args.rate, duration_s=args.duration_s,
+        start_offset_s=args.start_offset_s, server_url=args.server_url, backend=args.backend,
+        model=args.model, style=args.style, sink=args.sink, log_level=args.log_level)
+    token = args.token or os.environ.get('MUSE_SERVER_TOKEN')
+    if token:
+        options.token = token
+    options.validate()
+    params_file = Path(args.params_file) if args.params_file else \
+        package_share('muse_bringup') / 'config' / 'muse.yaml'
+
+    print(f'[muse_run] session folder: {session.root}', flush=True)
+    processes = []
+    colours = iter(COLOURS * 2)
+    started = time.monotonic()
+    interrupted = False
+    error = None
+    try:
+        server_url = options.server_url
+        if not server_url:
+            port = graph.free_port()
+            server_args, server_url = graph.local_server(options, port)
+            server = ManagedProcess(
+                'music_server', [executable(*SERVER_EXECUTABLE), *server_args],
+                session.logs / 'music_server.log', next(colours), args.quiet)
+            processes.append(server)
+            health = wait_for_health(f'http://127.0.0.1:{port}/healthz', 120.0, server)
+            print(f'[muse_run] local {options.backend} server ready at {server_url}: {health}',
+                  flush=True)
+        overrides = graph.node_parameters(options, server_url)
+        replay = None
+        for package, name in GRAPH_NODES:
+            if name == 'sensor_replay':
+                wait_for_nodes(options.namespace, [n for _, n in GRAPH_NODES if n != name],
+                               60.0, processes)
+            argv = [executable(package, name), *graph.ros_args(
+                options.namespace, params_file, overrides[name], options.log_level)]
+            proc = ManagedProcess(name, argv, session.logs / f'{name}.log', next(colours),
+                                  args.quiet)
+            processes.append(proc)
+            replay = proc if name == 'sensor_replay' else replay
+        print('[muse_run] graph running; Ctrl-C stops it', flush=True)
+        while replay.running():
+            crashed = [p for p in processes if not p.running() and p is not replay]
+            if crashed:
+                raise RuntimeError(f'{crashed[0].name} exited with code '
+                                   f'{crashed[0].proc.returncode}; see {crashed[0].log_path}')
+            time.sleep(0.2)
+        if replay.proc.returncode != 0:
+            raise RuntimeError(f'sensor_replay failed with code {replay.proc.returncode}; '
+                               f'see {replay.log_path}')
+        print(f'[muse_run] replay finished; playing on for {args.tail_s:g} s', flush=True)
+        time.sleep(args.tail_s)
+    except KeyboardInterrupt:
+        interrupted = True
+        print('\n[muse_run] Ctrl-C: stopping the graph', flush=True)
+    except (RuntimeError, FileNotFoundError) as exc:
+        error = exc
+    finally:
+        codes = {}
+        for proc in reversed(processes):
+            codes[proc.name] = proc.stop()
+    failed = {name: code for name, code in codes.items() if code not in (0, -signal.SIGINT)}
+    summarise(session, time.monotonic() - started, failed)
+    if error is not None:
+        print(f'[muse_run] error: {error}', file=sys.stderr, flush=True)
+        return 1
+    return 1 if failed and not interrupted else 0
+
+
+def summarise(session, wall_s, failed):
+    print(f'[muse_run] session finished in {wall_s:.1f} s', flush=True)
+    for label, path in (('audio', session.wav), ('timeline', session.timeline_png),
+                        ('metrics', session.metrics_json), ('bag', session.bag),
+                        ('logs', session.logs)):
+        print(f'[muse_run]   {label:9s} {path}{"" if path.exists() else "  (missing)"}', flush=True)
+    if session.metrics_json.exists():
+        metrics = json.loads(session.metrics_json.read_text())
+        for line in metrics.get('summary', []):
+            print(f'[muse_run]   {line}', flush=True)
+    for name, code in failed.items():
+        print(f'[muse_run] {name} exited with code {code}', flush=True)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(args)
+    except (RuntimeError, ValueError, FileNotFoundError) as exc:
+        print(f'[muse_run] error: {exc}', file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

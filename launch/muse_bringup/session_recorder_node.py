@@ -1,0 +1,126 @@
+"""``session_recorder``: records every MUSE topic of a session to a rosbag2 and, when the
+session ends, writes the session report (timeline PNG and metrics.json) next to it.
+
+Messages are taken raw (already CDR-serialised) and written by a worker thread, so recording
+never blocks the executor and costs no deserialisation. The bag opens in Foxglove, and
+``ros2 bag play`` replays it on a real install.
+"""
+
+import queue
+import threading
+import time
+from pathlib import Path
+
+from diagnostic_msgs.msg import DiagnosticArray
+from muse_common import diagnostics, params, qos, topics
+from muse_common.node_main import run_node
+from muse_common.rosbag_types import muse_typestore
+from muse_msgs.msg import (ActivityEstimate, AudioFragment, HeartRate, MusicPrompt,
+                           PlaybackEvent, PromptOverride, UserProfile)
+from rclpy.node import Node
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import Imu
+
+from muse_bringup.session import SessionPaths
+
+RECORDED_TOPICS = (
+    (topics.IMU, Imu, qos.SENSOR),
+    (topics.HEART_RATE, HeartRate, qos.SENSOR),
+    (topics.USER_PROFILE, UserProfile, qos.LATCHED),
+    (topics.GROUND_TRUTH_ACTIVITY, ActivityEstimate, qos.EVENTS),
+    (topics.ACTIVITY, ActivityEstimate, qos.EVENTS),
+    (topics.PROMPT, MusicPrompt, qos.LATCHED),
+    (topics.PROMPT_OVERRIDE, PromptOverride, qos.EVENTS),
+    (topics.AUDIO, AudioFragment, qos.AUDIO),
+    (topics.PLAYBACK, PlaybackEvent, qos.EVENTS),
+    (topics.DIAGNOSTICS, DiagnosticArray, qos.EVENTS),
+)
+
+STORAGES = ('mcap', 'sqlite3')
+
+
+def ros_type_name(msg_class):
+    return f'{msg_class.__module__.split(".")[0]}/msg/{msg_class.__name__}'
+
+
+class SessionRecorder(Node):
+
+    def __init__(self):
+        super().__init__('session_recorder')
+        output_dir = params.declare(
+            self, 'output_dir', '', 'Session folder: the bag goes to <output_dir>/session_bag, '
+            'the report (timeline.png, metrics.json) beside it.', read_only=True)
+        storage = params.declare(self, 'storage', 'mcap', 'rosbag2 storage plugin.',
+                                 read_only=True, choices=STORAGES)
+        self._write_report = params.declare(
+            self, 'write_report', True, 'Write timeline.png and metrics.json when the node stops.')
+        if not output_dir:
+            raise ValueError('parameter output_dir of session_recorder is empty; expected the '
+                             'session folder to record into')
+        self._session = SessionPaths(Path(output_dir).expanduser().resolve())
+        self._session.root.mkdir(parents=True, exist_ok=True)
+
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
+        self._writer = Writer(self._session.bag, version=9, storage_plugin=plugin)
+        self._writer.open()
+        typestore = muse_typestore()
+
+        self._queue = queue.Queue()
+        self._counts = {}
+        self._dropped_after_close = 0
+        for topic, msg_class, profile in RECORDED_TOPICS:
+            subscription = self.create_subscription(
+                msg_class, topic, lambda raw, t=topic: self._queue.put((t, time.time_ns(), raw)),
+                profile, raw=True,
+                qos_overriding_options=QoSOverridingOptions.with_default_policies())
+            connection = self._writer.add_connection(
+                subscription.topic_name, ros_type_name(msg_class), typestore=typestore)
+            self._counts[topic] = [connection, 0]
+        self._worker = threading.Thread(target=self._write_loop, name='bag_writer', daemon=True)
+        self._worker.start()
+
+        reporter = diagnostics.DiagnosticsReporter(self)
+        reporter.add('recording', self._recording_status)
+        self.get_logger().info(f'recording {len(RECORDED_TOPICS)} topics to {self._session.bag}')
+
+    def _write_loop(self):
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            topic, stamp_ns, raw = item
+            entry = self._counts[topic]
+            self._writer.write(entry[0], stamp_ns, raw)
+            entry[1] += 1
+
+    def _recording_status(self):
+        counts = {topic: entry[1] for topic, entry in self._counts.items()}
+        backlog = self._queue.qsize()
+        level = diagnostics.WARN if backlog > 1000 else diagnostics.OK
+        return level, f'{sum(counts.values())} messages recorded', {
+            'bag': self._session.bag, 'write_backlog': backlog, **counts}
+
+    def destroy_node(self):
+        self._queue.put(None)
+        self._worker.join(timeout=30)
+        self._writer.close()
+        total = sum(entry[1] for entry in self._counts.values())
+        self.get_logger().info(f'bag closed: {total} messages in {self._session.bag}')
+        if self._write_report:
+            from muse_bringup.report import write_report
+            try:
+                summary = write_report(self._session)
+                for line in summary:
+                    self.get_logger().info(line)
+            except Exception as exc:  # the bag is safe; a report failure must say why
+                self.get_logger().error(f'session report failed: {exc!r}')
+        super().destroy_node()
+
+
+def main(args=None):
+    return run_node(SessionRecorder, args)
+
+
+if __name__ == '__main__':
+    main()
