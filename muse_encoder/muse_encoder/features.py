@@ -1,0 +1,248 @@
+"""AccelToRGBMel: wrist acceleration windows -> 3-channel log-mel "images" for the activity CNN.
+
+One 8 s window of 3-axis acceleration (in g) is resampled to 64 Hz (512 samples), each axis
+becomes a 64 x 64 log-mel spectrogram (64 mel bands from 0 to 32 Hz by 64 frames), and the
+three axes are stacked as the channels of one image. Training and the encoder node both call
+this class, so the model always sees exactly the features it was trained on.
+
+Why these numbers: an FFT of 128 samples (2 s at 64 Hz, 0.5 Hz bins) resolves gait and
+pedalling cadences (0.5-3 Hz) and their harmonics; a hop of 8 samples with ``n_fft - hop``
+samples of reflect padding split over both ends gives exactly ``512 / 8 = 64`` frames, each
+centred on its own 8-sample block. Below 1 kHz the (Slaney) mel scale is linear, so over
+0-32 Hz the 64 bands are evenly spaced triangles, one or two FFT bins wide.
+
+The pipeline is linear up to the power spectrum, so resampling for a given input rate is a
+precomputed matrix (the polyphase filter of ``scipy.signal.resample_poly`` applied to the
+identity) and the whole batch of windows and axes goes through one matmul, one strided
+framing, one rFFT and one mel matmul.
+"""
+
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+import math
+import threading
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.signal import get_window, resample_poly
+
+AXES = ('x', 'y', 'z')
+
+
+class FeatureInputError(ValueError):
+    """Acceleration handed to the feature extractor cannot be turned into features."""
+
+
+class SampleRateError(FeatureInputError):
+    """The sample rate is not a usable positive rate."""
+
+
+class WindowLengthError(FeatureInputError):
+    """A window does not hold the number of samples that the window length asks for."""
+
+
+class InputShapeError(FeatureInputError):
+    """The array is not shaped (T, 3) or (B, T, 3)."""
+
+
+class NonFiniteInputError(FeatureInputError):
+    """The acceleration contains NaN or infinite values."""
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Everything that defines the features; stored in every checkpoint."""
+
+    target_rate_hz: float = 64.0
+    window_s: float = 8.0
+    stride_s: float = 2.0
+    n_fft: int = 128
+    hop_length: int = 8
+    n_mels: int = 64
+    fmin_hz: float = 0.0
+    fmax_hz: float = 32.0
+    window_fn: str = 'hann'
+    log_floor: float = 1e-6          # added to mel power before log10 [g^2]
+    resample_padtype: str = 'line'   # resample_poly padding: 'line' follows gravity's offset and drift
+
+    @property
+    def window_samples(self):
+        return int(round(self.window_s * self.target_rate_hz))
+
+    @property
+    def n_frames(self):
+        return self.window_samples // self.hop_length
+
+    def as_dict(self):
+        return asdict(self)
+
+
+# Input rates below this cannot carry the motion the features look at (gait harmonics up
+# to ~8 Hz); above it, the rational resampling factors become unwieldy.
+MIN_INPUT_RATE_HZ = 16.0
+MAX_INPUT_RATE_HZ = 2000.0
+
+
+def _rate_ratio(sample_rate):
+    """(up, down) of a rational sample rate; raises SampleRateError for unusable rates."""
+    if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(
+            sample_rate, (int, float, np.integer, np.floating)):
+        raise SampleRateError(
+            f'sample_rate must be a number in Hz, got {type(sample_rate).__name__} {sample_rate!r}')
+    rate = float(sample_rate)
+    if not math.isfinite(rate) or not MIN_INPUT_RATE_HZ <= rate <= MAX_INPUT_RATE_HZ:
+        raise SampleRateError(
+            f'sample_rate must be between {MIN_INPUT_RATE_HZ:g} and {MAX_INPUT_RATE_HZ:g} Hz, '
+            f'got {sample_rate!r}')
+    fraction = Fraction(rate).limit_denominator(100)
+    if abs(float(fraction) - rate) > 1e-9 * rate:
+        raise SampleRateError(
+            f'sample_rate {rate!r} Hz is not a ratio of small integers (p/q with q <= 100); '
+            'resample the stream to a regular rate first')
+    return fraction
+
+
+class AccelToRGBMel:
+    """Acceleration in g -> log10 mel power, shape (B, 3, n_mels, n_frames) float32.
+
+    ``features(acc_g, sample_rate)`` takes one window (T, 3) or a batch (B, T, 3), where T is
+    exactly ``window_s * sample_rate`` samples. ``sliding_windows`` cuts a longer stream into
+    windows every ``stride_s``. Thread-safe: caches are filled under a lock.
+    """
+
+    def __init__(self, params=None, **overrides):
+        params = params if params is not None else FeatureParams()
+        if isinstance(params, dict):
+            params = FeatureParams(**params)
+        if overrides:
+            params = FeatureParams(**{**params.as_dict(), **overrides})
+        self._check_params(params)
+        self.params = params
+        self._analysis_window = get_window(params.window_fn, params.n_fft, fftbins=True).astype(np.float32)
+        # librosa is imported here only: its filterbank defines the mel scale, and importing it
+        # costs ~1 s, which users of sliding_windows alone should not pay.
+        import librosa
+        self._mel_basis = librosa.filters.mel(
+            sr=params.target_rate_hz, n_fft=params.n_fft, n_mels=params.n_mels,
+            fmin=params.fmin_hz, fmax=params.fmax_hz).astype(np.float32)
+        self._resamplers = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _check_params(params):
+        if params.window_samples % params.hop_length:
+            raise ValueError(f'window of {params.window_samples} samples is not a whole number '
+                             f'of hops of {params.hop_length}')
+        if not params.hop_length <= params.n_fft <= params.window_samples:
+            raise ValueError(f'n_fft {params.n_fft} must lie between hop_length '
+                             f'{params.hop_length} and the window ({params.window_samples})')
+        if (params.n_fft - params.hop_length) % 2:
+            raise ValueError('n_fft - hop_length must be even to pad both ends alike')
+        if not 0 <= params.fmin_hz < params.fmax_hz <= params.target_rate_hz / 2:
+            raise ValueError(f'need 0 <= fmin < fmax <= Nyquist ({params.target_rate_hz / 2} Hz)')
+
+    @property
+    def output_shape(self):
+        return (len(AXES), self.params.n_mels, self.params.n_frames)
+
+    def window_samples(self, sample_rate):
+        """Samples in one window at ``sample_rate`` (which must be usable)."""
+        _rate_ratio(sample_rate)
+        return int(round(self.params.window_s * float(sample_rate)))
+
+    def stride_samples(self, sample_rate):
+        _rate_ratio(sample_rate)
+        return int(round(self.params.stride_s * float(sample_rate)))
+
+    def _resampler(self, sample_rate, n_in):
+        """Matrix (window_samples, n_in) mapping a window at sample_rate to the target rate."""
+        key = (float(sample_rate), n_in)
+        with self._lock:
+            matrix = self._resamplers.get(key)
+            if matrix is None:
+                ratio = Fraction(float(self.params.target_rate_hz)) / _rate_ratio(sample_rate)
+                if ratio == 1:
+                    matrix = None
+                else:
+                    # resample_poly is linear in its input (line padding included), so its
+                    # response to the identity is the resampling matrix.
+                    matrix = resample_poly(np.eye(n_in), ratio.numerator, ratio.denominator,
+                                           axis=0, padtype=self.params.resample_padtype)
+                    matrix = np.ascontiguousarray(matrix[:self.params.window_samples], dtype=np.float32)
+                self._resamplers[key] = matrix
+            return matrix
+
+    def _as_batch(self, acc_g, sample_rate):
+        acc = np.asarray(acc_g)
+        if acc.dtype.kind not in 'fiu':
+            raise InputShapeError(f'acceleration must be numeric, got dtype {acc.dtype}')
+        if acc.ndim == 2:
+            acc = acc[np.newaxis]
+        if acc.ndim != 3 or acc.shape[-1] != len(AXES):
+            raise InputShapeError(
+                f'acceleration must be shaped (T, 3) or (B, T, 3) with axes x, y, z in g; got {np.shape(acc_g)}')
+        expected = self.window_samples(sample_rate)
+        if acc.shape[1] != expected:
+            kind = 'too short' if acc.shape[1] < expected else 'too long'
+            raise WindowLengthError(
+                f'window is {kind}: {acc.shape[1]} samples at {float(sample_rate):g} Hz, expected exactly '
+                f'{expected} ({self.params.window_s:g} s); cut streams with sliding_windows()')
+        if acc.shape[0] == 0:
+            raise InputShapeError('empty batch: no windows to turn into features')
+        acc = acc.astype(np.float32, copy=False)
+        if not np.isfinite(acc).all():
+            bad = np.argwhere(~np.isfinite(acc))[0]
+            raise NonFiniteInputError(
+                f'acceleration contains NaN or inf (first at window {bad[0]}, sample {bad[1]}, '
+                f'axis {AXES[bad[2]]}); interpolate or drop such windows first')
+        return acc
+
+    def features(self, acc_g, sample_rate):
+        """Log-mel images of windows: (T, 3) -> (3, M, F), (B, T, 3) -> (B, 3, M, F), float32."""
+        single = np.ndim(acc_g) == 2
+        acc = self._as_batch(acc_g, sample_rate)
+        batch = acc.shape[0]
+        # (B, 3, T): one row per (window, axis), so every step below is batched over both.
+        signal = np.ascontiguousarray(acc.transpose(0, 2, 1))
+        matrix = self._resampler(sample_rate, acc.shape[1])
+        if matrix is not None:
+            signal = signal @ matrix.T
+        p = self.params
+        pad = (p.n_fft - p.hop_length) // 2
+        signal = np.pad(signal, ((0, 0), (0, 0), (pad, pad)), mode='reflect')
+        frames = sliding_window_view(signal, p.n_fft, axis=-1)[..., ::p.hop_length, :]
+        spectrum = np.fft.rfft(frames * self._analysis_window, axis=-1)
+        power = spectrum.real ** 2 + spectrum.imag ** 2                # (B, 3, F, n_fft/2+1)
+        mel = power.astype(np.float32) @ self._mel_basis.T                # (B, 3, F, M)
+        image = np.log10(mel + np.float32(p.log_floor)).transpose(0, 1, 3, 2)  # (B, 3, M, F)
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        assert image.shape == (batch,) + self.output_shape
+        return image[0] if single else image
+
+    __call__ = features
+
+    def sliding_windows(self, acc_g, sample_rate):
+        """Cut a stream (N, 3) into windows (W, T, 3) every stride; returns (windows, starts).
+
+        ``starts`` are the first sample indices of the windows in the input stream.
+        """
+        acc = np.asarray(acc_g)
+        if acc.ndim != 2 or acc.shape[-1] != len(AXES):
+            raise InputShapeError(f'a stream must be shaped (N, 3), got {acc.shape}')
+        length = self.window_samples(sample_rate)
+        stride = self.stride_samples(sample_rate)
+        if acc.shape[0] < length:
+            raise WindowLengthError(
+                f'stream is too short: {acc.shape[0]} samples at {float(sample_rate):g} Hz, '
+                f'a window needs {length} ({self.params.window_s:g} s)')
+        starts = np.arange(0, acc.shape[0] - length + 1, stride)
+        windows = sliding_window_view(acc, length, axis=0)[starts].transpose(0, 2, 1)
+        return windows, starts
+
+    def stream_features(self, acc_g, sample_rate, batch_size=512):
+        """Features of every stride of a stream: (images (W, 3, M, F), starts (W,))."""
+        windows, starts = self.sliding_windows(acc_g, sample_rate)
+        images = np.empty((len(windows),) + self.output_shape, np.float32)
+        for first in range(0, len(windows), batch_size):
+            images[first:first + batch_size] = self.features(windows[first:first + batch_size], sample_rate)
+        return images, starts
