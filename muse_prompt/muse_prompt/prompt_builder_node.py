@@ -1,0 +1,219 @@
+"""ROS adapter of the prompt builder: activity estimates, heart rate, profile and overrides in;
+a latched MusicPrompt out whenever ``decision.PromptDecider`` says the music should change."""
+
+import math
+import statistics
+import time
+from collections import deque
+from dataclasses import fields, replace
+
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.node import Node
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.time import Time
+
+from muse_common import diagnostics, params, qos, topics
+from muse_common.node_main import run_node
+from muse_msgs.msg import ActivityEstimate, HeartRate, MusicPrompt, PromptOverride, UserProfile
+from muse_prompt.decision import DecisionConfig, PromptDecider
+from muse_prompt.presets import DEFAULT_STYLE, PresetError, UnknownStyleError, load_library
+from muse_sensors.dalia import Profile
+
+_CONFIG_DESCRIPTIONS = {
+    'min_dwell_s': 'A new activity must be estimated confidently without interruption for this '
+                   'long (estimate header stamps) before the music follows it [s].',
+    'min_confidence': 'Activity estimates below this confidence are ignored [0, 1].',
+    'hr_zone_margin_bpm': 'Hysteresis margin: the heart rate must pass a zone boundary by this '
+                          'much to leave its zone [beats/min].',
+    'hr_zone_dwell_s': 'The heart rate must stay out of its zone this long (heart-rate header '
+                       'stamps) before a zone change makes a prompt [s].',
+    'min_hr_confidence': 'Heart rates below this confidence are ignored [0, 1].',
+    'include_physiology': 'Put the listener\'s body data (age, height, weight, heart rate) in '
+                          'the text where the preset does; false keeps it out of every prompt.',
+    'max_prompt_chars': 'Prompt length budget [characters]; optional sentences are dropped to '
+                        'meet it (MusicGen\'s T5 text encoder truncates long prompts).',
+}
+_CONFIG_NAMES = tuple(f.name for f in fields(DecisionConfig))
+_SEX_CODES = {UserProfile.SEX_MALE: 'm', UserProfile.SEX_FEMALE: 'f'}
+_STALE_AFTER_S = 10.0
+_LATENCY_WINDOW = 200
+
+
+def stamp_ns(stamp):
+    return Time.from_msg(stamp).nanoseconds
+
+
+class PromptBuilderNode(Node):
+    """Subscribes to activity, heart rate, profile and overrides; publishes MusicPrompt.
+
+    Every callback (subscriptions, parameters, diagnostics) runs in the node's default,
+    mutually exclusive callback group, so the decider sees one message at a time; a decision
+    takes microseconds, so nothing waits behind it.
+    """
+
+    def __init__(self):
+        super().__init__('prompt_builder')
+        presets_file = params.declare(
+            self, 'presets_file', '',
+            'YAML file of your own style presets, added to (or replacing) the built-in ones; '
+            'empty = built-ins only. See muse_prompt/README.md.')
+        try:
+            library = load_library(presets_file or None)
+        except PresetError as exc:
+            self.get_logger().fatal(str(exc))
+            raise
+        style = params.declare(self, 'style', DEFAULT_STYLE, 'Style preset of the prompts.',
+                               choices=library.names)
+        defaults = DecisionConfig()
+        config = {}
+        for name in _CONFIG_NAMES:
+            low, high = DecisionConfig.LIMITS.get(name, (None, None))
+            config[name] = params.declare(self, name, getattr(defaults, name),
+                                          _CONFIG_DESCRIPTIONS[name], min_value=low,
+                                          max_value=high)
+        self._decider = PromptDecider(library, style, DecisionConfig(**config))
+        self._validated_libraries = {}
+
+        overrides = QoSOverridingOptions.with_default_policies()
+        self._publisher = self.create_publisher(MusicPrompt, topics.PROMPT, qos.LATCHED,
+                                                qos_overriding_options=overrides)
+        self.create_subscription(ActivityEstimate, topics.ACTIVITY, self._on_activity,
+                                 qos.EVENTS, qos_overriding_options=overrides)
+        self.create_subscription(HeartRate, topics.HEART_RATE, self._on_heart_rate, qos.SENSOR,
+                                 qos_overriding_options=overrides)
+        self.create_subscription(UserProfile, topics.USER_PROFILE, self._on_profile, qos.LATCHED,
+                                 qos_overriding_options=overrides)
+        self.create_subscription(PromptOverride, topics.PROMPT_OVERRIDE, self._on_override,
+                                 qos.EVENTS, qos_overriding_options=overrides)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+
+        self._errors = 0
+        self._last_error = ''
+        self._last_error_at = -math.inf
+        self._last_estimate_at = None
+        self._latencies_ms = deque(maxlen=_LATENCY_WINDOW)
+        self._diagnostics = diagnostics.DiagnosticsReporter(self)
+        self._diagnostics.add('decision', self._check_decision)
+        self._diagnostics.add('inputs', self._check_inputs)
+        self.get_logger().info(
+            f'prompt builder ready: style {style!r}, presets {list(library.names)}')
+
+    # --- subscriptions -----------------------------------------------------------------------
+
+    def _on_activity(self, msg):
+        self._last_estimate_at = time.monotonic()
+        self._decide('activity estimate', self._decider.on_activity,
+                     stamp_ns(msg.header.stamp), msg.class_id, msg.confidence)
+
+    def _on_heart_rate(self, msg):
+        self._decide('heart rate', self._decider.on_heart_rate, stamp_ns(msg.header.stamp),
+                     msg.bpm, msg.confidence)
+
+    def _on_profile(self, msg):
+        profile = Profile(age=msg.age, sex=_SEX_CODES.get(msg.sex, ''), height_cm=msg.height_cm,
+                          weight_kg=msg.weight_kg, skin_type=msg.skin_type, sport=msg.sport)
+        self.get_logger().info(f'profile of {msg.user_id or "an unnamed listener"}: {profile}')
+        self._decide('profile', self._decider.on_profile, stamp_ns(msg.header.stamp), profile)
+
+    def _on_override(self, msg):
+        stamp = stamp_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
+        self.get_logger().info(f'override: style={msg.style!r} text={msg.text!r} '
+                               f'clear={msg.clear}')
+        self._decide('override', self._decider.on_override, stamp, msg.style, msg.text,
+                     msg.clear)
+
+    def _decide(self, what, handler, *args):
+        started = time.perf_counter()
+        try:
+            prompt = handler(*args)
+        except (ValueError, UnknownStyleError) as exc:
+            self._errors += 1
+            self._last_error, self._last_error_at = f'{what}: {exc}', time.monotonic()
+            self.get_logger().warning(f'ignored a bad {what}: {exc}', throttle_duration_sec=5.0)
+            return
+        if prompt is not None:
+            self._publish(prompt)
+        self._latencies_ms.append((time.perf_counter() - started) * 1e3)
+
+    def _publish(self, prompt):
+        rendered = prompt.rendered
+        msg = MusicPrompt(
+            prompt_id=prompt.prompt_id, text=rendered.text, activity=rendered.activity,
+            activity_class_id=rendered.activity_class_id,
+            heart_rate_bpm=rendered.heart_rate_bpm, target_bpm=rendered.target_bpm,
+            energy=rendered.energy, style=rendered.style, reason=prompt.reason,
+            trigger_stamp=Time(nanoseconds=prompt.trigger_stamp_ns).to_msg())
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._publisher.publish(msg)
+        log = self.get_logger()
+        log.info(f'prompt {prompt.prompt_id} ({prompt.reason_name}): '
+                 f'{rendered.activity or "-"}, {rendered.target_bpm:.0f} BPM, '
+                 f'energy {rendered.energy:.2f}, style {rendered.style}: {rendered.text!r}')
+        if rendered.dropped or rendered.truncated:
+            log.warning(f'prompt {prompt.prompt_id} over max_prompt_chars: dropped '
+                        f'{list(rendered.dropped)}{", cut the rest" if rendered.truncated else ""}')
+
+    # --- parameters --------------------------------------------------------------------------
+
+    def _validate_parameters(self, parameters):
+        changes = {p.name: p.value for p in parameters}
+        try:
+            library = self._decider.library
+            if 'presets_file' in changes:
+                path = changes['presets_file']
+                library = load_library(path or None)
+                self._validated_libraries = {path: library}
+            self._decider.check_library(library, changes.get('style'))
+            replace(self._decider.config,
+                    **{n: v for n, v in changes.items() if n in _CONFIG_NAMES})
+        except (PresetError, UnknownStyleError, ValueError, TypeError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, parameters):
+        changes = {p.name: p.value for p in parameters}
+        now = self.get_clock().now().nanoseconds
+        config = {n: v for n, v in changes.items() if n in _CONFIG_NAMES}
+        if config:
+            self._decider.config = replace(self._decider.config, **config)
+        library = (self._validated_libraries.pop(changes['presets_file'])
+                   if 'presets_file' in changes else None)
+        if library is not None or 'style' in changes:
+            self._decide('parameter change', self._decider.set_presets, now, library,
+                         changes.get('style'))
+
+    # --- diagnostics -------------------------------------------------------------------------
+
+    def _check_decision(self):
+        status = self._decider.status()
+        if not status['activity'] and not status['text_override']:
+            return diagnostics.WARN, 'waiting for a confident activity estimate', status
+        what = 'text override' if status['text_override'] else status['activity']
+        return diagnostics.OK, f'{what}, {status["style"]}, {status["prompts"]} prompts', status
+
+    def _check_inputs(self):
+        now = time.monotonic()
+        age = now - self._last_estimate_at if self._last_estimate_at is not None else math.nan
+        latencies = sorted(self._latencies_ms)
+        values = {
+            **self._decider.counts,
+            'errors': self._errors,
+            'last_error': self._last_error,
+            'last_estimate_age_s': age,
+            'decision_ms_median': statistics.median(latencies) if latencies else math.nan,
+            'decision_ms_max': latencies[-1] if latencies else math.nan,
+        }
+        if now - self._last_error_at < _STALE_AFTER_S:
+            return diagnostics.ERROR, f'bad input: {self._last_error}', values
+        if age > _STALE_AFTER_S:
+            return diagnostics.WARN, f'no activity estimate for {age:.0f} s', values
+        return diagnostics.OK, 'inputs flowing' if latencies else 'no input yet', values
+
+
+def main():
+    return run_node(PromptBuilderNode)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
