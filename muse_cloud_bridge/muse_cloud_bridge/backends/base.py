@@ -152,14 +152,18 @@ def backend_names() -> list[str]:
 def create_backend(name: str, **options) -> MusicBackend:
     """Create the backend registered as ``name`` with keyword ``options``.
 
-    Raises :class:`BackendError` for an unknown name, a backend whose dependencies are not
-    installed, or options it rejects.
+    ``name`` is a registered name or a ``'module:attribute'`` path to any factory (so a test or
+    a third-party backend can be served without registering it first). Raises
+    :class:`BackendError` for an unknown name, a backend whose dependencies are not installed,
+    or options it rejects.
     """
-    try:
+    if name in _REGISTRY:
         factory = _REGISTRY[name]
-    except KeyError:
-        raise BackendError(
-            f'unknown backend {name!r}; expected one of {backend_names()}') from None
+    elif isinstance(name, str) and ':' in name:
+        factory = name
+    else:
+        raise BackendError(f"unknown backend {name!r}; expected one of {backend_names()} "
+                           "or a 'module:attribute' path")
     if isinstance(factory, str):
         module_name, attribute = factory.split(':', 1)
         try:

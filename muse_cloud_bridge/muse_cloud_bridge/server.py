@@ -1,0 +1,326 @@
+"""The MUSE music server: a WebSocket endpoint streaming generated music to bridge clients.
+
+Runs without ROS (``pip install ./muse_cloud_bridge`` then ``muse_music_server``); nothing here
+imports rclpy. One session per connection (see :mod:`server_session`), a bounded number of
+them, token authentication, ``GET /healthz`` for monitoring, graceful shutdown on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import ipaddress
+import json
+import logging
+import signal
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from websockets.asyncio.server import serve
+
+from muse_cloud_bridge import protocol
+from muse_cloud_bridge.backends.base import BackendError, MusicBackend, backend_names, create_backend
+from muse_cloud_bridge.client import TOKEN_ENV, resolve_token
+from muse_cloud_bridge.server_session import Session, SessionConfig
+
+logger = logging.getLogger('muse_music_server')
+
+HEALTH_PATH = '/healthz'
+# Incoming frames between MAX_CONTROL_BYTES and this get a coded FRAME_TOO_LARGE reply and the
+# session goes on; beyond it websockets closes the connection with 1009 (message too big).
+INCOMING_FRAME_LIMIT = 4 * protocol.MAX_CONTROL_BYTES
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = '127.0.0.1'
+    port: int = 8765
+    token: str | None = None
+    max_sessions: int = 4
+    max_ahead_s: float = 2.0
+    fragment_s: float = 0.5
+    context_s: float = 4.0
+    max_frame_bytes: int = protocol.DEFAULT_MAX_AUDIO_FRAME_BYTES
+    hello_timeout_s: float = 5.0
+    shutdown_grace_s: float = 1.0
+
+    def __post_init__(self):
+        checks = [
+            ('port', 0 <= self.port <= 65535, 'in [0, 65535]'),
+            ('max_sessions', self.max_sessions >= 1, '>= 1'),
+            ('fragment_s', 0.0 < self.fragment_s <= 10.0, 'in (0, 10]'),
+            ('max_ahead_s', self.max_ahead_s >= self.fragment_s, '>= fragment_s'),
+            ('context_s', self.context_s > 0.0, '> 0'),
+            ('max_frame_bytes', protocol.AUDIO_HEADER_BYTES + 64 <= self.max_frame_bytes
+             <= protocol.MAX_AUDIO_FRAME_BYTES,
+             f'in [{protocol.AUDIO_HEADER_BYTES + 64}, {protocol.MAX_AUDIO_FRAME_BYTES}]'),
+            ('hello_timeout_s', self.hello_timeout_s > 0.0, '> 0'),
+            ('shutdown_grace_s', self.shutdown_grace_s >= 0.0, '>= 0'),
+            ('token', self.token is None or 0 < len(self.token) <= protocol.MAX_TOKEN_CHARS,
+             f'None or 1 to {protocol.MAX_TOKEN_CHARS} characters'),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                shown = '<hidden>' if name == 'token' else repr(getattr(self, name))
+                raise ValueError(f'server option {name} is {shown}; expected {expected}')
+
+
+class MusicServer:
+    """``async with MusicServer(backend, config) as server: await server.wait_stopped()``."""
+
+    def __init__(self, backend: MusicBackend, config: ServerConfig = ServerConfig()):
+        self.backend = backend
+        self.config = config
+        self._session_config = SessionConfig(
+            token=config.token, max_ahead_s=config.max_ahead_s, context_s=config.context_s,
+            max_frame_bytes=config.max_frame_bytes, fragment_s=config.fragment_s,
+            hello_timeout_s=config.hello_timeout_s)
+        self.sessions: dict[str, Session] = {}
+        self._connections = 0  # accepted connections, authenticated or not (bounded)
+        self.stats = {'prompts': 0, 'fragments': 0, 'errors': 0, 'sessions_total': 0,
+                      'rejected_busy': 0, 'switch_latency_s': collections.deque(maxlen=200)}
+        self._server = None
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._started_at = time.monotonic()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self):
+        self._server = await serve(
+            self._handle, self.config.host, self.config.port,
+            process_request=self._process_request, max_size=INCOMING_FRAME_LIMIT,
+            server_header='muse_music_server')
+        logger.info('listening on ws://%s:%d (backend %s, %d Hz, %d channel(s), auth %s)',
+                    self.config.host, self.port, self.backend.name, self.backend.sample_rate,
+                    self.backend.channels, 'on' if self.config.token else 'OFF')
+        return self
+
+    @property
+    def port(self) -> int:
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f'ws://{self.config.host}:{self.port}'
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc_info):
+        await self.shutdown()
+
+    async def wait_stopped(self):
+        await self._stopped.wait()
+
+    async def shutdown(self, reason: str = 'shutdown requested'):
+        """Stop accepting, tell every session, give them ``shutdown_grace_s``, then close."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        logger.info('shutting down (%s): %d session(s) open', reason, len(self.sessions))
+        grace = self.config.shutdown_grace_s
+        sessions = list(self.sessions.values())
+        await asyncio.gather(*(s.notify_shutdown(grace) for s in sessions))
+        if sessions and grace > 0:
+            await asyncio.sleep(grace)
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+        self.backend.close()
+        logger.info('stopped')
+        self._stopped.set()
+
+    # ------------------------------------------------------------ HTTP and WebSocket handlers
+
+    def health(self) -> dict:
+        latencies = list(self.stats['switch_latency_s'])
+        return {
+            'status': 'stopping' if self._stopping else 'ok',
+            'protocol': protocol.PROTOCOL_VERSION,
+            'backend': self.backend.name,
+            'sample_rate': self.backend.sample_rate,
+            'channels': self.backend.channels,
+            'sessions': len(self.sessions),
+            'max_sessions': self.config.max_sessions,
+            'auth': self.config.token is not None,
+            'uptime_s': round(time.monotonic() - self._started_at, 3),
+            'prompts': self.stats['prompts'],
+            'fragments': self.stats['fragments'],
+            'errors': self.stats['errors'],
+            'sessions_total': self.stats['sessions_total'],
+            'rejected_busy': self.stats['rejected_busy'],
+            'prompt_to_first_fragment_ms_p50': (
+                round(statistics.median(latencies) * 1e3, 2) if latencies else None),
+        }
+
+    def _process_request(self, connection, request):
+        if request.path.split('?', 1)[0] != HEALTH_PATH:
+            return None  # go on with the WebSocket handshake
+        status = HTTPStatus.SERVICE_UNAVAILABLE if self._stopping else HTTPStatus.OK
+        response = connection.respond(status, json.dumps(self.health()) + '\n')
+        del response.headers['Content-Type']
+        response.headers['Content-Type'] = 'application/json'
+        return response
+
+    async def _handle(self, websocket):
+        if self._stopping:
+            await _refuse(websocket, protocol.ErrorCode.SHUTTING_DOWN, 'the server is shutting down')
+            return
+        if self._connections >= self.config.max_sessions:
+            self.stats['rejected_busy'] += 1
+            await _refuse(websocket, protocol.ErrorCode.SERVER_BUSY,
+                          f'all {self.config.max_sessions} sessions are in use; retry later')
+            return
+        self._connections += 1
+        session = Session(websocket, self.backend, self._session_config, self.stats,
+                          lambda: self._stopping)
+        try:
+            if not await session.handshake():
+                return
+            self.sessions[session.id] = session
+            self.stats['sessions_total'] += 1
+            await session.run()
+        except Exception as exc:
+            if not _is_connection_closed(exc):
+                logger.exception('session %s crashed', session.id)
+        finally:
+            self._connections -= 1
+            self.sessions.pop(session.id, None)
+            logger.info('session %s ended (%d open)', session.id, len(self.sessions))
+
+
+async def _refuse(websocket, code: protocol.ErrorCode, message: str):
+    logger.info('refusing %s: %s', websocket.remote_address, message)
+    with contextlib.suppress(Exception):
+        await websocket.send(protocol.Error.make(code, message, fatal=True).to_json())
+        await websocket.close(int(code), code.name.lower())
+
+
+def _is_connection_closed(exc) -> bool:
+    from websockets.exceptions import ConnectionClosed
+    return isinstance(exc, ConnectionClosed)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _is_loopback(host: str) -> bool:
+    if host == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _backend_option(text: str):
+    key, sep, value = text.partition('=')
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f'expected KEY=VALUE with a Python identifier as KEY, got {text!r}')
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='muse_music_server', description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--host', default='127.0.0.1', help='address to listen on')
+    parser.add_argument('--port', type=int, default=8765, help='TCP port (0 = any free port)')
+    parser.add_argument('--backend', default='synth',
+                        help=f'generation backend: one of {backend_names()} or module:attribute')
+    parser.add_argument('--model', default='facebook/musicgen-small',
+                        help='musicgen backend: hub id or local path of the model')
+    parser.add_argument('--device', default='auto',
+                        help='musicgen backend: torch device (auto = cuda if available)')
+    parser.add_argument('--backend-option', type=_backend_option, action='append', default=[],
+                        metavar='KEY=VALUE',
+                        help='extra keyword option for the backend (VALUE parsed as JSON if it can be)')
+    parser.add_argument('--token', default=None,
+                        help=f'shared secret clients must present (else --token-file, else ${TOKEN_ENV})')
+    parser.add_argument('--token-file', default=None, help='file holding the token on one line')
+    parser.add_argument('--no-auth', action='store_true',
+                        help='allow running without a token on a non-loopback address')
+    parser.add_argument('--max-sessions', type=int, default=4, help='concurrent sessions')
+    parser.add_argument('--max-ahead-s', type=float, default=2.0,
+                        help='seconds of audio sent ahead of real-time playback')
+    parser.add_argument('--fragment-s', type=float, default=0.5,
+                        help='seconds of audio per generated fragment')
+    parser.add_argument('--context-s', type=float, default=4.0,
+                        help='seconds of sent audio that condition the next prompt\'s stream')
+    parser.add_argument('--max-frame-bytes', type=int, default=protocol.DEFAULT_MAX_AUDIO_FRAME_BYTES,
+                        help='largest audio frame sent (fragments are split to fit)')
+    parser.add_argument('--hello-timeout-s', type=float, default=5.0,
+                        help='close connections that send no hello within this time')
+    parser.add_argument('--shutdown-grace-s', type=float, default=1.0,
+                        help='time sessions get between the shutdown notice and the close')
+    parser.add_argument('--log-level', default='INFO',
+                        choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'], help='logging level')
+    return parser
+
+
+def backend_options(args) -> dict:
+    options = {'fragment_s': args.fragment_s}
+    if args.backend == 'musicgen':
+        options.update(model=args.model, device=args.device)
+    options.update(dict(args.backend_option))
+    return options
+
+
+async def serve_until_signalled(backend: MusicBackend, config: ServerConfig):
+    loop = asyncio.get_running_loop()
+    async with MusicServer(backend, config) as server:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(
+                signum, lambda s=signum: asyncio.ensure_future(server.shutdown(signal.Signals(s).name)))
+        await server.wait_stopped()
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level,
+                        format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    if args.log_level != 'DEBUG':  # one line per connection from websockets is noise here
+        logging.getLogger('websockets').setLevel(logging.WARNING)
+    try:
+        token = resolve_token(args.token, args.token_file)
+        if token is None and not _is_loopback(args.host) and not args.no_auth:
+            raise ValueError(f'refusing to listen on {args.host} without a token: give --token, '
+                             f'--token-file or ${TOKEN_ENV} (or --no-auth to accept anyone)')
+        if token is None:
+            logger.warning('no token configured: any client that reaches %s:%d is accepted',
+                           args.host, args.port)
+        config = ServerConfig(
+            host=args.host, port=args.port, token=token, max_sessions=args.max_sessions,
+            max_ahead_s=args.max_ahead_s, fragment_s=args.fragment_s, context_s=args.context_s,
+            max_frame_bytes=args.max_frame_bytes, hello_timeout_s=args.hello_timeout_s,
+            shutdown_grace_s=args.shutdown_grace_s)
+        backend = create_backend(args.backend, **backend_options(args))
+    except (ValueError, BackendError) as exc:
+        logger.error('%s', exc)
+        return 2
+    try:
+        asyncio.run(serve_until_signalled(backend, config))
+    except OSError as exc:
+        logger.error('cannot listen on %s:%d: %s', args.host, args.port, exc.strerror or exc)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

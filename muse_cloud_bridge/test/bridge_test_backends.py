@@ -1,0 +1,74 @@
+"""Test-only backends for the server tests: a sine whose frequency encodes the prompt, so the
+tests can check continuity and context hand-over exactly, plus knobs for slow or failing
+streams. Served by name ``bridge_test_backends:SineBackend`` (the test directory on sys.path).
+"""
+
+import threading
+import time
+
+import numpy as np
+
+from muse_cloud_bridge.backends.base import BackendError, MusicBackend, MusicStream
+
+SAMPLE_RATE = 8000
+
+
+def frequency_of(prompt_id):
+    return 200.0 + 50.0 * (prompt_id % 8)
+
+
+class SineStream(MusicStream):
+    def __init__(self, backend, prompt, context):
+        self.backend = backend
+        self.prompt = prompt
+        self.context = context
+        self.index = 0
+        self.produced = 0
+        self.closed = False
+
+    def next_fragment(self):
+        if self.closed:
+            raise BackendError('next_fragment after close')
+        if self.backend.fail_prompt_after.get(self.prompt.prompt_id) == self.produced:
+            self.backend.fail_prompt_after.pop(self.prompt.prompt_id)
+            raise BackendError(f'injected failure of prompt {self.prompt.prompt_id}')
+        if self.backend.fragment_delay_s:
+            time.sleep(self.backend.fragment_delay_s)
+        n = self.backend.fragment_samples
+        t = (self.index + np.arange(n)) / SAMPLE_RATE
+        self.index += n
+        self.produced += 1
+        tone = 0.5 * np.sin(2 * np.pi * frequency_of(self.prompt.prompt_id) * t)
+        return tone.astype(np.float32)[:, None]
+
+    def close(self):
+        self.closed = True
+        with self.backend.lock:
+            self.backend.closed_streams += 1
+
+
+class SineBackend(MusicBackend):
+    name = 'sine'
+    sample_rate = SAMPLE_RATE
+    channels = 1
+
+    def __init__(self, fragment_s=0.25, open_delay_s=0.0, slow_prompts=(), fragment_delay_s=0.0,
+                 fail_prompt_after=None, fail_open_prompts=()):
+        self.fragment_samples = int(round(fragment_s * SAMPLE_RATE))
+        self.open_delay_s = open_delay_s
+        self.slow_prompts = set(slow_prompts)
+        self.fragment_delay_s = fragment_delay_s
+        self.fail_prompt_after = dict(fail_prompt_after or {})
+        self.fail_open_prompts = set(fail_open_prompts)
+        self.lock = threading.Lock()
+        self.opened = []          # (prompt, context) per open_stream call
+        self.closed_streams = 0
+
+    def open_stream(self, prompt, context=None):
+        if prompt.prompt_id in self.fail_open_prompts:
+            raise BackendError(f'injected open failure of prompt {prompt.prompt_id}')
+        if prompt.prompt_id in self.slow_prompts:
+            time.sleep(self.open_delay_s)
+        with self.lock:
+            self.opened.append((prompt, None if context is None else context.copy()))
+        return SineStream(self, prompt, context)
