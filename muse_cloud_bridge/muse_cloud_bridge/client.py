@@ -80,6 +80,11 @@ class MusicClient:
         await self.close()
 
     @property
+    def queue_depth(self) -> int:
+        """Frames and messages received but not yet taken by :meth:`receive`."""
+        return self._queue.qsize()
+
+    @property
     def connected(self) -> bool:
         return self._reader is not None and not self._reader.done()
 
@@ -461,6 +466,7 @@ class ReconnectingLink:
             'first_fragment_ms_p95': self.first_fragment_latency_s.percentile(95) * 1e3,
             'fragments_per_s': self.fragment_rate.rate(),
             'prompt_id': self._prompt.prompt_id if self._prompt is not None else -1,
+            'queue_depth': self._client.queue_depth if self._client is not None else 0,
             **{key: self.counters[key] for key in
                ('fragments', 'connects', 'connect_failures', 'server_errors',
                 'dropped_out_of_order', 'bad_frames', 'ping_timeouts')},

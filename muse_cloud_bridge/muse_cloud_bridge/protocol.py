@@ -156,7 +156,8 @@ def _check_int(name, value, low=0, high=UINT32_MAX):
 
 
 def _check_number(name, value, low=-math.inf, high=math.inf, allow_null=False):
-    if value is None and allow_null:
+    """A finite number in [low, high]; with ``allow_null``, None or NaN mean unknown (NaN)."""
+    if allow_null and (value is None or (isinstance(value, float) and math.isnan(value))):
         return float('nan')
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or not low <= value <= high:
@@ -187,9 +188,14 @@ def _field(validator, default=_NOT_GIVEN):
 
 
 class ControlMessage:
-    """Base of the JSON control messages; subclasses are frozen dataclasses."""
+    """Base of the JSON control messages; subclasses are frozen dataclasses whose fields are
+    validated on construction, so an invalid message cannot be built, sent or received."""
 
     type: ClassVar[str]
+
+    def __post_init__(self):
+        for f in fields(self):
+            object.__setattr__(self, f.name, f.metadata['validate'](f.name, getattr(self, f.name)))
 
     def to_json(self) -> str:
         body = {'type': self.type}
@@ -206,7 +212,7 @@ class ControlMessage:
         values = {}
         for f in fields(cls):
             if f.name in body:
-                values[f.name] = f.metadata['validate'](f.name, body[f.name])
+                values[f.name] = body[f.name]
             elif f.metadata['required']:
                 raise InvalidField(f.name, f"a value (required in '{cls.type}')", missing=True)
         return cls(**values)
