@@ -20,15 +20,13 @@ heart rate the tempo at the reference heart rate is used.
 | walking      | step cadence, 100-120 steps/min, faster with effort   | 112  | 100    | 0.5  | 100-124 |
 | working      | desk work: calm, focused                              | 88   | 75     | 0.4  | 76-100  |
 
-A style preset then folds that tempo into its own range by octaves (halving or doubling keeps
-every beat on a step or pedal stroke: 112 steps/min walking becomes 56 BPM in an ambient
-preset whose range is 50-80), and clamps it where the range is narrower than an octave.
+A style preset then clamps that tempo to its own range (``tempo_range_bpm``: an ambient preset
+stays slow, a pop preset never drops below its groove). Clamping is monotonic, so within a
+preset a higher heart rate never asks for a slower tempo.
 """
 
 import math
 from dataclasses import dataclass
-
-from muse_sensors.dalia import ACTIVITY_NAMES
 
 
 @dataclass(frozen=True)
@@ -60,34 +58,24 @@ TEMPO_RULES = {
     'walking': TempoRule('step cadence, 100-120 steps/min, faster with effort', 112, 100, 0.5, 100, 124),
     'working': TempoRule('desk work: calm, focused', 88, 75, 0.4, 76, 100),
 }
-assert set(TEMPO_RULES) == set(ACTIVITY_NAMES), 'every activity needs a tempo rule'
 
 # The widest tempo range a preset may ask for [BPM].
 MIN_TEMPO_BPM = 30.0
 MAX_TEMPO_BPM = 240.0
 
 
-def fold_into_range(bpm, low_bpm, high_bpm):
-    """Halve or double ``bpm`` until it lies in [low_bpm, high_bpm]; clamp where no octave fits."""
-    if not low_bpm <= high_bpm:
-        raise ValueError(f'tempo range [{low_bpm}, {high_bpm}] is empty')
-    while bpm > high_bpm and bpm / 2 >= low_bpm:
-        bpm /= 2
-    while bpm < low_bpm and bpm * 2 <= high_bpm:
-        bpm *= 2
-    return min(max(bpm, low_bpm), high_bpm)
-
-
 def target_bpm(activity, heart_rate_bpm, tempo_range_bpm=(MIN_TEMPO_BPM, MAX_TEMPO_BPM)):
     """Whole-number tempo [BPM] for ``activity`` (a name in ACTIVITY_NAMES) at ``heart_rate_bpm``
-    (NaN or None = unknown), folded into the preset's ``tempo_range_bpm``."""
+    (NaN or None = unknown), clamped to the preset's ``tempo_range_bpm``."""
     try:
         rule = TEMPO_RULES[activity]
     except KeyError:
         raise ValueError(f'activity {activity!r} has no tempo rule; expected one of '
                          f'{list(TEMPO_RULES)}') from None
     low, high = tempo_range_bpm
-    return float(round_half_up(fold_into_range(rule.target(heart_rate_bpm), low, high)))
+    if not low <= high:
+        raise ValueError(f'tempo range {list(tempo_range_bpm)} is empty; expected [low, high]')
+    return float(round_half_up(min(max(rule.target(heart_rate_bpm), low), high)))
 
 
 def round_half_up(value, step=1.0):
