@@ -18,6 +18,8 @@ setup(
     license='Apache-2.0',
     extras_require={'test': ['pytest']},
     entry_points={
-        'console_scripts': [],
+        'console_scripts': [
+            'audio_player = muse_player.audio_player_node:main',
+        ],
     },
 )

@@ -1,0 +1,386 @@
+"""The mixer: turns ordered fragments into fixed-size output blocks (no ROS, no clock).
+
+One stream plays at a time (the jitter buffer decides which). Within a stream fragments are
+concatenated as they are (they are sample-continuous). At a stream boundary (a new prompt or
+an ``is_first`` restart) the mixer crossfades with equal power: the outgoing stream's
+already-received audio from the play position on is faded out over ``crossfade_s`` while the
+new stream fades in. The last ``declick_s`` of the playing stream are always held back, so
+there is something to fade out even when nothing else is left (buffer ran dry, or a switch
+finds the old stream exhausted): the sound never stops with a cut.
+
+Underruns are filled with silence entered and left through ``declick_s`` fades; playback
+resumes once ``prebuffer_s`` is buffered again. Why silence rather than time-stretching the
+last audio is argued in the README.
+"""
+
+import enum
+from collections import deque
+
+import numpy as np
+
+from muse_player.events import EventKind, PlayerEvent
+from muse_player.jitter_buffer import JitterBuffer
+from muse_player.pcm import StreamResampler, check_channel_mapping, convert_channels
+
+
+TUNABLES = ('crossfade_s', 'prebuffer_s', 'max_wait_missing_s')
+
+
+def check_tuning(name, value, declick_s):
+    """Raise ValueError unless ``value`` is usable for the tunable ``name``."""
+    low = declick_s if name == 'crossfade_s' else 0.0
+    if name not in TUNABLES:
+        raise ValueError(f'{name!r} is not a mixer setting; expected one of {TUNABLES}')
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= 60.0:
+        why = ' (at least the declick fade)' if name == 'crossfade_s' else ''
+        raise ValueError(f'{name} is {value!r}; expected seconds in [{low:g}, 60]{why}')
+
+
+def fade_in_gain(length, start=0, count=None):
+    """Equal-power fade-in ``sin(pi/2 t)`` over ``length`` frames, frames [start, start+count)."""
+    count = length - start if count is None else count
+    t = (np.arange(start, start + count, dtype=np.float64) + 0.5) / length
+    return np.sin(0.5 * np.pi * np.clip(t, 0.0, 1.0)).astype(np.float32)
+
+
+def fade_out_gain(length):
+    """Equal-power fade-out ``cos(pi/2 t)`` over ``length`` frames; fade_in² + fade_out² = 1."""
+    t = (np.arange(length, dtype=np.float64) + 0.5) / length
+    return np.cos(0.5 * np.pi * t).astype(np.float32)
+
+
+class MixerState(str, enum.Enum):
+    IDLE = 'idle'                # nothing to play (before the first stream, or it ended)
+    PLAYING = 'playing'
+    REBUFFERING = 'rebuffering'  # underrun: filling silence until prebuffer_s is back
+
+
+class _AudioQueue:
+    """FIFO of float32 ``(frames, channels)`` chunks with frame-exact takes."""
+
+    def __init__(self, channels):
+        self.channels = channels
+        self._chunks = deque()
+        self._offset = 0  # frames already taken from _chunks[0]
+        self.frames = 0
+
+    def push(self, audio):
+        if len(audio):
+            self._chunks.append(audio)
+            self.frames += len(audio)
+
+    def take(self, count):
+        out = np.empty((count, self.channels), np.float32)
+        filled = 0
+        while filled < count:
+            chunk = self._chunks[0]
+            n = min(count - filled, len(chunk) - self._offset)
+            out[filled:filled + n] = chunk[self._offset:self._offset + n]
+            filled += n
+            self._offset += n
+            if self._offset == len(chunk):
+                self._chunks.popleft()
+                self._offset = 0
+        self.frames -= count
+        return out
+
+    def scale_tail(self, gain):
+        """Multiply the last ``len(gain)`` queued frames by ``gain`` (in place)."""
+        remaining = len(gain)
+        for index in range(len(self._chunks) - 1, -1, -1):
+            if remaining == 0:
+                break
+            chunk = self._chunks[index]
+            first = self._offset if index == 0 else 0
+            n = min(remaining, len(chunk) - first)
+            if not chunk.flags.writeable:
+                chunk = self._chunks[index] = chunk.copy()
+            chunk[len(chunk) - n:] *= gain[remaining - n:remaining, None]
+            remaining -= n
+
+    def clear(self):
+        self._chunks.clear()
+        self._offset = 0
+        self.frames = 0
+
+
+class _Tail:
+    """Outgoing audio, already faded, mixed into the next blocks until used up."""
+
+    __slots__ = ('audio', 'position', 'offset')
+
+    def __init__(self, audio, offset=0):
+        self.audio = audio
+        self.position = 0
+        self.offset = offset  # where in the current block it starts
+
+
+class _Stream:
+    """The playing stream: where it started, how much of it was played, its fades."""
+
+    def __init__(self, key, fade_in_frames, announce):
+        self.key = key
+        self.fade_in_frames = fade_in_frames
+        self.announce = announce        # PROMPT_AUDIBLE is due at its first frame
+        self.prompt_stamp = None
+        self.played = 0                 # frames of this stream handed out so far
+        self.declick_start = None       # stream frame where a declick fade-in began
+        self.complete = False           # its is_last fragment is in the queue
+        self.resampler = None
+
+
+class Mixer:
+    """Jitter buffer + stream stitching; ``next_block`` is called at the sink's pace."""
+
+    def __init__(self, sample_rate, channels, block_frames, *, crossfade_s=0.5,
+                 prebuffer_s=0.3, max_wait_missing_s=0.5, declick_s=0.005):
+        for name, value in (('sample_rate', sample_rate), ('channels', channels),
+                            ('block_frames', block_frames)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f'{name} is {value!r}; expected a positive integer')
+        if not 0 < declick_s <= 0.1:
+            raise ValueError(f'declick_s is {declick_s!r}; expected seconds in (0, 0.1]')
+        self.sample_rate = int(sample_rate)
+        self.channels = int(channels)
+        self.block_frames = int(block_frames)
+        self._reserve = max(1, round(declick_s * self.sample_rate))
+        self.buffer = JitterBuffer()
+        self.max_wait_missing_s = max_wait_missing_s
+        self.crossfade_s = crossfade_s
+        self.prebuffer_s = prebuffer_s
+        self._queue = _AudioQueue(self.channels)
+        self._tails = []
+        self._stream = None
+        self.state = MixerState.IDLE
+        self.frames_out = 0
+        self.underruns = 0
+        self.underrun_frames = 0
+        self.superseded_prompts = 0
+        self._underrun_start = None  # output frame where the ongoing underrun began
+
+    # -- tunables (may change while playing) -------------------------------------------
+
+    @property
+    def declick_s(self):
+        return self._reserve / self.sample_rate
+
+    @property
+    def crossfade_s(self):
+        return self._crossfade / self.sample_rate
+
+    @crossfade_s.setter
+    def crossfade_s(self, value):
+        check_tuning('crossfade_s', value, self.declick_s)
+        self._crossfade = max(self._reserve, round(value * self.sample_rate))
+
+    @property
+    def prebuffer_s(self):
+        return self._prebuffer / self.sample_rate
+
+    @prebuffer_s.setter
+    def prebuffer_s(self, value):
+        check_tuning('prebuffer_s', value, self.declick_s)
+        self._prebuffer = round(value * self.sample_rate)
+
+    @property
+    def max_wait_missing_s(self):
+        return self.buffer.max_wait_missing_s
+
+    @max_wait_missing_s.setter
+    def max_wait_missing_s(self, value):
+        check_tuning('max_wait_missing_s', value, self.declick_s)
+        self.buffer.max_wait_missing_s = value
+
+    # -- input ---------------------------------------------------------------------------
+
+    def push(self, fragment, now):
+        """Hand a decoded fragment to the jitter buffer; returns drop events (late/dup)."""
+        check_channel_mapping(fragment.channels, self.channels)
+        return self._here(self.buffer.push(fragment, now))
+
+    def _here(self, events):
+        """Place buffer events at the current block's first frame."""
+        for event in events:
+            event.frame = self.frames_out
+        return events
+
+    # -- output --------------------------------------------------------------------------
+
+    def next_block(self, now):
+        """The next ``block_frames`` of output and the events that happened in it."""
+        events = []
+        n_out = self.block_frames
+        out = np.zeros((n_out, self.channels), np.float32)
+        self._maybe_switch(now, events)
+        if self.state is MixerState.REBUFFERING:
+            self._maybe_resume(now, events)
+        played = 0
+        if self.state is MixerState.PLAYING:
+            played = self._play(out, now, events)
+        if self.state is MixerState.REBUFFERING:
+            self.underrun_frames += n_out - played
+        self._mix_tails(out)
+        self.frames_out += n_out
+        return out, events
+
+    def finish(self):
+        """Events still open at the end of a session (an underrun in progress)."""
+        events = []
+        self._end_underrun(events)
+        return events
+
+    def _play(self, out, now, events):
+        """Fill ``out`` from the playing stream; returns how many frames it provided."""
+        stream = self._stream
+        n_out = len(out)
+        self._fill(n_out + self._reserve, now, allow_skip=True, events=events)
+        available = self._queue.frames if stream.complete else self._queue.frames - self._reserve
+        count = max(0, min(n_out, available))
+        if count:
+            if stream.announce and stream.played == 0:
+                events.append(PlayerEvent(EventKind.PROMPT_AUDIBLE, stream.key.prompt_id,
+                                          stream.key.seq, frame=self.frames_out,
+                                          prompt_stamp=stream.prompt_stamp))
+                stream.announce = False
+            out[:count] = self._take(count)
+        if count < n_out:
+            if stream.complete:
+                self.state = MixerState.IDLE  # it ended; its last frames were faded on arrival
+            else:
+                held = min(self._reserve, self._queue.frames)
+                if held:
+                    self._tails.append(_Tail(self._take(held) * fade_out_gain(held)[:, None],
+                                             offset=count))
+                self.state = MixerState.REBUFFERING
+                self.underruns += 1
+                self._underrun_start = self.frames_out + count
+        return count
+
+    def _take(self, count):
+        """Take frames of the playing stream with its fade-in envelopes applied."""
+        stream = self._stream
+        audio = self._queue.take(count)
+        first = stream.played
+        if first < stream.fade_in_frames:
+            n = min(count, stream.fade_in_frames - first)
+            audio[:n] *= fade_in_gain(stream.fade_in_frames, first, n)[:, None]
+        if stream.declick_start is not None:
+            done = first - stream.declick_start
+            n = min(count, self._reserve - done)
+            if n > 0:
+                audio[:n] *= fade_in_gain(self._reserve, done, n)[:, None]
+            else:
+                stream.declick_start = None
+        stream.played += count
+        return audio
+
+    def _fill(self, target_frames, now, allow_skip, events):
+        """Move ordered fragments of the playing stream into the queue up to a target."""
+        stream = self._stream
+        while self._queue.frames < target_frames and not stream.complete:
+            fragment, skipped = self.buffer.pop(now, allow_skip)
+            events += self._here(skipped)
+            if fragment is None:
+                return
+            if stream.prompt_stamp is None:
+                stream.prompt_stamp = fragment.prompt_stamp
+            self._queue.push(self._convert(fragment))
+            if fragment.is_last:
+                stream.complete = True
+                fade = min(self._reserve, self._queue.frames)
+                self._queue.scale_tail(fade_out_gain(fade))
+
+    def _convert(self, fragment):
+        stream = self._stream
+        resampler = stream.resampler
+        audio = []
+        if resampler is None or resampler.source_rate != fragment.sample_rate \
+                or resampler.channels != fragment.channels:
+            if resampler is not None:
+                audio.append(convert_channels(resampler.flush(), self.channels))
+            resampler = stream.resampler = StreamResampler(
+                fragment.sample_rate, self.sample_rate, fragment.channels)
+        audio.append(convert_channels(resampler.process(fragment.audio, last=fragment.is_last),
+                                      self.channels))
+        return audio[0] if len(audio) == 1 else np.concatenate(audio)
+
+    def _maybe_resume(self, now, events):
+        stream = self._stream
+        threshold = max(self._prebuffer, self.block_frames) + self._reserve
+        self._fill(threshold, now, allow_skip=True, events=events)
+        if self._queue.frames >= threshold or (stream.complete and self._queue.frames):
+            self._end_underrun(events)
+            stream.declick_start = stream.played
+            self.state = MixerState.PLAYING
+        elif stream.complete:
+            self._end_underrun(events)
+            self.state = MixerState.IDLE
+
+    def _end_underrun(self, events):
+        if self._underrun_start is None:
+            return
+        duration = (self.frames_out - self._underrun_start) / self.sample_rate
+        events.append(PlayerEvent(EventKind.UNDERRUN, self._stream.key.prompt_id,
+                                  frame=self._underrun_start, duration_s=duration))
+        self._underrun_start = None
+
+    def _maybe_switch(self, now, events):
+        candidate = self.buffer.candidate(now)
+        if candidate is None or candidate.waiting:
+            return
+        needed_s = max(self._prebuffer, self.block_frames + self._reserve) / self.sample_rate
+        if not (candidate.complete or candidate.ready_s >= needed_s):
+            return
+        old = self._stream
+        if self.state is MixerState.PLAYING:
+            # The old stream's already-received continuation is faded out, not cut.
+            self._fill(self._crossfade, now, allow_skip=False, events=events)
+            length = min(self._crossfade, self._queue.frames)
+            if length:
+                self._tails.append(_Tail(self._take(length) * fade_out_gain(length)[:, None]))
+        elif self.state is MixerState.REBUFFERING:
+            self._end_underrun(events)  # its reserve was faded out when it ran dry
+        self._queue.clear()
+        new_prompt = old is None or old.key.prompt_id != candidate.key.prompt_id
+        if old is not None and new_prompt and self.state is not MixerState.IDLE:
+            self.superseded_prompts += 1
+            events.append(PlayerEvent(EventKind.PROMPT_SUPERSEDED, old.key.prompt_id,
+                                      old.key.seq, frame=self.frames_out))
+        events += self._here(self.buffer.start(candidate.key, now))
+        self._stream = _Stream(candidate.key, self._crossfade, announce=new_prompt)
+        self.state = MixerState.PLAYING
+
+    def _mix_tails(self, out):
+        n_out = len(out)
+        alive = []
+        for tail in self._tails:
+            start = tail.offset
+            n = min(n_out - start, len(tail.audio) - tail.position)
+            out[start:start + n] += tail.audio[tail.position:tail.position + n]
+            tail.position += n
+            tail.offset = 0
+            if tail.position < len(tail.audio):
+                alive.append(tail)
+        self._tails = alive
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def depth_s(self):
+        """Audio waiting to be played for the playing prompt, queued and in the buffer [s]."""
+        queued = self._queue.frames / self.sample_rate
+        if self._stream is None:
+            return queued + self.buffer.pending_seconds()
+        return queued + self.buffer.pending_seconds(self._stream.key.prompt_id)
+
+    def stats(self):
+        stats = self.buffer.stats()
+        stats.update({
+            'state': self.state.value,
+            'prompt_id': self._stream.key.prompt_id if self._stream else None,
+            'depth_s': self.depth_s(),
+            'underruns': self.underruns,
+            'underrun_s': self.underrun_frames / self.sample_rate,
+            'superseded_prompts': self.superseded_prompts,
+            'output_s': self.frames_out / self.sample_rate,
+        })
+        return stats
