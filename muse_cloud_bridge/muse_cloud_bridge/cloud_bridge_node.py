@@ -137,6 +137,8 @@ class CloudBridgeNode(Node):
         self._publisher.publish(msg)
 
     def _log_from_link(self, level, message):
+        if not self.context.ok():  # shutting down: rosout is gone
+            return
         logger = self.get_logger()
         if level == 'info':
             logger.info(message)
