@@ -64,10 +64,36 @@ class _AudioQueue:
         self._offset = 0  # frames already taken from _chunks[0]
         self.frames = 0
 
-    def push(self, audio):
+    def push(self, audio, crossfade=0):
+        """Append ``audio``; with ``crossfade`` overlap its head with the queue's tail."""
+        overlap = min(crossfade, self.frames, len(audio))
+        if overlap:
+            tail = self._take_tail(overlap)
+            audio = audio.copy()
+            audio[:overlap] *= fade_in_gain(overlap)[:, None]
+            audio[:overlap] += tail * fade_out_gain(overlap)[:, None]
         if len(audio):
             self._chunks.append(audio)
             self.frames += len(audio)
+
+    def _take_tail(self, count):
+        """Remove and return the last ``count`` queued frames."""
+        parts = []
+        remaining = count
+        while remaining:
+            chunk = self._chunks[-1]
+            first = self._offset if len(self._chunks) == 1 else 0
+            n = min(remaining, len(chunk) - first)
+            parts.append(chunk[len(chunk) - n:])
+            if n == len(chunk) - first:
+                self._chunks.pop()
+                if not self._chunks:
+                    self._offset = 0
+            else:
+                self._chunks[-1] = chunk[:len(chunk) - n]
+            remaining -= n
+        self.frames -= count
+        return np.concatenate(parts[::-1]) if len(parts) > 1 else parts[0].copy()
 
     def take(self, count):
         out = np.empty((count, self.channels), np.float32)
@@ -93,8 +119,8 @@ class _AudioQueue:
             chunk = self._chunks[index]
             first = self._offset if index == 0 else 0
             n = min(remaining, len(chunk) - first)
-            if not chunk.flags.writeable:
-                chunk = self._chunks[index] = chunk.copy()
+            # A copy: the chunk may be the caller's fragment audio, which is not ours to change.
+            chunk = self._chunks[index] = chunk.copy()
             chunk[len(chunk) - n:] *= gain[remaining - n:remaining, None]
             remaining -= n
 
@@ -284,17 +310,22 @@ class Mixer:
                 return
             if stream.prompt_stamp is None:
                 stream.prompt_stamp = fragment.prompt_stamp
-            self._queue.push(self._convert(fragment))
+            if skipped:
+                # A skipped seq leaves a seam: the audio on both sides does not continue
+                # each other, so overlap them with a short equal-power crossfade.
+                self._queue.push(self._convert(fragment, after_gap=True), crossfade=self._reserve)
+            else:
+                self._queue.push(self._convert(fragment))
             if fragment.is_last:
                 stream.complete = True
                 fade = min(self._reserve, self._queue.frames)
                 self._queue.scale_tail(fade_out_gain(fade))
 
-    def _convert(self, fragment):
+    def _convert(self, fragment, after_gap=False):
         stream = self._stream
         resampler = stream.resampler
         audio = []
-        if resampler is None or resampler.source_rate != fragment.sample_rate \
+        if resampler is None or after_gap or resampler.source_rate != fragment.sample_rate \
                 or resampler.channels != fragment.channels:
             if resampler is not None:
                 audio.append(convert_channels(resampler.flush(), self.channels))
