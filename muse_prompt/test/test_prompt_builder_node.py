@@ -207,6 +207,26 @@ def test_node_uses_a_user_presets_file(spawn, collector, ros_node, tmp_path):
     assert prompts[0].style == 'dark_techno'
     assert prompts[0].text.startswith('Dark techno music. Current activity: Cycling. Tempo: '
                                       '128 BPM, lively energy.')
+
+    # at runtime a broken file is refused, naming the key, and the presets in use stay
+    broken = tmp_path / 'broken.yaml'
+    broken.write_text('presets:\n  dark_techno: {extends: jazz, moood: grim}\n')
+    refused = set_parameter(ros_node, 'presets_file', str(broken))
+    assert not refused.successful
+    assert f"presets file '{broken}': presets.dark_techno.moood: unknown key" in refused.reason
+    # a file without the style in use is refused too
+    other = tmp_path / 'other.yaml'
+    other.write_text('presets:\n  bebop: {extends: jazz, genre: Bebop}\n')
+    refused = set_parameter(ros_node, 'presets_file', str(other))
+    assert not refused.successful and "'dark_techno'" in refused.reason
+    # a good file that redefines the style in use changes the music at once
+    presets.write_text(presets.read_text().replace('Dark techno', 'Industrial techno'))
+    accepted = set_parameter(ros_node, 'presets_file', str(presets))
+    assert accepted.successful, accepted.reason
+    prompts = collector.wait_for(prompt_topic, 2, timeout=TIMEOUT)
+    assert [p.prompt_id for p in prompts] == [1, 2], node.output()
+    assert prompts[1].reason == MusicPrompt.REASON_MANUAL
+    assert prompts[1].text.startswith('Industrial techno music. Current activity: Cycling.')
     assert node.stop() == 0, node.output()
 
 
