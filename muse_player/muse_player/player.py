@@ -79,6 +79,7 @@ class Player:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._mixer = None
+        self._last_block = None  # (first frame, wall time) of the last block handed over
         self._closed = False
         self._recorder = None
         self.recording_error = None
@@ -126,14 +127,9 @@ class Player:
             self._closed = True
         self.sink.stop()
         with self._lock:
-            if self._mixer is not None:
-                events = self._mixer.finish()
-                rate = self._mixer.sample_rate
-                now = self._time_fn()
-                for event in events:
-                    event.stream_time_s = event.frame / rate
-                    event.wall_time = now
-                self._outbox.put(('events', events))
+            if self._mixer is not None and self._last_block is not None:
+                # Stamped against the last block handed over, like every playback event.
+                self._outbox.put(('block', None, self._mixer.finish(), *self._last_block, 0.0))
         self._outbox.put(None)
         self._worker.join(timeout=10.0)
 
@@ -149,8 +145,8 @@ class Player:
     def _render(self):
         with self._lock:
             block, events = self._mixer.next_block(self._monotonic())
-            first_frame = self._mixer.frames_out - len(block)
-        self._outbox.put(('block', block, events, first_frame, self._time_fn(),
+            self._last_block = (self._mixer.frames_out - len(block), self._time_fn())
+        self._outbox.put(('block', block, events, *self._last_block,
                           self.sink.output_latency_s))
         return block
 
@@ -164,7 +160,8 @@ class Player:
             try:
                 kind = item[0]
                 if kind == 'block':
-                    self._record(item[1])
+                    if item[1] is not None:
+                        self._record(item[1])
                     self._dispatch(self._stamped(*item[2:]))
                 elif kind == 'events':
                     self._dispatch(item[1])

@@ -77,7 +77,8 @@ class CrashSafeWavWriter:
             raise RecorderError(f'block of shape {block.shape} for {self.path}; expected '
                                 f'(frames, {self.channels})')
         self.frames_clipped += int(np.count_nonzero(np.abs(block).max(axis=1) > 1.0))
-        pcm = np.round(np.clip(block, -1.0, 1.0) * 32767.0).astype('<i2')
+        # 32768 per unit, as libsndfile and most readers scale 16-bit PCM back to floats.
+        pcm = np.clip(np.round(block * 32768.0), -32768, 32767).astype('<i2')
         self._pending.append(pcm.tobytes())
         self._pending_frames += len(pcm)
         if self._pending_frames >= self._flush_frames:
