@@ -1,0 +1,354 @@
+"""The ``musicgen`` backend: transformers' MusicGen streaming PCM while it generates.
+
+Per stream, one :class:`~.musicgen_generation.CodeGenerator` samples code frames (the decoding
+loop of ``generate``, step by step and without end) and one
+:class:`~.musicgen_codec.StreamingCodecDecoder` turns each new frame into samples once. Every
+:meth:`MusicGenStream.next_fragment` runs ``play_steps`` decoder steps and returns the audio of
+the frames they completed, float32 ``(n, 1)`` at 32 kHz: ``play_steps`` frames
+(``play_steps / 50`` s). A stream's first fragment is shorter by ``num_codebooks - 1`` frames
+(the delay pattern completes a frame 4 steps after it starts) plus the codec's look-ahead
+(``lookahead_frames``: 4 frames for EnCodec 32 kHz), 7 frames in all for musicgen-small; a
+fragment that spans a window change is ``num_codebooks - 1`` frames shorter.
+
+Continuity:
+
+- within a stream, a generation window that is full (``window_tokens``, 1503 by default: 30 s)
+  is followed by a new one prompted with the last ``continuation_s`` seconds of codes; the codec
+  decoder runs on across windows, so the audio has no seam other than what the model samples;
+- at a prompt change, ``open_stream(prompt, context)`` encodes the last ``context_s`` seconds of
+  ``context`` (the audio already sent) with EnCodec and uses the codes both as the new stream's
+  decoder prompt (the new text continues the old music instead of starting over) and to prime
+  the codec decoder's state, so the first new samples continue the old waveform.
+
+Concurrency: the backend is shared by all sessions; their streams take turns on the model one
+decoder step at a time through a FIFO lock (a stream waiting for a step is served in arrival
+order). Batching streams into one forward pass would need per-row positions and ragged KV
+caches, which transformers' MusicGen decoder does not support (one cache length per batch).
+
+Importing this module needs torch and transformers, never rclpy.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import secrets
+import threading
+
+import numpy as np
+import torch
+
+from muse_cloud_bridge.backends.base import BackendError, MusicBackend, MusicStream, PromptSpec
+from muse_cloud_bridge.backends.musicgen_codec import StreamingCodecDecoder, UnsupportedCodecError
+from muse_cloud_bridge.backends.musicgen_generation import (CodeGenerator, SamplingOptions,
+                                                            TextCondition, encode_audio,
+                                                            encode_text)
+
+DEFAULT_MODEL = 'facebook/musicgen-small'
+DEFAULT_PLAY_STEPS = 50             # 1 s of audio per fragment at 50 frames/s
+DEFAULT_WINDOW_TOKENS = 1503        # MusicGen's 30 s limit: 1500 frames + delay-pattern columns
+_DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16, 'float32': torch.float32}
+
+
+class MusicGenInputError(BackendError, ValueError):
+    """An option or an input the musicgen backend cannot accept (names it and what was
+    expected)."""
+
+
+class _FifoLock:
+    """A lock granted in the order it was asked for, so a stream that releases the model after
+    each step cannot starve another one waiting for it."""
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self):
+        with self._condition:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._condition.wait_for(lambda: self._serving == ticket)
+        return self
+
+    def __exit__(self, *exc_info):
+        with self._condition:
+            self._serving += 1
+            self._condition.notify_all()
+
+
+def _resolve_device(device) -> torch.device:
+    if device == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise MusicGenInputError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+    if resolved.type == 'cuda' and not torch.cuda.is_available():
+        raise MusicGenInputError(f'device {device!r} asked for, but CUDA is not available here')
+    return resolved
+
+
+def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
+    if dtype == 'auto':
+        return torch.float16 if device.type == 'cuda' else torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
+        return dtype
+    if dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise MusicGenInputError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
+
+
+def _positive_seconds(name: str, value, allow_zero: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        expected = '>= 0' if allow_zero else '> 0'
+        raise MusicGenInputError(f'{name} must be a finite number of seconds {expected}, got {value!r}')
+    return float(value)
+
+
+def load_musicgen(model_id: str, dtype: torch.dtype):
+    """Load a MusicGen model (in ``dtype``) and its processor from a hub id or a local
+    directory."""
+    from transformers import AutoProcessor, MusicgenForConditionalGeneration
+    try:
+        model = MusicgenForConditionalGeneration.from_pretrained(model_id, dtype=dtype)
+        processor = AutoProcessor.from_pretrained(model_id)
+    except (OSError, ValueError) as exc:
+        raise BackendError(f'cannot load MusicGen model {model_id!r} (a hub id or a directory '
+                           f'saved with save_pretrained): {exc}') from exc
+    return model, processor
+
+
+class MusicGenStream(MusicStream):
+    """One continuous MusicGen piece; made by :meth:`MusicGenBackend.open_stream`."""
+
+    def __init__(self, backend: 'MusicGenBackend', generator: CodeGenerator,
+                 codec: StreamingCodecDecoder):
+        self._backend = backend
+        self._generator = generator
+        self._codec = codec
+        self._closed = False
+
+    @property
+    def decoder_steps(self) -> int:
+        """Decoder forward passes run so far (prefills included)."""
+        return self._generator.steps if self._generator else 0
+
+    @property
+    def windows(self) -> int:
+        """Generation windows opened so far (1 + continuations)."""
+        return self._generator.windows if self._generator else 0
+
+    def next_fragment(self) -> np.ndarray:
+        if self._closed:
+            raise BackendError('next_fragment() on a closed musicgen stream')
+        play_steps = self._backend.play_steps
+        try:
+            with torch.inference_mode():
+                audio = None
+                while audio is None or audio.numel() == 0:
+                    frames = []
+                    for _ in range(play_steps):
+                        with self._backend.model_lock:
+                            frames.append(self._generator.step())
+                    with self._backend.model_lock:
+                        audio = self._codec.push(torch.cat(frames, dim=-1))
+                pcm = audio.float().cpu().numpy()
+        except BackendError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any model failure is reported as the contract's error
+            raise BackendError(f'musicgen generation failed: {type(exc).__name__}: {exc}') from exc
+        return np.clip(pcm, -1.0, 1.0).astype(np.float32, copy=False).reshape(-1, 1)
+
+    def close(self) -> None:
+        # Dropping the generator frees its KV cache; the shared model stays with the backend.
+        self._closed = True
+        self._generator = None
+        self._codec = None
+
+
+class MusicGenBackend(MusicBackend):
+    """MusicGen behind the server's backend contract.
+
+    ``model`` is a hub id or local directory (loaded with
+    ``MusicgenForConditionalGeneration.from_pretrained`` + ``AutoProcessor``), or an already
+    built ``MusicgenForConditionalGeneration`` given together with ``processor`` (a
+    ``MusicgenProcessor`` or the tokenizer alone) — see :meth:`from_model`.
+
+    Options: ``device`` ('auto': CUDA when present), ``dtype`` ('auto': float16 on CUDA,
+    float32 on CPU); ``play_steps`` decoder steps per fragment, or ``fragment_s`` seconds (the
+    server's option; not both); sampling ``guidance_scale`` (1 = off), ``top_k`` (0 = off),
+    ``temperature``; ``context_s`` seconds of a new stream's ``context`` used as its audio
+    prompt; ``continuation_s`` seconds of codes prompting each next window; ``window_tokens``
+    decoder positions per window; ``seed`` (None: random) — stream ``i`` of a seeded backend
+    samples with seed ``seed + i``; ``text_cache_size`` encoded prompts kept.
+    """
+
+    name = 'musicgen'
+
+    def __init__(self, model=DEFAULT_MODEL, device='auto', dtype='auto', *, processor=None,
+                 play_steps: int | None = None, fragment_s: float | None = None,
+                 guidance_scale: float = 3.0, top_k: int = 250, temperature: float = 1.0,
+                 context_s: float = 3.0, continuation_s: float = 10.0,
+                 window_tokens: int | None = None, seed: int | None = None,
+                 text_cache_size: int = 16):
+        from transformers import MusicgenForConditionalGeneration
+
+        try:
+            self.sampling = SamplingOptions(guidance_scale, top_k, temperature)
+        except ValueError as exc:
+            raise MusicGenInputError(str(exc)) from None
+        self.device = _resolve_device(device)
+        self.dtype = _resolve_dtype(dtype, self.device)
+        if isinstance(model, str):
+            if processor is not None:
+                raise MusicGenInputError('processor is only given with a built model; a model id '
+                                         'or path loads its own processor')
+            model, processor = load_musicgen(model, self.dtype)
+        elif not isinstance(model, MusicgenForConditionalGeneration):
+            raise MusicGenInputError(f'model must be a hub id, a local path or a '
+                                     f'MusicgenForConditionalGeneration, got {type(model).__name__}')
+        elif processor is None:
+            raise MusicGenInputError('a built model needs its processor (or tokenizer) too')
+        self._tokenizer = getattr(processor, 'tokenizer', processor)
+        if not callable(self._tokenizer):
+            raise MusicGenInputError(f'processor must be a MusicgenProcessor or a tokenizer, got '
+                                     f'{type(processor).__name__}')
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self._check_model()
+
+        codec_config = self.model.audio_encoder.config
+        self.sample_rate = int(codec_config.sampling_rate)
+        self.channels = 1
+        self.hop_length = int(codec_config.hop_length)
+        self.frame_rate = self.sample_rate / self.hop_length
+        self.num_codebooks = self.model.decoder.num_codebooks
+        max_positions = self.model.decoder.config.max_position_embeddings
+
+        if play_steps is not None and fragment_s is not None:
+            raise MusicGenInputError('give play_steps or fragment_s, not both')
+        if fragment_s is not None:
+            play_steps = max(1, round(_positive_seconds('fragment_s', fragment_s) * self.frame_rate))
+        elif play_steps is None:
+            play_steps = DEFAULT_PLAY_STEPS
+        if isinstance(play_steps, bool) or not isinstance(play_steps, int) or play_steps < 1:
+            raise MusicGenInputError(f'play_steps must be an int >= 1, got {play_steps!r}')
+        self.play_steps = play_steps
+
+        if window_tokens is None:
+            window_tokens = min(DEFAULT_WINDOW_TOKENS, max_positions)
+        if (isinstance(window_tokens, bool) or not isinstance(window_tokens, int)
+                or not 2 * self.num_codebooks + 2 <= window_tokens <= max_positions):
+            raise MusicGenInputError(f'window_tokens must be an int in [{2 * self.num_codebooks + 2}, '
+                                     f'{max_positions}] (the decoder positions), got {window_tokens!r}')
+        self.window_tokens = window_tokens
+        most_prompt_frames = window_tokens - self.num_codebooks - 2
+        self.context_frames = round(_positive_seconds('context_s', context_s, allow_zero=True)
+                                    * self.frame_rate)
+        self.continuation_frames = max(1, round(_positive_seconds('continuation_s', continuation_s)
+                                                * self.frame_rate))
+        for name, frames in (('context_s', self.context_frames),
+                             ('continuation_s', self.continuation_frames)):
+            if frames > most_prompt_frames:
+                raise MusicGenInputError(
+                    f'{name} is {frames / self.frame_rate:g} s ({frames} frames), but a window of '
+                    f'{window_tokens} tokens holds at most {most_prompt_frames} prompt frames')
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise MusicGenInputError(f'seed must be an int >= 0 or None, got {seed!r}')
+        self._seed = seed
+        if isinstance(text_cache_size, bool) or not isinstance(text_cache_size, int) or text_cache_size < 0:
+            raise MusicGenInputError(f'text_cache_size must be an int >= 0, got {text_cache_size!r}')
+        self._text_cache_size = text_cache_size
+        self._text_cache: collections.OrderedDict[str, TextCondition] = collections.OrderedDict()
+        self._streams_opened = 0
+        self.model_lock = _FifoLock()
+        with torch.inference_mode():
+            self.lookahead_frames = StreamingCodecDecoder(self.model.audio_encoder).lookahead_frames
+
+    @classmethod
+    def from_model(cls, model, processor, **options) -> 'MusicGenBackend':
+        """A backend around an already built ``MusicgenForConditionalGeneration`` and its
+        processor or tokenizer (tests build tiny random-weight models this way)."""
+        return cls(model=model, processor=processor, **options)
+
+    def _check_model(self) -> None:
+        decoder_config = self.model.decoder.config
+        if decoder_config.audio_channels != 1:
+            raise MusicGenInputError(f'only mono MusicGen models are supported, this one has '
+                                     f'{decoder_config.audio_channels} audio channels')
+        generation_config = self.model.generation_config
+        if generation_config.decoder_start_token_id is None:
+            generation_config.decoder_start_token_id = generation_config.bos_token_id
+        if generation_config.decoder_start_token_id is None:
+            raise MusicGenInputError('the model has neither decoder_start_token_id nor bos_token_id '
+                                     'in its generation config')
+        try:
+            StreamingCodecDecoder(self.model.audio_encoder)
+        except UnsupportedCodecError as exc:
+            raise MusicGenInputError(f'the model audio codec cannot be streamed: {exc}') from None
+
+    def _text_condition(self, text: str) -> TextCondition:
+        """The encoded prompt, from the cache when the same text came before (call under the
+        model lock and inference mode)."""
+        condition = self._text_cache.get(text)
+        if condition is not None:
+            self._text_cache.move_to_end(text)
+            return condition
+        condition = encode_text(self.model, self._tokenizer, text, self.sampling.guided)
+        if self._text_cache_size:
+            self._text_cache[text] = condition
+            while len(self._text_cache) > self._text_cache_size:
+                self._text_cache.popitem(last=False)
+        return condition
+
+    def _context_audio(self, context) -> torch.Tensor | None:
+        """The whole frames at the end of ``context`` that prompt a new stream, or None."""
+        if context is None or self.context_frames == 0:
+            return None
+        if not isinstance(context, np.ndarray) or not np.issubdtype(context.dtype, np.floating):
+            raise MusicGenInputError(f'context must be a float numpy array (n, {self.channels}), '
+                                     f'got {type(context).__name__}'
+                                     f'{" of " + str(context.dtype) if isinstance(context, np.ndarray) else ""}')
+        if context.ndim != 2 or context.shape[1] != self.channels:
+            raise MusicGenInputError(f'context must have shape (n, {self.channels}), got {context.shape}')
+        if not np.isfinite(context).all():
+            raise MusicGenInputError('context contains NaN or infinite samples')
+        frames = min(context.shape[0] // self.hop_length, self.context_frames)
+        if frames == 0:
+            return None
+        tail = np.ascontiguousarray(context[context.shape[0] - frames * self.hop_length:, 0])
+        return torch.from_numpy(tail).to(device=self.device, dtype=self.dtype)
+
+    def open_stream(self, prompt: PromptSpec, context: np.ndarray | None = None) -> MusicGenStream:
+        if not isinstance(prompt, PromptSpec):
+            raise MusicGenInputError(f'prompt must be a PromptSpec, got {type(prompt).__name__}')
+        if self.model is None:
+            raise BackendError('open_stream() on a closed musicgen backend')
+        context_audio = self._context_audio(context)
+        try:
+            with torch.inference_mode(), self.model_lock:
+                stream_index = self._streams_opened
+                self._streams_opened += 1
+                condition = self._text_condition(prompt.text)
+                prompt_codes = None if context_audio is None else encode_audio(self.model, context_audio)
+                seed = secrets.randbits(63) if self._seed is None else self._seed + stream_index
+                generator = torch.Generator(device=self.device).manual_seed(seed)
+                codes = CodeGenerator(self.model, condition, self.sampling, generator,
+                                      window_tokens=self.window_tokens,
+                                      continuation_frames=self.continuation_frames,
+                                      prompt_codes=prompt_codes)
+                codec = StreamingCodecDecoder(self.model.audio_encoder)
+                if prompt_codes is not None:
+                    codec.prime(prompt_codes)
+        except Exception as exc:  # noqa: BLE001 - reported as the contract's error
+            raise BackendError(f'musicgen could not open a stream for prompt '
+                               f'{prompt.prompt_id}: {type(exc).__name__}: {exc}') from exc
+        return MusicGenStream(self, codes, codec)
+
+    def close(self) -> None:
+        with self.model_lock:
+            self.model = None
+            self._text_cache.clear()
+        if self.device.type == 'cuda':
+            torch.cuda.empty_cache()

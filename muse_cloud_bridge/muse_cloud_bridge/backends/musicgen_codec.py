@@ -1,0 +1,239 @@
+"""Incremental EnCodec decoding: turn MusicGen code frames into PCM as they arrive, decoding each
+frame once instead of re-decoding the whole token history at every fragment.
+
+The SEANet decoder inside EnCodec (transformers' ``EncodecDecoder``) is
+``convolutions -> LSTM -> convolutions/transposed convolutions``. The convolution stacks have a
+finite receptive field, so a sample can be computed exactly from a window of frames around it;
+the LSTM carries state from the first frame on, so it is run step by step with its ``(h, c)``
+state kept between calls. :class:`StreamingCodecDecoder` therefore splits the decoder at its
+LSTM:
+
+- each convolution stack is a :class:`_WindowedStage`: it re-runs only on the frames needed for
+  the outputs that just became final (left context for its receptive field, nothing more), and
+  holds back the outputs whose right-hand receptive field is not complete yet;
+- the LSTM stage runs on new frames only, continuing from the saved state.
+
+The samples it emits equal those of a one-shot ``audio_encoder.decode`` of all codes so far
+(up to float rounding), except the last ``lookahead_frames`` frames, which stay pending until
+later frames arrive: a one-shot decode pads the sequence end instead. Output is therefore exact
+and sample-continuous across calls and costs O(new frames), not O(history).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers.models.encodec.modeling_encodec import (EncodecConv1d, EncodecConvTranspose1d,
+                                                          EncodecLSTM, EncodecModel,
+                                                          EncodecResnetBlock)
+
+
+class UnsupportedCodecError(ValueError):
+    """The EnCodec model has a layout that cannot be decoded incrementally."""
+
+
+def _conv_input_span(layer: EncodecConv1d, lo: int, hi: int) -> tuple[int, int]:
+    """Input positions that output positions [lo, hi] of a stride-1 EnCodec convolution read."""
+    stride = layer.conv.stride[0]
+    if stride != 1:
+        raise UnsupportedCodecError(
+            f'EnCodec decoder convolution with stride {stride}: only stride 1 is supported')
+    kernel = (layer.conv.kernel_size[0] - 1) * layer.conv.dilation[0] + 1
+    padding_total = kernel - stride
+    if layer.causal:
+        pad_left = padding_total
+    else:
+        pad_left = padding_total - padding_total // 2
+    return lo - pad_left, hi + (kernel - 1 - pad_left)
+
+
+def _conv_transpose_input_span(layer: EncodecConvTranspose1d, lo: int, hi: int) -> tuple[int, int]:
+    """Input positions that (trimmed) output positions [lo, hi] of an EnCodec transposed
+    convolution receive contributions from."""
+    kernel = layer.conv.kernel_size[0]
+    stride = layer.conv.stride[0]
+    padding_total = kernel - stride
+    if layer.causal:
+        pad_right = math.ceil(padding_total * layer.trim_right_ratio)
+    else:
+        pad_right = padding_total // 2
+    pad_left = padding_total - pad_right
+    # Input n writes raw outputs [n * stride, n * stride + kernel - 1]; raw = trimmed + pad_left.
+    return math.ceil((lo + pad_left - kernel + 1) / stride), (hi + pad_left) // stride
+
+
+def _input_span(layers, lo: int, hi: int) -> tuple[int, int]:
+    """Input positions that outputs [lo, hi] of a sequence of decoder layers depend on."""
+    for layer in reversed(list(layers)):
+        if isinstance(layer, EncodecConv1d):
+            lo, hi = _conv_input_span(layer, lo, hi)
+        elif isinstance(layer, EncodecConvTranspose1d):
+            lo, hi = _conv_transpose_input_span(layer, lo, hi)
+        elif isinstance(layer, EncodecResnetBlock):
+            block_lo, block_hi = _input_span(layer.block, lo, hi)
+            short_lo, short_hi = _input_span([layer.shortcut], lo, hi)
+            lo, hi = min(block_lo, short_lo), max(block_hi, short_hi)
+        elif isinstance(layer, (nn.ELU, nn.Identity)):
+            pass
+        else:
+            raise UnsupportedCodecError(
+                f'EnCodec decoder layer {type(layer).__name__} is not supported for streaming')
+    return lo, hi
+
+
+def _upsampling(layers) -> int:
+    factor = 1
+    for layer in layers:
+        if isinstance(layer, EncodecConvTranspose1d):
+            factor *= layer.conv.stride[0]
+        elif isinstance(layer, EncodecResnetBlock):
+            factor *= _upsampling(layer.block)
+    return factor
+
+
+class _WindowedStage:
+    """A finite-receptive-field part of the decoder, run on a sliding window of its input frames.
+
+    ``upsampling`` outputs per input frame; output ``j`` depends on input frames
+    ``[j // upsampling - left, j // upsampling + right]``. Inputs arrive in order; outputs are
+    emitted in order, each exactly once, as soon as their right context has arrived.
+    """
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+        self.upsampling = _upsampling(self.layers)
+        spans = [_input_span(self.layers, j, j) for j in range(self.upsampling)]
+        self.left = max(0, -min(lo for lo, _ in spans))
+        self.right = max(0, max(hi for _, hi in spans))
+        self._inputs = None          # (1, channels, n) frames kept for the next window
+        self._inputs_start = 0       # absolute index of self._inputs[..., 0]
+        self._received = 0           # frames received so far
+        self._emitted = 0            # outputs emitted so far
+
+    def _run(self, first_frame: int, last_frame: int) -> torch.Tensor:
+        """Outputs of input frames [first_frame, last_frame) computed on the frames held."""
+        hidden = self._inputs[..., first_frame - self._inputs_start:last_frame - self._inputs_start]
+        for layer in self.layers:
+            hidden = layer(hidden)
+        return hidden
+
+    def push(self, frames: torch.Tensor | None, final: bool = False) -> torch.Tensor | None:
+        """Add input frames ``(1, channels, n)`` (or none); return the outputs that became final,
+        or None when none did.
+
+        ``final`` marks the end of the input: the remaining outputs are computed with the
+        end-of-sequence padding of a one-shot decode.
+        """
+        if frames is not None and frames.shape[-1]:
+            self._inputs = frames if self._inputs is None else torch.cat([self._inputs, frames], -1)
+            self._received += frames.shape[-1]
+        ready_frames = self._received if final else max(0, self._received - self.right)
+        ready_end = ready_frames * self.upsampling
+        if ready_end <= self._emitted:
+            return None
+        first_frame = max(0, self._emitted // self.upsampling - self.left)
+        outputs = self._run(first_frame, self._received)
+        offset = first_frame * self.upsampling
+        emitted = outputs[..., self._emitted - offset:ready_end - offset]
+        self._emitted = ready_end
+        keep_from = max(0, self._emitted // self.upsampling - self.left)
+        self._inputs = self._inputs[..., keep_from - self._inputs_start:]
+        self._inputs_start = keep_from
+        return emitted
+
+
+class _StatefulLSTM:
+    """EnCodec's residual LSTM run chunk by chunk with its state carried over."""
+
+    def __init__(self, layer: EncodecLSTM):
+        self.lstm = layer.lstm
+        self._state = None
+
+    def push(self, frames: torch.Tensor | None) -> torch.Tensor | None:
+        if frames is None:
+            return None
+        sequence = frames.permute(2, 0, 1)
+        output, self._state = self.lstm(sequence, self._state)
+        return (output + sequence).permute(1, 2, 0)
+
+
+class StreamingCodecDecoder:
+    """Decodes MusicGen code frames ``(num_codebooks, n)`` to mono PCM incrementally.
+
+    One instance per stream (it holds that stream's decoder state); the EnCodec module itself
+    is shared and only read. Call from one thread at a time, under ``torch.inference_mode``.
+    """
+
+    def __init__(self, audio_encoder: EncodecModel):
+        config = audio_encoder.config
+        if config.chunk_length_s is not None:
+            raise UnsupportedCodecError(
+                'EnCodec with chunked decoding (chunk_length_s set) cannot be streamed; '
+                'MusicGen codecs decode in one chunk')
+        if config.norm_type != 'weight_norm':
+            raise UnsupportedCodecError(
+                f'EnCodec norm_type {config.norm_type!r} normalises over the whole sequence; '
+                "only 'weight_norm' can be streamed")
+        if config.audio_channels != 1:
+            raise UnsupportedCodecError(
+                f'EnCodec with {config.audio_channels} channels: only mono codecs are supported')
+        layers = list(audio_encoder.decoder.layers)
+        lstm_positions = [i for i, layer in enumerate(layers) if isinstance(layer, EncodecLSTM)]
+        if len(lstm_positions) != 1:
+            raise UnsupportedCodecError(
+                f'expected one LSTM in the EnCodec decoder, found {len(lstm_positions)}')
+        split = lstm_positions[0]
+        self._quantizer = audio_encoder.quantizer
+        self._before_lstm = _WindowedStage(layers[:split])
+        self._lstm = _StatefulLSTM(layers[split])
+        self._after_lstm = _WindowedStage(layers[split + 1:])
+        if self._before_lstm.upsampling != 1:
+            raise UnsupportedCodecError('EnCodec decoder upsamples before its LSTM')
+        self.hop_length = self._after_lstm.upsampling
+        if self.hop_length != config.hop_length:
+            raise UnsupportedCodecError(
+                f'EnCodec decoder upsamples by {self.hop_length}, config says {config.hop_length}')
+        self.lookahead_frames = self._before_lstm.right + self._after_lstm.right
+        self.frames_pushed = 0
+        self.samples_emitted = 0
+        self._discard = 0
+        embed = self._quantizer.layers[0].codebook.embed
+        self._empty = embed.new_zeros(0)
+
+    def _decode(self, codes: torch.Tensor | None, final: bool) -> torch.Tensor:
+        embeddings = None
+        if codes is not None:
+            if codes.ndim != 2 or not 1 <= codes.shape[0] <= len(self._quantizer.layers):
+                raise ValueError(f'codes must have shape (n_codebooks <= {len(self._quantizer.layers)}, '
+                                 f'n_frames), got {tuple(codes.shape)}')
+            if codes.shape[-1]:
+                self.frames_pushed += codes.shape[-1]
+                embeddings = self._quantizer.decode(codes[:, None, :])   # (1, dim, n)
+        hidden = self._lstm.push(self._before_lstm.push(embeddings, final))
+        output = self._after_lstm.push(hidden, final)
+        if output is None:
+            return self._empty
+        audio = output[0, 0]
+        if self._discard:
+            dropped = min(self._discard, audio.shape[-1])
+            audio = audio[dropped:]
+            self._discard -= dropped
+        self.samples_emitted += audio.shape[-1]
+        return audio
+
+    def prime(self, codes: torch.Tensor) -> None:
+        """Feed frames whose audio the listener already has (a continuation's context): they set
+        the decoder state, their own samples are never emitted."""
+        self._discard += codes.shape[-1] * self.hop_length
+        self._decode(codes, final=False)
+
+    def push(self, codes: torch.Tensor) -> torch.Tensor:
+        """Add frames ``(num_codebooks, n)``; return the samples that became final (1-D, possibly
+        empty)."""
+        return self._decode(codes, final=False)
+
+    def flush(self) -> torch.Tensor:
+        """End the stream: return the pending samples, decoded with end-of-sequence padding."""
+        return self._decode(None, final=True)

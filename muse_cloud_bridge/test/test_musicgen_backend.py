@@ -1,0 +1,424 @@
+"""The musicgen backend on a tiny random-weight MusicGen built from a config.
+
+No weights or tokenizer files can be downloaded here, so the fixtures build:
+
+- a MusicGen with the real layout (T5 text encoder, EnCodec 32 kHz codec with the real
+  upsampling [8, 5, 4, 4] and 2048-entry codebooks, 4-codebook decoder), but a few dozen
+  channels wide. EnCodec's initialisation leaves the codebook embeddings at zero (pretrained
+  weights fill them), which would make every code decode to the same sound, so the tests give
+  them random values;
+- a real ``T5Tokenizer`` (Unigram model, the class musicgen-small uses) from a vocabulary of
+  letters, digits and a few music words made here, inside a real ``MusicgenProcessor``.
+
+The backend runs exactly the generation path it runs on musicgen-small.
+"""
+
+import importlib
+import string
+import sys
+import threading
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+
+# pytest's importlib mode registers the source folder muse_cloud_bridge/ as a namespace package
+# of that name (to name this file muse_cloud_bridge.test.<file>), hiding the real package
+# muse_cloud_bridge/muse_cloud_bridge; swap the stand-in for it. (Belongs in the root
+# conftest.py for every package; reported.)
+if getattr(sys.modules.get('muse_cloud_bridge'), '__file__', None) is None:
+    sys.modules.pop('muse_cloud_bridge', None)
+    importlib.import_module('muse_cloud_bridge')
+
+transformers = pytest.importorskip('transformers')
+
+from muse_cloud_bridge.backends import BackendError, PromptSpec, create_backend  # noqa: E402
+from muse_cloud_bridge.backends.musicgen import MusicGenBackend, MusicGenInputError  # noqa: E402
+from muse_cloud_bridge.backends.musicgen_codec import StreamingCodecDecoder  # noqa: E402
+
+HOP = 640                  # samples per frame at 32 kHz (8 * 5 * 4 * 4)
+CODEBOOKS = 4
+START = 2048               # decoder start / pad token
+TEXT = 'calm ambient techno with soft pads, 100 bpm'
+OTHER_TEXT = 'upbeat pop for walking, 128 bpm'
+
+
+def build_tokenizer():
+    pieces = [('<pad>', 0.0), ('</s>', 0.0), ('<unk>', 0.0), ('\u2581', -2.0)]
+    for char in string.ascii_letters + string.digits + ",.-'!":
+        pieces += [(char, -5.0), ('\u2581' + char, -5.5)]
+    for word in 'calm ambient techno with soft pads upbeat pop for walking cycling bpm'.split():
+        pieces.append(('\u2581' + word, -1.0))
+    return transformers.T5Tokenizer(vocab=pieces, extra_ids=0)
+
+
+def build_tiny_musicgen(text_vocab_size, seed=0):
+    torch.manual_seed(seed)
+    text = transformers.T5Config(vocab_size=text_vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                 num_heads=4)
+    audio = transformers.EncodecConfig(
+        hidden_size=16, num_filters=4, upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2],
+        sampling_rate=32000, codebook_size=2048, use_causal_conv=False, normalize=False,
+        use_conv_shortcut=False)
+    decoder = transformers.MusicgenDecoderConfig(
+        vocab_size=2048, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
+        num_codebooks=CODEBOOKS, max_position_embeddings=2048)
+    config = transformers.MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
+    model = transformers.MusicgenForConditionalGeneration(config).eval()
+    model.generation_config.decoder_start_token_id = START
+    model.generation_config.pad_token_id = START
+    with torch.no_grad():
+        for layer in model.audio_encoder.quantizer.layers:
+            layer.codebook.embed.normal_()
+    return model
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    tokenizer = build_tokenizer()
+    model = build_tiny_musicgen(len(tokenizer))
+    feature_extractor = transformers.EncodecFeatureExtractor(feature_size=1, sampling_rate=32000,
+                                                             padding_side='left')
+    processor = transformers.MusicgenProcessor(feature_extractor=feature_extractor,
+                                               tokenizer=tokenizer)
+    return model, processor
+
+
+def backend_for(tiny, **options):
+    model, processor = tiny
+    options.setdefault('seed', 1234)
+    options.setdefault('top_k', 50)
+    options.setdefault('device', 'cpu')
+    return MusicGenBackend.from_model(model, processor, **options)
+
+
+def pull(stream, count):
+    return [stream.next_fragment() for _ in range(count)]
+
+
+class CodecSpy:
+    """Records the code frames every stream hands to its codec decoder."""
+
+    def __init__(self):
+        self.pushed = []
+        original = StreamingCodecDecoder.push
+
+        def push(decoder, codes):
+            self.pushed.append(codes.clone())
+            return original(decoder, codes)
+
+        self._patch = mock.patch.object(StreamingCodecDecoder, 'push', autospec=True, side_effect=push)
+
+    def __enter__(self):
+        self._patch.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._patch.__exit__(*exc_info)
+
+    def codes(self):
+        return torch.cat(self.pushed, dim=-1)
+
+
+class DecoderInputSpy:
+    """Records the input ids of every decoder forward pass."""
+
+    def __init__(self, model):
+        self.inputs = []
+        self._handle = model.decoder.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def _record(self, module, args, kwargs):
+        self.inputs.append(kwargs['input_ids'].clone())
+
+    def prefills(self):
+        """Inputs of the passes that started a window (more than one column)."""
+        return [ids for ids in self.inputs if ids.shape[-1] > 1]
+
+    def close(self):
+        self._handle.remove()
+
+
+def one_shot_generate(model, processor, text, seed, max_new_tokens, top_k, prompt_codes=None):
+    """transformers' own generate + decode, returning (audio, codes (cb, frames))."""
+    captured = {}
+    decode = model.audio_encoder.decode
+
+    def spy(codes, *args, **kwargs):
+        captured['codes'] = codes[0, 0].clone()
+        return decode(codes, *args, **kwargs)
+
+    inputs = processor(text=[text], padding=True, return_tensors='pt')
+    extra = {} if prompt_codes is None else {'decoder_input_ids': prompt_codes}
+    torch.manual_seed(seed)
+    with mock.patch.object(model.audio_encoder, 'decode', side_effect=spy):
+        audio = model.generate(**inputs, do_sample=True, guidance_scale=3.0, top_k=top_k,
+                               max_new_tokens=max_new_tokens, **extra)
+    return audio[0, 0].numpy(), captured['codes']
+
+
+def delay_pattern_prefix(codes):
+    """The decoder's window-opening input for a prompt of `codes` (cb, C), written out from the
+    delay pattern's definition: column 0 is the start token, codebook k of frame f sits in
+    column f + k + 1, and positions before a codebook's first frame hold the pad token."""
+    cb, frames = codes.shape
+    expected = torch.full((cb, frames + 1), START, dtype=torch.long)
+    for k in range(cb):
+        for column in range(1, frames + 1):
+            frame = column - 1 - k
+            if frame >= 0:
+                expected[k, column] = codes[k, frame]
+    return expected
+
+
+def test_fragments_arrive_every_play_steps_with_the_right_sample_count(tiny):
+    backend = backend_for(tiny, play_steps=12)
+    assert (backend.sample_rate, backend.channels, backend.lookahead_frames) == (32000, 1, 4)
+    with backend.open_stream(PromptSpec(prompt_id=1, text=TEXT)) as stream:
+        fragments = []
+        for index in range(5):
+            fragments.append(stream.next_fragment())
+            assert stream.decoder_steps == 12 * (index + 1)
+        for fragment in fragments:
+            assert fragment.dtype == np.float32 and fragment.ndim == 2 and fragment.shape[1] == 1
+            assert np.isfinite(fragment).all() and np.abs(fragment).max() <= 1.0
+            assert np.abs(fragment).max() > 0.0
+        # The first fragment lacks the frames still inside the delay pattern and the codec's
+        # look-ahead; every later one carries exactly play_steps frames.
+        assert len(fragments[0]) == (12 - (CODEBOOKS - 1) - backend.lookahead_frames) * HOP
+        assert [len(f) for f in fragments[1:]] == [12 * HOP] * 4
+        assert stream.windows == 1
+
+
+def test_stream_equals_one_shot_generate_and_decode_for_the_same_seed(tiny):
+    model, processor = tiny
+    max_new_tokens = 60
+    window_frames = max_new_tokens + 1 - CODEBOOKS   # what generate returns for that length
+    backend = backend_for(tiny, play_steps=10, window_tokens=max_new_tokens + 1, context_s=0.5,
+                          continuation_s=0.5)
+    with CodecSpy() as codec_spy, backend.open_stream(PromptSpec(prompt_id=1, text=TEXT)) as stream:
+        streamed = np.concatenate(pull(stream, 6))[:, 0]
+    reference_audio, reference_codes = one_shot_generate(model, processor, TEXT, seed=1234,
+                                                         max_new_tokens=max_new_tokens, top_k=50)
+    assert reference_codes.shape == (CODEBOOKS, window_frames)
+    assert torch.equal(codec_spy.codes()[:, :window_frames], reference_codes)
+    # The stream holds back the codec's look-ahead; everything before it is final and equal.
+    compared = (window_frames - backend.lookahead_frames) * HOP
+    assert len(streamed) >= compared
+    np.testing.assert_allclose(streamed[:compared], reference_audio[:compared], atol=1e-5, rtol=0)
+
+
+def test_continuation_across_windows_has_no_gap_and_is_prompted_with_the_last_frames(tiny):
+    model, _ = tiny
+    window_tokens, continuation_frames = 24, 6
+    backend = backend_for(tiny, play_steps=10, window_tokens=window_tokens,
+                          continuation_s=continuation_frames / 50, context_s=0.1)
+    inputs = DecoderInputSpy(model)
+    try:
+        with CodecSpy() as codec_spy, backend.open_stream(PromptSpec(1, TEXT)) as stream:
+            fragments = pull(stream, 8)
+            windows = stream.windows
+    finally:
+        inputs.close()
+    assert windows >= 3
+    codes = codec_spy.codes()
+    audio = np.concatenate(fragments)[:, 0]
+    # Sample-continuous: the fragments are exactly the one-shot decode of every frame produced,
+    # in order, with nothing missing or repeated at the window changes.
+    assert len(audio) == (codes.shape[-1] - backend.lookahead_frames) * HOP
+    with torch.inference_mode():
+        one_shot = model.audio_encoder.decode(codes[None, None], [None]).audio_values[0, 0].numpy()
+    np.testing.assert_allclose(audio, one_shot[:len(audio)], atol=1e-5, rtol=0)
+    # Each window after the first opened with the last frames of the previous ones.
+    prefills = inputs.prefills()
+    assert len(prefills) == windows - 1
+    frames_in_window = window_tokens - CODEBOOKS
+    produced = frames_in_window              # frames made before the second window
+    for prefill in prefills:
+        expected = delay_pattern_prefix(codes[:, produced - continuation_frames:produced])
+        assert torch.equal(prefill[:CODEBOOKS], expected)
+        assert torch.equal(prefill[CODEBOOKS:], expected)         # the guidance copy
+        produced += frames_in_window - continuation_frames
+
+
+def test_prompt_change_feeds_the_context_codes_and_continues_the_waveform(tiny):
+    model, processor = tiny
+    backend = backend_for(tiny, play_steps=10, context_s=0.3)      # 15 frames
+    with backend.open_stream(PromptSpec(1, TEXT)) as first:
+        sent = np.concatenate(pull(first, 4))
+    context_frames = 15
+    with torch.inference_mode():
+        tail = torch.from_numpy(sent[-context_frames * HOP:, 0].copy())
+        context_codes = model.audio_encoder.encode(tail.reshape(1, 1, -1)).audio_codes[0, 0]
+    assert context_codes.shape == (CODEBOOKS, context_frames)
+
+    inputs = DecoderInputSpy(model)
+    try:
+        with CodecSpy() as codec_spy, backend.open_stream(PromptSpec(2, OTHER_TEXT), context=sent) as second:
+            new_audio = np.concatenate(pull(second, 3))[:, 0]
+    finally:
+        inputs.close()
+    prefill = inputs.inputs[0]
+    expected = delay_pattern_prefix(context_codes)
+    assert torch.equal(prefill[:CODEBOOKS], expected)
+    assert torch.equal(prefill[CODEBOOKS:], expected)
+
+    # The new codes are those of transformers' audio-prompted generate for the same seed ...
+    new_codes = codec_spy.codes()
+    generated_frames = 40
+    _, reference_codes = one_shot_generate(
+        model, processor, OTHER_TEXT, seed=1234 + 1, max_new_tokens=context_frames + generated_frames,
+        top_k=50, prompt_codes=context_codes)
+    assert torch.equal(reference_codes[:, :context_frames], context_codes)
+    compared_frames = min(new_codes.shape[-1], generated_frames - CODEBOOKS)
+    assert torch.equal(new_codes[:, :compared_frames],
+                       reference_codes[:, context_frames:context_frames + compared_frames])
+    # ... and the audio continues the decoded context: the codec was primed with it.
+    with torch.inference_mode():
+        joined = torch.cat([context_codes, new_codes], dim=-1)
+        one_shot = model.audio_encoder.decode(joined[None, None], [None]).audio_values[0, 0].numpy()
+    start = context_frames * HOP
+    np.testing.assert_allclose(new_audio, one_shot[start:start + len(new_audio)], atol=1e-5, rtol=0)
+
+
+def test_context_shorter_than_a_frame_or_disabled_starts_unprompted(tiny):
+    model, _ = tiny
+    for backend, context in ((backend_for(tiny, play_steps=8), np.zeros((HOP - 1, 1), np.float32)),
+                             (backend_for(tiny, play_steps=8, context_s=0),
+                              np.zeros((10 * HOP, 1), np.float32))):
+        inputs = DecoderInputSpy(model)
+        try:
+            with backend.open_stream(PromptSpec(1, TEXT), context=context) as stream:
+                stream.next_fragment()
+        finally:
+            inputs.close()
+        assert inputs.inputs[0].shape == (2 * CODEBOOKS, 1)
+
+
+def test_concurrent_streams_match_the_same_streams_run_one_after_the_other(tiny):
+    def run(backend, threaded):
+        streams = [backend.open_stream(PromptSpec(i, text)) for i, text in enumerate((TEXT, OTHER_TEXT))]
+        results = [None, None]
+
+        def work(index):
+            results[index] = np.concatenate(pull(streams[index], 4))
+
+        if threaded:
+            threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=120)
+        else:
+            work(0)
+            work(1)
+        for stream in streams:
+            stream.close()
+        return results
+
+    sequential = run(backend_for(tiny, play_steps=8), threaded=False)
+    concurrent = run(backend_for(tiny, play_steps=8), threaded=True)
+    for alone, together in zip(sequential, concurrent):
+        assert together is not None
+        np.testing.assert_array_equal(alone, together)
+
+
+def test_repeated_prompt_text_is_encoded_once(tiny):
+    backend = backend_for(tiny, play_steps=8)
+    from muse_cloud_bridge.backends import musicgen
+    with mock.patch.object(musicgen, 'encode_text', wraps=musicgen.encode_text) as encode:
+        for prompt_id in range(3):
+            backend.open_stream(PromptSpec(prompt_id, TEXT)).close()
+        backend.open_stream(PromptSpec(3, OTHER_TEXT)).close()
+    assert encode.call_count == 2
+
+
+def test_loads_a_saved_model_and_processor_from_a_local_directory(tiny, tmp_path):
+    model, processor = tiny
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = MusicGenBackend(model=str(tmp_path), device='cpu', dtype='float32', play_steps=8,
+                             seed=5, top_k=50)
+    assert loaded.model is not model
+    built = backend_for(tiny, play_steps=8, seed=5)
+    with loaded.open_stream(PromptSpec(1, TEXT)) as a, built.open_stream(PromptSpec(1, TEXT)) as b:
+        np.testing.assert_array_equal(np.concatenate(pull(a, 2)), np.concatenate(pull(b, 2)))
+    # The server's way in: the registry name, a path and its fragment_s option.
+    served = create_backend('musicgen', model=str(tmp_path), device='cpu', fragment_s=0.2)
+    assert isinstance(served, MusicGenBackend) and served.play_steps == 10
+    with served.open_stream(PromptSpec(1, TEXT)) as stream:
+        assert stream.next_fragment().shape == ((10 - 3 - 4) * HOP, 1)
+
+
+def test_a_missing_model_path_is_a_clear_backend_error(tmp_path):
+    missing = tmp_path / 'no-such-model'
+    with pytest.raises(BackendError, match='no-such-model'):
+        MusicGenBackend(model=str(missing), device='cpu')
+
+
+@pytest.mark.parametrize('options, named', [
+    ({'play_steps': 0}, 'play_steps'),
+    ({'play_steps': 2.5}, 'play_steps'),
+    ({'play_steps': 10, 'fragment_s': 0.5}, 'fragment_s'),
+    ({'fragment_s': -1.0}, 'fragment_s'),
+    ({'guidance_scale': 0.5}, 'guidance_scale'),
+    ({'top_k': -1}, 'top_k'),
+    ({'temperature': 0.0}, 'temperature'),
+    ({'context_s': -0.5}, 'context_s'),
+    ({'context_s': float('nan')}, 'context_s'),
+    ({'continuation_s': 0.0}, 'continuation_s'),
+    ({'window_tokens': 24, 'context_s': 0.1, 'continuation_s': 1.0}, 'continuation_s'),
+    ({'window_tokens': 24, 'context_s': 1.0, 'continuation_s': 0.1}, 'context_s'),
+    ({'window_tokens': 5}, 'window_tokens'),
+    ({'window_tokens': 4096}, 'window_tokens'),
+    ({'window_tokens': 30.0}, 'window_tokens'),
+    ({'device': 'tpu'}, 'device'),
+    ({'dtype': 'int8'}, 'dtype'),
+    ({'seed': -3}, 'seed'),
+    ({'text_cache_size': -1}, 'text_cache_size'),
+])
+def test_bad_options_are_rejected_with_an_error_naming_them(tiny, options, named):
+    with pytest.raises(MusicGenInputError, match=named) as caught:
+        backend_for(tiny, **options)
+    assert isinstance(caught.value, BackendError) and isinstance(caught.value, ValueError)
+
+
+def test_bad_models_and_unknown_options_are_rejected(tiny):
+    model, processor = tiny
+    with pytest.raises(MusicGenInputError, match='model'):
+        MusicGenBackend(model=123, device='cpu')
+    with pytest.raises(MusicGenInputError, match='processor'):
+        MusicGenBackend(model=model, device='cpu')
+    with pytest.raises(MusicGenInputError, match='processor'):
+        MusicGenBackend(model='some/id', processor=processor, device='cpu')
+    with pytest.raises(TypeError):
+        MusicGenBackend.from_model(model, processor, device='cpu', play_step=3)
+    with pytest.raises(BackendError, match='play_step'):
+        create_backend('musicgen', model=model, processor=processor, play_step=3)
+
+
+@pytest.mark.parametrize('context, named', [
+    (np.zeros((3200, 2), np.float32), 'shape'),
+    (np.zeros(3200, np.float32), 'shape'),
+    (np.zeros((3200, 1), np.int16), 'float'),
+    ([0.0] * 3200, 'numpy'),
+    (np.full((3200, 1), np.nan, np.float32), 'NaN'),
+])
+def test_bad_context_is_rejected_with_a_clear_error(tiny, context, named):
+    backend = backend_for(tiny)
+    with pytest.raises(MusicGenInputError, match=named):
+        backend.open_stream(PromptSpec(1, TEXT), context=context)
+
+
+def test_closed_streams_and_backends_refuse_work(tiny):
+    backend = backend_for(tiny, play_steps=8)
+    stream = backend.open_stream(PromptSpec(1, TEXT))
+    stream.close()
+    stream.close()
+    with pytest.raises(BackendError, match='closed'):
+        stream.next_fragment()
+    with pytest.raises(MusicGenInputError, match='PromptSpec'):
+        backend.open_stream('calm music')
+    backend.close()
+    with pytest.raises(BackendError, match='closed'):
+        backend.open_stream(PromptSpec(1, TEXT))
