@@ -18,7 +18,8 @@ Rules (times are message header stamps, so replays at any speed decide the same)
 - Overrides (REASON_MANUAL): ``clear`` drops all overrides first; ``style`` switches the
   preset; ``text`` pins this exact text (bounded) until cleared, and while it is pinned no
   automatic prompt is made (state keeps being tracked, so clearing reflects the present).
-  Changing the base style (the node's ``style`` parameter) acts like a style switch.
+  Changing the base style, the presets or the rules (the node's parameters) acts like an
+  override: a prompt follows where the prompt changes.
 - A trigger only makes a prompt when the prompt would differ from the last one published
   (text, style, activity, tempo or energy): the music changes only when it should.
 - Prompt ids are 1, 2, 3, ... in the order prompts are made.
@@ -124,10 +125,6 @@ class PromptDecider:
     def config(self):
         return self._config
 
-    @config.setter
-    def config(self, config):
-        self._config = config
-
     @property
     def library(self):
         return self._library
@@ -147,12 +144,14 @@ class PromptDecider:
         for style in filter(None, (base_style or self._base_style, self._style_override)):
             library.get(style)
 
-    def set_presets(self, stamp_ns, library=None, base_style=None):
-        """Switch to another preset library (a new user presets file) and/or base style."""
+    def reconfigure(self, stamp_ns, library=None, base_style=None, config=None):
+        """Switch to another preset library (a new user presets file), base style and/or
+        rules; a prompt follows where that changes the prompt (REASON_MANUAL)."""
         library = library or self._library
         self.check_library(library, base_style)
         self._library = library
         self._base_style = base_style or self._base_style
+        self._config = config or self._config
         return self._maybe_publish(MusicPrompt.REASON_MANUAL, stamp_ns)
 
     # --- inputs ------------------------------------------------------------------------------

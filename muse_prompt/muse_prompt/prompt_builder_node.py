@@ -113,7 +113,9 @@ class PromptBuilderNode(Node):
     def _on_profile(self, msg):
         profile = Profile(age=msg.age, sex=_SEX_CODES.get(msg.sex, ''), height_cm=msg.height_cm,
                           weight_kg=msg.weight_kg, skin_type=msg.skin_type, sport=msg.sport)
-        self.get_logger().info(f'profile of {msg.user_id or "an unnamed listener"}: {profile}')
+        self.get_logger().info(
+            f'profile of {msg.user_id or "an unnamed listener"}: age {msg.age}, sex {msg.sex}, '
+            f'{msg.height_cm:.1f} cm, {msg.weight_kg:.1f} kg')
         self._decide('profile', self._decider.on_profile, stamp_ns(msg.header.stamp), profile)
 
     def _on_override(self, msg):
@@ -173,15 +175,12 @@ class PromptBuilderNode(Node):
 
     def _apply_parameters(self, parameters):
         changes = {p.name: p.value for p in parameters}
-        now = self.get_clock().now().nanoseconds
-        config = {n: v for n, v in changes.items() if n in _CONFIG_NAMES}
-        if config:
-            self._decider.config = replace(self._decider.config, **config)
+        rules = {n: v for n, v in changes.items() if n in _CONFIG_NAMES}
         library = (self._validated_libraries.pop(changes['presets_file'])
                    if 'presets_file' in changes else None)
-        if library is not None or 'style' in changes:
-            self._decide('parameter change', self._decider.set_presets, now, library,
-                         changes.get('style'))
+        self._decide('parameter change', self._decider.reconfigure,
+                     self.get_clock().now().nanoseconds, library, changes.get('style'),
+                     replace(self._decider.config, **rules) if rules else None)
 
     # --- diagnostics -------------------------------------------------------------------------
 

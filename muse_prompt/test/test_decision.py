@@ -291,16 +291,25 @@ def test_an_over_long_text_override_is_bounded(library):
 
 def test_base_style_change_and_a_no_op(library):
     d = started(library)
-    assert d.set_presets(ns(3), base_style='chill_techno') is None
-    prompt = d.set_presets(ns(4), base_style='lofi_hiphop')
+    assert d.reconfigure(ns(3), base_style='chill_techno') is None
+    prompt = d.reconfigure(ns(4), base_style='lofi_hiphop')
     assert (prompt.prompt_id, prompt.reason, prompt.rendered.style) == (2, MANUAL, 'lofi_hiphop')
     with pytest.raises(UnknownStyleError):
-        d.set_presets(ns(5), base_style='polka')
+        d.reconfigure(ns(5), base_style='polka')
     assert d.base_style == 'lofi_hiphop'
     # a style override hides base style changes until cleared
     d.on_override(ns(6), style='jazz')
-    assert d.set_presets(ns(7), base_style='ambient') is None
+    assert d.reconfigure(ns(7), base_style='ambient') is None
     assert d.on_override(ns(8), clear=True).rendered.style == 'ambient'
+
+
+def test_rule_changes_make_a_prompt_only_where_the_text_changes(library):
+    d = started(library)
+    assert d.reconfigure(ns(3), config=DecisionConfig(min_dwell_s=10.0)) is None
+    assert d.config.min_dwell_s == 10.0
+    private = d.reconfigure(ns(4), config=DecisionConfig(include_physiology=False))
+    assert (private.prompt_id, private.reason) == (2, MANUAL)
+    assert 'years old' not in private.rendered.text and 'Heart rate' not in private.rendered.text
 
 
 def test_ids_keep_counting_across_reasons(library):
