@@ -38,6 +38,8 @@ from muse_sensors.dalia import ACTIVITY_NAMES, Profile
 REASON_NAMES = {getattr(MusicPrompt, n): n[len('REASON_'):].lower()
                 for n in dir(MusicPrompt) if n.startswith('REASON_')}
 _NS = 1_000_000_000
+# Probabilities arrive as float32; a softmax maximum may round a hair above 1.
+_FLOAT32_SLACK = 1e-6
 _TRANSIENT = ACTIVITY_NAMES.index('transient')
 
 
@@ -160,7 +162,7 @@ class PromptDecider:
         if not 0 <= class_id < len(ACTIVITY_NAMES):
             raise ValueError(f'activity class_id {class_id!r} is not an activity class id; '
                              f'expected 0..{len(ACTIVITY_NAMES) - 1}')
-        if not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
+        if not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0 + _FLOAT32_SLACK):
             raise ValueError(f'activity confidence {confidence!r} is not in [0, 1]')
         self.counts['estimates'] += 1
         if confidence < self._config.min_confidence:

@@ -239,3 +239,11 @@ def test_node_refuses_a_bad_presets_file_naming_the_key(spawn, tmp_path):
     assert code != 0, output
     assert f"presets file '{presets}': presets.mine.energy.walking" in output, output
     assert 'expected a number in [0, 1]' in output, output
+
+
+def test_node_refuses_an_unknown_style_at_start(spawn):
+    node = start_node(spawn, 'style:=polka')
+    code = node.wait(timeout=TIMEOUT)
+    output = node.output()
+    assert code != 0, output
+    assert "parameter 'style' of node 'prompt_builder' is 'polka'; expected one of" in output
