@@ -1,6 +1,8 @@
 """Shared pytest fixtures for every MUSE test: an isolated DDS domain, in-process ROS
 subscribers that collect messages, and nodes started as separate processes."""
 
+import contextlib
+import importlib
 import os
 import random
 import signal
@@ -13,6 +15,14 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent
+
+# pytest's importlib import mode names muse_prompt/test/test_x.py "muse_prompt.test.test_x"
+# and, to do so, registers the source folder muse_prompt/ (no __init__.py) as a stand-in
+# package that hides the installed one. Importing the real packages first prevents that.
+for _package in ('muse_common', 'muse_sensors', 'muse_encoder', 'muse_prompt',
+                 'muse_cloud_bridge', 'muse_player', 'muse_bringup'):
+    with contextlib.suppress(ImportError):
+        importlib.import_module(_package)
 
 # One DDS domain per test session, so parallel runs on one host do not hear each other,
 # and discovery kept on this host.
