@@ -112,7 +112,7 @@ def test_the_node_orders_crossfades_reports_and_records_two_prompts(spawn, colle
     wait_until(lambda: record.exists() and soundfile.info(str(record)).frames >= needed, 60,
                'the recording to cover prompt 2', node)
     diagnostics = collector.messages('/diagnostics')
-    assert node.stop() == 0, node.output()
+    assert node.stop() == 0, node.log_path.read_text()
 
     # Events: what happened, once each, with sensible numbers.
     assert [(e.prompt_id, e.seq) for e in events(PlaybackEvent.FRAGMENT_DUPLICATE)] == [(1, 3)]
@@ -162,3 +162,33 @@ def test_sounddevice_sink_without_a_device_stops_the_node_with_a_clear_message(s
     assert node.wait(timeout=60) != 0
     assert 'sink sounddevice: no audio output device' in node.output()
     assert 'sink:=null' in node.output()
+
+
+def test_mixer_settings_change_at_runtime_and_bad_values_are_refused(spawn, ros_node,
+                                                                     tmp_path):
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+    node = spawn([sys.executable, '-m', 'muse_player.audio_player_node', '--ros-args',
+                  '-p', 'sink:=null', '-p', f'record_path:={tmp_path / "r.wav"}'])
+    client = AsyncParameterClient(ros_node, 'audio_player')
+    assert client.wait_for_services(timeout_sec=60), node.output()
+
+    def set_one(name, value):
+        future = client.set_parameters([Parameter(name, value=value)])
+        deadline = time.monotonic() + 30
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert future.done(), node.output()
+        return future.result().results[0]
+
+    assert set_one('crossfade_s', 0.8).successful
+    refused = set_one('crossfade_s', 0.003)  # shorter than the 5 ms declick fade
+    assert not refused.successful and 'crossfade_s is 0.003' in refused.reason
+    assert not set_one('record_path', '/tmp/elsewhere.wav').successful  # read-only
+    future = client.get_parameters(['crossfade_s'])
+    deadline = time.monotonic() + 30
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert future.result().values[0].double_value == 0.8
+    assert node.stop() == 0
+    assert 'crossfade_s is now 0.8' in node.log_path.read_text()
