@@ -20,6 +20,8 @@ setup(
     entry_points={
         'console_scripts': [
             'muse_make_subjects = muse_sensors.synthetic:main',
+            'muse_dalia_to_bag = muse_sensors.bag:main',
+            'sensor_replay = muse_sensors.sensor_replay_node:main',
         ],
     },
 )

@@ -151,7 +151,7 @@ _ALLOWED_GLOBALS = {
     ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'),
     ('numpy', 'ndarray'), ('numpy', 'dtype'), ('_codecs', 'encode'),
     ('copy_reg', '_reconstructor'), ('copyreg', '_reconstructor'),
-    ('__builtin__', 'object'), ('builtins', 'object'),
+    ('__builtin__', 'object'), ('builtins', 'object'), ('__builtin__', 'bytes'), ('builtins', 'bytes'),
     ('collections', 'OrderedDict'),
 }
 

@@ -76,6 +76,12 @@ def _band_noise(rng, n, fs, low_hz, high_hz):
     return out / std if std > 0 else out
 
 
+def _moving_average(x, width):
+    """Centred moving average over ``width`` samples (fewer for short signals), same length."""
+    width = max(1, min(int(width), len(x)))
+    return np.convolve(x, np.ones(width) / width, mode='same')
+
+
 def _events(rng, n, fs, rate_hz):
     """Sample indices of a Poisson process with ``rate_hz`` events per second."""
     count = rng.poisson(rate_hz * n / fs)
@@ -330,9 +336,8 @@ def _working(rng, n, tr):
         _add_pulse(m.angles[:, 1], start, shape, _deg(rng.uniform(15, 40)))
         _add_pulse(m.acc[:, 0], start, np.gradient(shape) * FS / 10, rng.uniform(0.05, 0.15))
     # Ramp the per-mode posture offsets so mode switches are movements, not jumps.
-    kernel = np.ones(int(0.5 * FS)) / int(0.5 * FS)
     for axis in range(2):
-        m.angles[:, axis] = np.convolve(m.angles[:, axis], kernel, mode='same')
+        m.angles[:, axis] = _moving_average(m.angles[:, axis], 0.5 * FS)
     return m
 
 
@@ -433,9 +438,8 @@ def _wrist_acc_g(rng, activity_acc, tr):
         body[start:end] = tr['vigour'] * motion.acc * edge[:, None]
     # Posture changes between activities take a second or two, not one sample.
     ramp = int(1.5 * FS)
-    kernel = np.ones(ramp) / ramp
     padded = np.pad(base, ((ramp, ramp), (0, 0)), mode='edge')
-    base = np.stack([np.convolve(padded[:, k], kernel, mode='same')[ramp:-ramp] for k in range(3)], 1)
+    base = np.stack([_moving_average(padded[:, k], ramp)[ramp:-ramp] for k in range(3)], 1)
     total = base + angles
     rot = _rotation_matrices(total[:, 0], total[:, 1], total[:, 2])
     specific_force = body + np.array([0.0, 0.0, 1.0])       # gravity reaction points up
@@ -508,8 +512,8 @@ def _bvp(rng, beats, hr_4hz, acc_g, duration_s):
     wave -= wave.mean()
     amplitude = rng.uniform(40, 120) * (1 + 0.1 * np.sin(2 * np.pi * 0.25 * t))
     motion = np.linalg.norm(acc_g, axis=1)
-    motion = np.interp(t, np.arange(len(motion)) / dalia.ACC_HZ, motion - np.convolve(
-        motion, np.ones(32) / 32, mode='same'))
+    motion = np.interp(t, np.arange(len(motion)) / dalia.ACC_HZ,
+                       motion - _moving_average(motion, dalia.ACC_HZ))
     artefact = rng.uniform(80, 250) * motion
     wander = 8 * _smooth_noise(rng, n, dalia.BVP_HZ, 0.1)
     return -amplitude * wave + artefact + wander + rng.normal(0, 1.5, n)
@@ -519,7 +523,7 @@ def _eda(rng, activity_4hz):
     n = len(activity_4hz)
     fs = dalia.EDA_HZ
     tonic = rng.uniform(0.2, 3.0) * (1 + 0.3 * _smooth_noise(rng, n, fs, 0.002))
-    arousal = np.convolve(AROUSAL[activity_4hz], np.ones(120 * fs) / (120 * fs), mode='same')
+    arousal = _moving_average(AROUSAL[activity_4hz], 120 * fs)
     level = np.clip(tonic * (1 + 0.5 * arousal), 0.05, None)
     rate = (1 / 60 + arousal / 20)
     phasic = np.zeros(n)
@@ -561,9 +565,7 @@ def _chest(rng, beats, activity_4hz, acc_g, duration_s, breath_hz):
     resp += rng.normal(0, 0.02, m)
     # The torso sees the body's accelerations, not the arm's: a smoothed wrist signal.
     t_acc = np.arange(len(acc_g)) / dalia.ACC_HZ
-    kernel = np.ones(8) / 8
-    torso = np.stack([np.convolve(acc_g[:, k] - acc_g[:, k].mean(), kernel, mode='same')
-                      for k in range(3)], 1)
+    torso = np.stack([_moving_average(acc_g[:, k] - acc_g[:, k].mean(), 8) for k in range(3)], 1)
     upright = np.array([0.95, 0.05, -0.3])
     chest_acc = np.empty((m, 3))
     for k in range(3):
