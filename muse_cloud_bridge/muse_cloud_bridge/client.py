@@ -44,9 +44,7 @@ class ConnectionLost(Exception):
         self.reason = reason
 
 
-class _Closed:
-    def __init__(self, code, reason):
-        self.code, self.reason = code, reason
+_CLOSED = object()  # queued after the last item once the connection is closed
 
 
 class MusicClient:
@@ -70,6 +68,7 @@ class MusicClient:
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
         self._reader: asyncio.Task | None = None
         self._pings: dict[int, asyncio.Future] = {}
+        self._close_info: tuple[int | None, str] | None = None  # set once the reader ended
         self._ping_ids = itertools.count(1)
 
     async def __aenter__(self):
@@ -96,15 +95,18 @@ class MusicClient:
         """
         try:
             self._ws = await connect(self.url, open_timeout=self.open_timeout,
-                                     max_size=protocol.MAX_AUDIO_FRAME_BYTES,
+                                     max_size=protocol.MAX_AUDIO_FRAME_BYTES, compression=None,
                                      user_agent_header=f'muse_client/{protocol.PROTOCOL_VERSION}')
         except asyncio.TimeoutError:
             raise TimeoutError(f'no WebSocket handshake with {self.url} within '
                                f'{self.open_timeout:g} s') from None
         try:
-            await self._ws.send(protocol.Hello(
-                protocol=protocol.PROTOCOL_VERSION, token=self.token, client=self.client_name,
-                encoding=self.encoding.wire_name).to_json())
+            try:
+                await self._ws.send(protocol.Hello(
+                    protocol=protocol.PROTOCOL_VERSION, token=self.token, client=self.client_name,
+                    encoding=self.encoding.wire_name).to_json())
+            except ConnectionClosed:
+                pass  # refused before the hello went out: the reason is waiting in recv()
             raw = await asyncio.wait_for(self._ws.recv(), self.open_timeout)
             reply = protocol.decode_control(raw, protocol.SERVER_MESSAGES)
         except ConnectionClosed as exc:
@@ -157,13 +159,14 @@ class MusicClient:
         """
         if self._ws is None:
             raise ConnectionLost(None, 'not connected')
+        if self._close_info is not None and self._queue.empty():
+            raise ConnectionLost(*self._close_info)
         try:
             item = await asyncio.wait_for(self._queue.get(), timeout)
         except asyncio.TimeoutError:
             raise TimeoutError(f'nothing received within {timeout:g} s') from None
-        if isinstance(item, _Closed):
-            self._queue.put_nowait(item)  # every later receive() sees the close too
-            raise ConnectionLost(item.code, item.reason)
+        if item is _CLOSED:
+            raise ConnectionLost(*self._close_info)
         if isinstance(item, Exception):
             raise item
         return item
@@ -202,13 +205,15 @@ class MusicClient:
         except ConnectionClosed:
             pass
         finally:
+            self._close_info = _ws_close_info(self._ws)
             for future in self._pings.values():
                 if not future.done():
-                    future.set_exception(ConnectionLost(*_ws_close_info(self._ws)))
-            # never blocks forever: a reader of the queue must learn of the close
-            while self._queue.full():
-                await asyncio.sleep(0.05)
-            self._queue.put_nowait(_Closed(*_ws_close_info(self._ws)))
+                    future.set_exception(ConnectionLost(*self._close_info))
+            # wakes a waiting receive(); with a full queue, receive() finds _close_info later
+            try:
+                self._queue.put_nowait(_CLOSED)
+            except asyncio.QueueFull:
+                pass
 
 
 def _close_info(exc: ConnectionClosed):

@@ -85,6 +85,7 @@ class MusicServer:
         self.stats = {'prompts': 0, 'fragments': 0, 'errors': 0, 'sessions_total': 0,
                       'rejected_busy': 0, 'switch_latency_s': collections.deque(maxlen=200)}
         self._server = None
+        self._port = config.port
         self._stopping = False
         self._stopped = asyncio.Event()
         self._started_at = time.monotonic()
@@ -95,7 +96,9 @@ class MusicServer:
         self._server = await serve(
             self._handle, self.config.host, self.config.port,
             process_request=self._process_request, max_size=INCOMING_FRAME_LIMIT,
-            server_header='muse_music_server')
+            # PCM barely deflates; compressing it would only cost CPU and latency
+            compression=None, server_header='muse_music_server')
+        self._port = self._server.sockets[0].getsockname()[1]
         logger.info('listening on ws://%s:%d (backend %s, %d Hz, %d channel(s), auth %s)',
                     self.config.host, self.port, self.backend.name, self.backend.sample_rate,
                     self.backend.channels, 'on' if self.config.token else 'OFF')
@@ -103,7 +106,8 @@ class MusicServer:
 
     @property
     def port(self) -> int:
-        return self._server.sockets[0].getsockname()[1]
+        """The port listened on (the one chosen by the OS when configured as 0)."""
+        return self._port
 
     @property
     def url(self) -> str:

@@ -356,9 +356,10 @@ class Session:
     async def _pump(self):
         """The only place that touches streams and sends audio.
 
-        While a switch to a new prompt is being prepared, the current stream keeps playing,
-        but its newest fragment is held back one step, so that when the new prompt's first
-        fragment is ready, the old stream's true last fragment can go out marked LAST.
+        A stream's first fragment goes out at once; after that its newest fragment is held back
+        one step (sent when the next one is generated), so that when a newer prompt's first
+        fragment is ready, the old stream's true last fragment can go out marked LAST right
+        before it. While a switch is being prepared the current stream keeps playing.
         """
         while True:
             self._wakeup.clear()
@@ -391,12 +392,9 @@ class Session:
             if generated is None:
                 continue
             self._fragment_s = len(generated[0]) / self.backend.sample_rate
-            if self._switch is not None:
-                if self._held is not None:
-                    await self._send(self._current, *self._held)
-                self._held = generated
-            else:
-                await self._send(self._current, *generated)
+            if self._held is not None:
+                await self._send(self._current, *self._held)
+            self._held = generated
 
     def _begin_switch(self, prompt: protocol.Prompt, received_at: float):
         if self._switch is not None:
@@ -441,10 +439,7 @@ class Session:
             await self._reply_error(protocol.ErrorCode.BACKEND_ERROR,
                                     f'could not start prompt {switch.prompt.prompt_id}: {exc}',
                                     switch.prompt.prompt_id)
-            if self._held is not None:  # the old stream goes on
-                await self._send(self._current, *self._held)
-                self._held = None
-            return
+            return  # the old stream goes on
         old, held = self._current, self._held
         self._current = _Stream(switch.prompt, runner, switch.prompt.first_seq, switch.received_at)
         self._held = None
@@ -470,6 +465,9 @@ class Session:
             logger.warning('session %s: prompt %d stream failed: %s', self.id,
                            stream.prompt.prompt_id, exc)
             await stream.runner.close()
+        if self._held is not None:  # the failed stream's audio so far still goes out
+            await self._send(stream, *self._held)
+            self._held = None
         if stream.restarts == 0:
             try:
                 opened = await asyncio.get_running_loop().run_in_executor(

@@ -1,0 +1,151 @@
+"""Helpers shared by the server, client and node tests: running coroutines with a deadline,
+an in-process server on a free port, collecting what a client receives, process servers."""
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from bridge_test_backends import SAMPLE_RATE, frequency_of
+from muse_cloud_bridge import protocol
+from muse_cloud_bridge.client import ConnectionLost
+from muse_cloud_bridge.server import MusicServer, ServerConfig
+
+TEST_DIR = Path(__file__).resolve().parent
+TOKEN = 'test-token'
+SINE_BACKEND = 'bridge_test_backends:SineBackend'
+
+
+def run(coroutine, timeout=90.0):
+    """Run a test coroutine; a hang becomes a clear failure instead of a stuck test."""
+    return asyncio.run(asyncio.wait_for(coroutine, timeout))
+
+
+@contextlib.asynccontextmanager
+async def serving(backend, **options):
+    """An in-process MusicServer on a free loopback port, shut down afterwards."""
+    settings = dict(host='127.0.0.1', port=0, token=TOKEN, fragment_s=0.25, max_ahead_s=1.0,
+                    hello_timeout_s=3.0, shutdown_grace_s=0.3)
+    settings.update(options)
+    server = MusicServer(backend, ServerConfig(**settings))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.shutdown('test over')
+
+
+class Received:
+    """Everything one client received, with arrival times (monotonic)."""
+
+    def __init__(self):
+        self.frames = []      # (arrival, AudioFrame)
+        self.messages = []    # (arrival, control message or ProtocolError)
+
+    def of_prompt(self, prompt_id):
+        return [f for _, f in self.frames if f.prompt_id == prompt_id]
+
+    @property
+    def keys(self):
+        return [f.order_key for _, f in self.frames]
+
+
+async def collect(client, received, until, timeout=20.0):
+    """Receive into ``received`` until ``until(received)`` holds; raise on timeout."""
+    deadline = time.monotonic() + timeout
+    while not until(received):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f'timed out; got {len(received.frames)} frames, messages '
+                                 f'{[m for _, m in received.messages]}')
+        try:
+            item = await client.receive(timeout=left)
+        except protocol.ProtocolError as exc:
+            item = exc
+        now = time.monotonic()
+        if isinstance(item, protocol.AudioFrame):
+            received.frames.append((now, item))
+        else:
+            received.messages.append((now, item))
+    return received
+
+
+def frames_of(prompt_id, count):
+    return lambda r: len(r.of_prompt(prompt_id)) >= count
+
+
+def message_of(kind):
+    return lambda r: any(isinstance(m, kind) for _, m in r.messages)
+
+
+async def closed(client, timeout=10.0):
+    """Drain the client until the connection closes; return the ConnectionLost."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await client.receive(timeout=max(0.01, deadline - time.monotonic()))
+        except ConnectionLost as exc:
+            return exc
+        except protocol.ProtocolError:
+            continue
+
+
+def joined(frames):
+    return np.concatenate([f.samples() for f in frames])[:, 0]
+
+
+def sine(prompt_id, start, count):
+    """What the sine backend produces for ``prompt_id`` at sample indices [start, start+count)."""
+    t = (start + np.arange(count)) / SAMPLE_RATE
+    return 0.5 * np.sin(2 * np.pi * frequency_of(prompt_id) * t)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url, timeout=5.0):
+    """-> (status, headers, body) without raising on 5xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def wait_for_health(port, process=None, timeout=60.0):
+    """Poll /healthz until the server answers; fail early if its process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.proc.poll() is not None:
+            raise AssertionError(f'server exited with {process.proc.returncode}:\n{process.output()}')
+        try:
+            status, _, body = http_get(f'http://127.0.0.1:{port}/healthz', timeout=1.0)
+            if status == 200:
+                return json.loads(body)
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f'no health answer on port {port} within {timeout} s')
+
+
+def server_command(port, backend=SINE_BACKEND, *extra):
+    return [sys.executable, '-m', 'muse_cloud_bridge.server', '--host', '127.0.0.1',
+            '--port', str(port), '--backend', backend, '--fragment-s', '0.25',
+            '--max-ahead-s', '1.0', '--shutdown-grace-s', '0.3', *extra]
+
+
+def server_env(**extra):
+    """Environment for a server process: the test backends importable."""
+    path = os.pathsep.join([str(TEST_DIR), os.environ.get('PYTHONPATH', '')])
+    return {'PYTHONPATH': path, **extra}
