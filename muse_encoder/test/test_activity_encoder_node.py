@@ -1,0 +1,176 @@
+"""The activity_encoder node, started as its own process, fed replayed synthetic data.
+
+The test publishes a synthetic subject's wrist acceleration (m/s^2, data-time stamps, ~8x
+real time), heart rate and profile, and checks what the node publishes against the same
+windows run through muse_encoder.inference in this process.
+"""
+
+import sys
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Vector3
+from muse_msgs.msg import ActivityEstimate, HeartRate, UserProfile
+import numpy as np
+import pytest
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import Imu
+
+from muse_common import qos, stamps
+from muse_encoder.inference import ActivityEncoder
+from muse_encoder.statics import Statics, sex_female_from_code
+from muse_sensors import dalia
+from muse_sensors.synthetic import write_subject
+
+NS = '/enc_test'
+T0 = 1000.0          # data time 0 of the replay, as a ROS stamp [s]
+G = 9.80665
+
+
+@pytest.fixture(scope='module')
+def subject(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('node_subject')
+    return dalia.load_subject(write_subject(folder, 42, 2.5, seed=99, balanced=True))
+
+
+def start_node(spawn, *params):
+    args = [sys.executable, '-m', 'muse_encoder.activity_encoder_node', '--ros-args',
+            '-r', f'__ns:={NS}']
+    for param in params:
+        args += ['-p', param]
+    return spawn(args, name='activity_encoder')
+
+
+def wait_for_subscriber(publisher, node_process, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while publisher.get_subscription_count() == 0:
+        assert time.monotonic() < deadline, f'node never subscribed:\n{node_process.output()}'
+        assert node_process.proc.poll() is None, f'node exited:\n{node_process.output()}'
+        time.sleep(0.1)
+
+
+def replay(ros_node, subject, samples, node_process, with_heart_rate=True, with_profile=True):
+    imu_pub = ros_node.create_publisher(Imu, f'{NS}/imu', qos.SENSOR)
+    hr_pub = ros_node.create_publisher(HeartRate, f'{NS}/heart_rate', qos.SENSOR)
+    profile_pub = ros_node.create_publisher(UserProfile, f'{NS}/user_profile', qos.LATCHED)
+    wait_for_subscriber(imu_pub, node_process)
+    if with_profile:
+        p = subject.profile
+        profile_pub.publish(UserProfile(user_id=subject.name, age=p.age, sex=p.sex_code,
+                                        height_cm=p.height_cm, weight_kg=p.weight_kg))
+    time.sleep(0.5)
+    for i in range(samples):
+        t = i / dalia.ACC_HZ
+        if with_heart_rate and i % 64 == 0 and np.isfinite(subject.heart_rate_at(t)):
+            hr = HeartRate(bpm=subject.heart_rate_at(t), confidence=1.0,
+                           source=HeartRate.SOURCE_SYNTHETIC)
+            hr.header.stamp = stamps.from_sec(T0 + t)
+            hr_pub.publish(hr)
+        msg = Imu()
+        msg.header.stamp = stamps.from_sec(T0 + t)
+        msg.header.frame_id = 'wrist'
+        a = subject.acc_g[i].astype(np.float64) * G
+        msg.linear_acceleration = Vector3(x=a[0], y=a[1], z=a[2])
+        msg.orientation_covariance[0] = -1.0
+        msg.angular_velocity_covariance[0] = -1.0
+        imu_pub.publish(msg)
+        time.sleep(1 / 256)   # ~8x real time: accelerated replay, counted in samples
+
+
+def test_node_publishes_estimates_that_match_offline_inference(spawn, collector, ros_node, subject):
+    collector.subscribe(ActivityEstimate, f'{NS}/activity', qos.EVENTS)
+    node = start_node(spawn, 'smoothing:=none')
+    windows = 12
+    samples = 256 + 64 * (windows - 1)
+    replay(ros_node, subject, samples, node)
+    got = collector.wait_for(f'{NS}/activity', windows, timeout=60)
+    assert len(got) >= windows - 1, f'{len(got)} estimates; node log:\n{node.output()}'
+
+    encoder = ActivityEncoder(threads=1)
+    profile = subject.profile
+    for msg in got:
+        start = round((stamps.to_sec(msg.window_start) - T0) * dalia.ACC_HZ)
+        end = round((stamps.to_sec(msg.window_end) - T0) * dalia.ACC_HZ)
+        assert end - start == 255 and start % 64 == 0       # one window every 2 s of data
+        assert msg.header.stamp == msg.window_end
+        assert len(msg.probabilities) == 9 and abs(sum(msg.probabilities) - 1) < 1e-4
+        assert len(msg.embedding) == encoder.embedding_dim
+        assert msg.label == dalia.ACTIVITY_NAMES[msg.class_id]
+        assert msg.class_id == msg.raw_class_id             # smoothing is off
+        assert msg.inference_ms > 0
+        statics = Statics(msg.heart_rate_bpm, profile.age, sex_female_from_code(profile.sex_code),
+                          profile.height_cm, profile.weight_kg)
+        expected = encoder.predict(subject.acc_g[start:end + 1], dalia.ACC_HZ, statics)
+        np.testing.assert_allclose(msg.probabilities, expected.probabilities, atol=1e-4)
+        np.testing.assert_allclose(msg.embedding, expected.embedding, atol=1e-3)
+    # Heart rate known from t = 8 s on; the first window (ending at 7.97 s) had none yet.
+    assert np.isnan(got[0].heart_rate_bpm)
+    later = [m for m in got if stamps.to_sec(m.window_start) - T0 >= 4.0]
+    assert later and all(np.isfinite(m.heart_rate_bpm) for m in later)
+    assert node.stop() == 0, node.output()
+
+
+def test_node_without_heart_rate_or_profile_degrades_and_reports_it(spawn, collector, ros_node, subject):
+    collector.subscribe(ActivityEstimate, f'{NS}/activity', qos.EVENTS)
+    collector.subscribe(DiagnosticArray, '/diagnostics', QoSProfile(depth=50))
+    node = start_node(spawn, 'smoothing:=majority', 'smoothing_window:=3')
+    replay(ros_node, subject, 256 + 64 * 4, node, with_heart_rate=False, with_profile=False)
+    got = collector.wait_for(f'{NS}/activity', 4, timeout=60)
+    assert len(got) >= 4, node.output()
+    assert all(np.isnan(m.heart_rate_bpm) for m in got)
+
+    def encoder_status():
+        for array in reversed(collector.messages('/diagnostics')):
+            statuses = {s.name: s for s in array.status if s.name.startswith('activity_encoder')}
+            if statuses and any(kv.key == 'inference_ms_p95' for s in statuses.values() for kv in s.values):
+                return statuses
+        return None
+
+    deadline = time.monotonic() + 30
+    while encoder_status() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    statuses = encoder_status()
+    assert statuses, node.output()
+    values = {kv.key: kv.value for s in statuses.values() for kv in s.values}
+    assert float(values['inference_ms_p95']) > 0
+    assert int(values['windows_published']) >= 4
+    assert values['heart_rate'] == 'default' and values['profile'] == 'default'
+    assert int(values['windows_heart_rate_defaulted']) >= 4
+    assert values['buffer_fill'] == '256/256'
+    output = node.output()
+    assert output.count('no current heart rate') == 1, output     # logged once, not per window
+    assert node.stop() == 0, output
+
+
+def test_node_refuses_a_missing_checkpoint_clearly(spawn, tmp_path):
+    node = start_node(spawn, f'checkpoint:={tmp_path / "missing.pt"}')
+    assert node.wait(timeout=60) != 0
+    assert 'missing.pt does not exist' in node.output()
+
+
+def test_runtime_parameter_changes_are_validated(spawn, ros_node, subject):
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    node = start_node(spawn)
+    client = ros_node.create_client(SetParameters, f'{NS}/activity_encoder/set_parameters')
+    assert client.wait_for_service(timeout_sec=60), node.output()
+
+    def set_param(name, value):
+        if isinstance(value, str):
+            v = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        else:
+            v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+        done = threading.Event()
+        future = client.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=v)]))
+        future.add_done_callback(lambda _: done.set())
+        assert done.wait(30)
+        return future.result().results[0]
+
+    assert set_param('smoothing', 'majority').successful
+    refused = set_param('smoothing', 'median')
+    assert not refused.successful and 'median' in refused.reason
+    assert not set_param('smoothing_alpha', 0.0).successful
+    assert not set_param('imu_rate_hz', 50.0).successful      # read-only: the window size
+    assert set_param('stride_s', 1.0).successful
+    assert node.stop() == 0, node.output()

@@ -1,0 +1,138 @@
+"""AccelToRGBMel: shapes, agreement with the plain librosa path, resampling, bad inputs."""
+
+import librosa
+import numpy as np
+import pytest
+from scipy.signal import resample_poly
+
+from muse_encoder.features import (AccelToRGBMel, FeatureParams, InputShapeError,
+                                   NonFiniteInputError, SampleRateError, WindowLengthError)
+
+
+@pytest.fixture(scope='module')
+def extractor():
+    return AccelToRGBMel()
+
+
+def walking_like(n, rate, seed=0):
+    """Gravity on z plus a 1.8 Hz gait with harmonics and a little noise, in g."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / rate
+    gait = 0.3 * np.sin(2 * np.pi * 1.8 * t) + 0.1 * np.sin(2 * np.pi * 3.6 * t + 0.4)
+    acc = np.stack([gait, 0.5 * gait, 1.0 + 0.2 * gait], axis=1)
+    return (acc + 0.01 * rng.standard_normal((n, 3))).astype(np.float32)
+
+
+def test_one_window_gives_three_64x64_channels(extractor):
+    image = extractor(walking_like(256, 32), 32)
+    assert image.shape == (3, 64, 64) and image.dtype == np.float32
+    assert np.isfinite(image).all()
+
+
+def test_a_batch_equals_its_windows_one_by_one(extractor):
+    batch = np.stack([walking_like(256, 32, seed) for seed in range(4)])
+    images = extractor(batch, 32)
+    assert images.shape == (4, 3, 64, 64)
+    for i in range(4):
+        np.testing.assert_allclose(images[i], extractor(batch[i], 32), rtol=0, atol=1e-5)
+
+
+def test_features_are_deterministic(extractor):
+    window = walking_like(256, 32)
+    assert np.array_equal(extractor(window, 32), extractor(window.copy(), 32))
+
+
+def test_matches_the_naive_per_axis_librosa_path(extractor):
+    """The vectorised pipeline is the textbook one: resample, pad, mel spectrogram, log10."""
+    p = extractor.params
+    window = walking_like(256, 32, seed=3)
+    image = extractor(window, 32)
+    pad = (p.n_fft - p.hop_length) // 2
+    for axis in range(3):
+        signal = resample_poly(window[:, axis].astype(np.float64), 2, 1, padtype='line')
+        mel = librosa.feature.melspectrogram(
+            y=np.pad(signal, pad, mode='reflect'), sr=p.target_rate_hz, n_fft=p.n_fft,
+            hop_length=p.hop_length, center=False, n_mels=p.n_mels, fmin=p.fmin_hz,
+            fmax=p.fmax_hz, power=2.0)
+        np.testing.assert_allclose(image[axis], np.log10(mel + p.log_floor), atol=2e-3)
+
+
+def test_gait_energy_lands_in_the_mel_band_of_its_cadence(extractor):
+    t = np.arange(256) / 32
+    window = np.zeros((256, 3), np.float32)
+    window[:, 0] = 0.5 * np.sin(2 * np.pi * 5.0 * t)
+    band = extractor(window, 32)[0].mean(axis=1).argmax()
+    mel_hz = librosa.mel_frequencies(n_mels=66, fmin=0, fmax=32)[1:-1]  # band centres
+    assert abs(mel_hz[band] - 5.0) < 0.6
+
+
+def test_input_rate_does_not_change_what_the_features_say(extractor):
+    """The same band-limited motion recorded at 32, 50 and 64 Hz gives nearly the same image
+    where there is energy (below the 16 Hz Nyquist of the slowest rate)."""
+    def motion(rate):
+        t = np.arange(int(8 * rate)) / rate
+        x = 0.4 * np.sin(2 * np.pi * 1.7 * t) + 0.2 * np.sin(2 * np.pi * 4.1 * t + 1)
+        return np.stack([x, -x, 1 + 0.5 * x], axis=1).astype(np.float32)
+    reference = extractor(motion(64), 64)
+    strong = reference > reference.max() - 2   # within 20 dB of the peak
+    for rate in (32, 50):
+        image = extractor(motion(rate), rate)
+        assert np.median(np.abs(image - reference)[strong]) < 0.05, rate
+
+
+def test_sliding_windows_cut_every_stride(extractor):
+    stream = walking_like(32 * 60, 32)                      # one minute
+    windows, starts = extractor.sliding_windows(stream, 32)
+    assert windows.shape == (27, 256, 3)                     # (60 - 8) / 2 + 1
+    assert starts.tolist() == list(range(0, 27 * 64, 64))
+    np.testing.assert_array_equal(windows[5], stream[5 * 64:5 * 64 + 256])
+    images, image_starts = extractor.stream_features(stream, 32, batch_size=10)
+    assert images.shape == (27, 3, 64, 64) and np.array_equal(image_starts, starts)
+    np.testing.assert_allclose(images[5], extractor(stream[320:576], 32), atol=1e-5)
+
+
+@pytest.mark.parametrize('rate', [0, -32, float('nan'), float('inf'), 8, 10_000, 31.41592653589793, '32', None, True])
+def test_unusable_sample_rates_are_refused_by_name(extractor, rate):
+    with pytest.raises(SampleRateError, match='sample_rate'):
+        extractor(walking_like(256, 32), rate)
+
+
+def test_too_short_window_says_how_many_samples_it_needs(extractor):
+    with pytest.raises(WindowLengthError, match=r'too short: 200 samples at 32 Hz, expected exactly 256'):
+        extractor(walking_like(200, 32), 32)
+
+
+def test_a_window_of_another_rate_is_refused(extractor):
+    with pytest.raises(WindowLengthError, match='too long'):
+        extractor(walking_like(512, 64), 32)
+
+
+def test_too_short_stream_is_refused(extractor):
+    with pytest.raises(WindowLengthError, match='stream is too short'):
+        extractor.sliding_windows(walking_like(100, 32), 32)
+
+
+@pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
+def test_non_finite_acceleration_is_refused_with_its_position(extractor, bad):
+    window = walking_like(256, 32)
+    window[17, 2] = bad
+    with pytest.raises(NonFiniteInputError, match='sample 17, axis z'):
+        extractor(window, 32)
+
+
+@pytest.mark.parametrize('shape', [(256,), (256, 2), (256, 4), (1, 1, 256, 3), (0, 256, 3)])
+def test_wrong_shapes_are_refused(extractor, shape):
+    with pytest.raises(InputShapeError):
+        extractor(np.zeros(shape, np.float32), 32)
+
+
+def test_non_numeric_input_is_refused(extractor):
+    with pytest.raises(InputShapeError, match='numeric'):
+        extractor(np.full((256, 3), 'a'), 32)
+
+
+def test_inconsistent_parameters_are_refused():
+    with pytest.raises(ValueError, match='hops'):
+        AccelToRGBMel(FeatureParams(hop_length=7))
+    with pytest.raises(ValueError, match='Nyquist'):
+        AccelToRGBMel(fmax_hz=40.0)
