@@ -1,0 +1,149 @@
+"""The cloud_bridge node as its own process against a real server process: prompts in, ordered
+AudioFragments out, a prompt switch, the server killed and restarted mid-session, diagnostics,
+runtime parameter validation."""
+
+import os
+import signal
+import sys
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from muse_msgs.msg import AudioFragment, MusicPrompt
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+
+from bridge_test_support import TOKEN, free_port, server_command, server_env, wait_for_health
+from muse_common import qos, stamps
+
+BRIDGE_PARAMETERS = ['-p', 'reconnect_min_s:=0.1', '-p', 'reconnect_max_s:=0.5',
+                     '-p', 'ping_period_s:=0.5']
+
+
+def _bridge_command(port, *extra):
+    return [sys.executable, '-m', 'muse_cloud_bridge.cloud_bridge_node', '--ros-args',
+            '-r', '__ns:=/muse', '-p', f'server_url:=ws://127.0.0.1:{port}',
+            '-p', f'token:={TOKEN}', *BRIDGE_PARAMETERS, *extra]
+
+
+def _prompt(node, prompt_id, style, bpm):
+    msg = MusicPrompt(prompt_id=prompt_id, text=f'{style} for walking', activity='walking',
+                      activity_class_id=7, heart_rate_bpm=95.0, target_bpm=bpm, energy=0.6,
+                      style=style, reason=MusicPrompt.REASON_ACTIVITY_CHANGE)
+    msg.header.stamp = node.get_clock().now().to_msg()
+    return msg
+
+
+def _wait(condition, timeout=60.0, what='condition'):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f'timed out waiting for {what}')
+
+
+def _statuses(collector, name):
+    found = []
+    for array in collector.messages('/diagnostics'):
+        for status in array.status:
+            if status.name == f'cloud_bridge: {name}':
+                found.append({kv.key: kv.value for kv in status.values} | {
+                    '_level': status.level, '_message': status.message})
+    return found
+
+
+def test_bridge_streams_ordered_fragments_across_a_server_kill_and_restart(spawn, collector,
+                                                                           ros_node):
+    port = free_port()
+    collector.subscribe(AudioFragment, '/muse/audio', qos.AUDIO)
+    collector.subscribe(DiagnosticArray, '/diagnostics', 50)
+    prompts = ros_node.create_publisher(MusicPrompt, '/muse/prompt', qos.LATCHED)
+    audio = lambda: collector.messages('/muse/audio')  # noqa: E731
+
+    # the bridge comes up first and waits for a server that is not there yet
+    bridge = spawn(_bridge_command(port), name='cloud_bridge')
+    first = _prompt(ros_node, 1, 'ambient', 72.0)
+    prompts.publish(first)
+    _wait(lambda: any(s['state'] != 'connected' for s in _statuses(collector, 'server connection')),
+          what='a disconnected diagnostics status')
+    server = spawn(server_command(port, 'synth', '--token', TOKEN), name='server_a',
+                   env=server_env())
+    wait_for_health(port, server)
+    _wait(lambda: len(audio()) >= 6, what='fragments of prompt 1')
+
+    second = _prompt(ros_node, 2, 'upbeat_pop', 126.0)
+    prompts.publish(second)
+    _wait(lambda: sum(m.prompt_id == 2 for m in audio()) >= 4, what='fragments of prompt 2')
+
+    os.killpg(server.proc.pid, signal.SIGKILL)  # no goodbye: like a crashed GPU box
+    server.wait(timeout=10)
+    before_restart = len(audio())
+    last = audio()[-1]
+    restarted = spawn(server_command(port, 'synth', '--token', TOKEN), name='server_b',
+                      env=server_env())
+    wait_for_health(port, restarted)
+    _wait(lambda: len(audio()) >= before_restart + 6, what='fragments after the restart')
+
+    fragments = audio()
+    keys = [(m.prompt_id, m.seq) for m in fragments]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys), 'reordered or duplicated'
+    ones = [m for m in fragments if m.prompt_id == 1]
+    twos = [m for m in fragments if m.prompt_id == 2]
+    assert [m.seq for m in ones] == list(range(len(ones)))
+    assert [m.seq for m in twos] == list(range(len(twos)))  # numbering resumed, no gap
+    assert ones[0].is_first and ones[-1].is_last and twos[0].is_first
+    resumed = next(m for m in fragments if (m.prompt_id, m.seq) > (last.prompt_id, last.seq))
+    assert (resumed.prompt_id, resumed.seq) == (2, last.seq + 1)
+    assert resumed.is_first  # a fresh stream from the new server: the player crossfades
+    assert sum(m.is_first for m in twos) == 2
+    assert len({m.header.frame_id for m in twos}) == 2  # two server sessions
+    for message, prompt in ((ones[0], first), (twos[-1], second)):
+        assert message.prompt_stamp == prompt.header.stamp
+    for m in fragments:
+        assert (m.sample_rate, m.channels, m.encoding) == (32000, 1,
+                                                           AudioFragment.ENCODING_PCM_S16LE)
+        assert len(m.data) > 0 and len(m.data) % 2 == 0
+        assert 0 < stamps.to_sec(m.generation_started) <= stamps.to_sec(m.generation_finished)
+
+    _wait(lambda: any(s['state'] == 'connected' and int(s['connects']) >= 2
+                      for s in _statuses(collector, 'server connection')),
+          what='diagnostics reporting the reconnect')
+    connection = _statuses(collector, 'server connection')[-1]
+    stream = _statuses(collector, 'stream')[-1]
+    assert float(connection['rtt_ms_p50']) >= 0.0 and connection['_level'] == b'\x00'
+    assert int(stream['fragments']) >= len(fragments) - 2
+    assert float(stream['first_fragment_ms_p95']) >= float(stream['first_fragment_ms_p50']) > 0
+    assert stream['dropped_out_of_order'] == '0'
+    assert bridge.stop() == 0, bridge.log_path.read_text()
+    assert 'Traceback' not in bridge.log_path.read_text()
+
+
+def test_bridge_rejects_invalid_parameter_changes(spawn, ros_node):
+    port = free_port()
+    bridge = spawn(_bridge_command(port), name='cloud_bridge')
+    client = ros_node.create_client(SetParameters, '/muse/cloud_bridge/set_parameters')
+    assert client.wait_for_service(timeout_sec=60.0), bridge.output()
+
+    def set_values(**values):
+        request = SetParameters.Request()
+        for name, value in values.items():
+            if isinstance(value, str):
+                parameter_value = ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                 string_value=value)
+            else:
+                parameter_value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE,
+                                                 double_value=value)
+            request.parameters.append(Parameter(name=name, value=parameter_value))
+        future = client.call_async(request)
+        _wait(future.done, what='set_parameters')
+        return future.result().results
+
+    result, = set_values(reconnect_min_s=5.0)  # above reconnect_max_s (0.5)
+    assert not result.successful and 'reconnect_min_s' in result.reason
+    result, = set_values(server_url='http://127.0.0.1:1')
+    assert not result.successful and 'ws://' in result.reason
+    result, = set_values(reconnect_max_s=20.0)
+    assert result.successful
+    result, = set_values(server_url=f'ws://127.0.0.1:{port}')
+    assert result.successful
+    assert bridge.stop() == 0, bridge.log_path.read_text()
