@@ -21,7 +21,7 @@ from muse_player.mixer import TUNABLES
 from muse_player.pcm import PcmFormatError, check_format, decode
 from muse_player.player import Player, PlayerConfig
 from muse_player.sinks import DEVICE_LATENCIES, SINK_KINDS, make_sink
-from muse_player.wav_recorder import RecorderError, resolve_record_path
+from muse_player.wav_recorder import resolve_record_path
 
 DEFAULT_RECORD_PATH = '~/.ros/muse/session_{stamp}.wav'
 _LEVELS = {'info': 'info', 'warn': 'warning', 'error': 'error'}

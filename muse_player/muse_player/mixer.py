@@ -263,28 +263,29 @@ class Mixer:
         available = self._queue.frames if stream.complete else self._queue.frames - self._reserve
         count = max(0, min(n_out, available))
         if count:
-            if stream.announce and stream.played == 0:
-                events.append(PlayerEvent(EventKind.PROMPT_AUDIBLE, stream.key.prompt_id,
-                                          stream.key.seq, frame=self.frames_out,
-                                          prompt_stamp=stream.prompt_stamp))
-                stream.announce = False
-            out[:count] = self._take(count)
+            out[:count] = self._take(count, self.frames_out, events)
         if count < n_out:
             if stream.complete:
                 self.state = MixerState.IDLE  # it ended; its last frames were faded on arrival
             else:
                 held = min(self._reserve, self._queue.frames)
                 if held:
-                    self._tails.append(_Tail(self._take(held) * fade_out_gain(held)[:, None],
-                                             offset=count))
+                    audio = self._take(held, self.frames_out + count, events)
+                    self._tails.append(_Tail(audio * fade_out_gain(held)[:, None], offset=count))
                 self.state = MixerState.REBUFFERING
                 self.underruns += 1
                 self._underrun_start = self.frames_out + count
         return count
 
-    def _take(self, count):
-        """Take frames of the playing stream with its fade-in envelopes applied."""
+    def _take(self, count, at_frame, events):
+        """Take frames of the playing stream, to be heard from output frame ``at_frame`` on,
+        with its fade-in envelopes applied; the prompt's first frames announce it."""
         stream = self._stream
+        if stream.announce:
+            events.append(PlayerEvent(EventKind.PROMPT_AUDIBLE, stream.key.prompt_id,
+                                      stream.key.seq, frame=at_frame,
+                                      prompt_stamp=stream.prompt_stamp))
+            stream.announce = False
         audio = self._queue.take(count)
         first = stream.played
         if first < stream.fade_in_frames:
@@ -368,7 +369,8 @@ class Mixer:
             self._fill(self._crossfade, now, allow_skip=False, events=events)
             length = min(self._crossfade, self._queue.frames)
             if length:
-                self._tails.append(_Tail(self._take(length) * fade_out_gain(length)[:, None]))
+                audio = self._take(length, self.frames_out, events)
+                self._tails.append(_Tail(audio * fade_out_gain(length)[:, None]))
         elif self.state is MixerState.REBUFFERING:
             self._end_underrun(events)  # its reserve was faded out when it ran dry
         self._queue.clear()

@@ -2,13 +2,18 @@
 diagnostics out, and a session recording that is continuous and in order."""
 
 import array
+import itertools
+import os
 import random
+import signal
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
+import yaml
 
 from muse_cloud_bridge.protocol import Encoding, encode_samples
 from muse_common import qos, stamps
@@ -18,6 +23,8 @@ RATE = 32000
 FRAGMENT_S = 0.25
 AMPLITUDE = 0.5
 DECLICK_FRAMES = 160  # the node's default declick_s (5 ms) at 32 kHz
+CONFIG = Path(__file__).resolve().parents[1] / 'config' / 'audio_player.yaml'
+_RUNS = itertools.count()
 PROMPT_FREQS = {1: [400 + 80 * k for k in range(8)], 2: [1200 + 80 * k for k in range(6)]}
 
 
@@ -36,6 +43,17 @@ def audio_fragments(prompt_id, prompt_stamp, skip=(), last=True):
         msg.header.stamp = prompt_stamp
         out[seq] = msg
     return out
+
+
+def player_node(spawn, *params):
+    """Start audio_player in a namespace of its own (its /diagnostics too), so that no other
+    test run in the same DDS domain can talk to it; returns (process, namespace)."""
+    namespace = f'/player_test_{os.getpid()}_{next(_RUNS)}'
+    args = [sys.executable, '-m', 'muse_player.audio_player_node', '--ros-args',
+            '-r', f'__ns:={namespace}', '-r', f'/diagnostics:={namespace}/diagnostics']
+    for param in params:
+        args += ['-p', param]
+    return spawn(args), namespace
 
 
 def wait_until(condition, timeout, what, proc):
@@ -63,24 +81,23 @@ def heard_sequence(audio):
     return heard
 
 
-def test_the_node_orders_crossfades_reports_and_records_two_prompts(spawn, collector,
-                                                                   ros_node, tmp_path):
+def test_the_node_orders_crossfades_reports_and_records_two_prompts(
+        spawn, collector, ros_node, tmp_path):
     from diagnostic_msgs.msg import DiagnosticArray
     from muse_msgs.msg import AudioFragment, PlaybackEvent
     record = tmp_path / 'session.wav'
-    node = spawn([sys.executable, '-m', 'muse_player.audio_player_node', '--ros-args',
-                  '-p', 'sink:=null', '-p', f'record_path:={record}', '-p', 'prebuffer_s:=0.2',
-                  '-p', 'crossfade_s:=0.3', '-p', 'max_wait_missing_s:=0.3',
-                  '-p', 'diagnostics_period_s:=0.5'])
-    collector.subscribe(PlaybackEvent, 'playback', qos.EVENTS)
-    collector.subscribe(DiagnosticArray, '/diagnostics', 10)
-    publisher = ros_node.create_publisher(AudioFragment, 'audio', qos.AUDIO)
+    node, ns = player_node(spawn, 'sink:=null', f'record_path:={record}', 'prebuffer_s:=0.2',
+                           'crossfade_s:=0.3', 'max_wait_missing_s:=0.3',
+                           'diagnostics_period_s:=0.5')
+    collector.subscribe(PlaybackEvent, f'{ns}/playback', qos.EVENTS)
+    collector.subscribe(DiagnosticArray, f'{ns}/diagnostics', 10)
+    publisher = ros_node.create_publisher(AudioFragment, f'{ns}/audio', qos.AUDIO)
     wait_until(lambda: publisher.get_subscription_count() > 0
-               and ros_node.count_publishers('/playback') > 0, 60, 'the node', node)
+               and ros_node.count_publishers(f'{ns}/playback') > 0, 60, 'the node', node)
     time.sleep(0.5)  # let the node's event publisher match our subscription too
 
     def events(kind, prompt_id=None):
-        return [e for e in collector.messages('playback')
+        return [e for e in collector.messages(f'{ns}/playback')
                 if e.event == kind and (prompt_id is None or e.prompt_id == prompt_id)]
 
     # A broken fragment first: it must be refused without harm.
@@ -111,7 +128,7 @@ def test_the_node_orders_crossfades_reports_and_records_two_prompts(spawn, colle
     needed = int((audible_2.stream_time_s + 5 * FRAGMENT_S + 0.3) * RATE)
     wait_until(lambda: record.exists() and soundfile.info(str(record)).frames >= needed, 60,
                'the recording to cover prompt 2', node)
-    diagnostics = collector.messages('/diagnostics')
+    diagnostics = collector.messages(f'{ns}/diagnostics')
     assert node.stop() == 0, node.log_path.read_text()
 
     # Events: what happened, once each, with sensible numbers.
@@ -149,16 +166,15 @@ def test_the_node_orders_crossfades_reports_and_records_two_prompts(spawn, colle
     assert heard[split:] == [(2, 0), (2, 1), (2, 2), (2, 4), (2, 5)], heard
 
 
-def test_sounddevice_sink_without_a_device_stops_the_node_with_a_clear_message(spawn,
-                                                                             tmp_path):
+def test_sounddevice_sink_without_a_device_stops_the_node_with_a_clear_message(
+        spawn, tmp_path):
     from muse_player.sinks import SinkUnavailableError, SoundDeviceSink
     try:
         SoundDeviceSink().check_available()
         pytest.skip('this machine has an audio output device, so sounddevice would open')
     except SinkUnavailableError:
         pass
-    node = spawn([sys.executable, '-m', 'muse_player.audio_player_node', '--ros-args',
-                  '-p', 'sink:=sounddevice', '-p', f'record_path:={tmp_path / "x.wav"}'])
+    node, _ = player_node(spawn, 'sink:=sounddevice', f'record_path:={tmp_path / "x.wav"}')
     assert node.wait(timeout=60) != 0
     assert 'sink sounddevice: no audio output device' in node.output()
     assert 'sink:=null' in node.output()
@@ -166,11 +182,10 @@ def test_sounddevice_sink_without_a_device_stops_the_node_with_a_clear_message(s
 
 def test_mixer_settings_change_at_runtime_and_bad_values_are_refused(spawn, ros_node,
                                                                      tmp_path):
-    from rclpy.parameter import Parameter
+    from rclpy.parameter import Parameter, parameter_value_to_python
     from rclpy.parameter_client import AsyncParameterClient
-    node = spawn([sys.executable, '-m', 'muse_player.audio_player_node', '--ros-args',
-                  '-p', 'sink:=null', '-p', f'record_path:={tmp_path / "r.wav"}'])
-    client = AsyncParameterClient(ros_node, 'audio_player')
+    node, ns = player_node(spawn, 'sink:=null', f'record_path:={tmp_path / "r.wav"}')
+    client = AsyncParameterClient(ros_node, f'{ns}/audio_player')
     assert client.wait_for_services(timeout_sec=60), node.output()
 
     def set_one(name, value):
@@ -180,6 +195,17 @@ def test_mixer_settings_change_at_runtime_and_bad_values_are_refused(spawn, ros_
             time.sleep(0.02)
         assert future.done(), node.output()
         return future.result().results[0]
+
+    # The shipped parameter file states the node's real defaults.
+    shipped = yaml.safe_load(CONFIG.read_text())['/**/audio_player']['ros__parameters']
+    future = client.get_parameters(sorted(shipped))
+    deadline = time.monotonic() + 30
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    actual = dict(zip(sorted(shipped), map(parameter_value_to_python, future.result().values)))
+    overridden = {'sink', 'record_path'}
+    assert {k: v for k, v in actual.items() if k not in overridden} == \
+        {k: v for k, v in shipped.items() if k not in overridden}
 
     assert set_one('crossfade_s', 0.8).successful
     refused = set_one('crossfade_s', 0.003)  # shorter than the 5 ms declick fade
@@ -192,3 +218,18 @@ def test_mixer_settings_change_at_runtime_and_bad_values_are_refused(spawn, ros_
     assert future.result().values[0].double_value == 0.8
     assert node.stop() == 0
     assert 'crossfade_s is now 0.8' in node.log_path.read_text()
+
+
+def test_the_recording_stays_readable_when_the_node_is_killed(spawn, tmp_path):
+    record = tmp_path / 'killed.wav'
+    node, _ = player_node(spawn, 'sink:=null', f'record_path:={record}',
+                          'output_sample_rate:=16000', 'output_channels:=1',
+                          'record_flush_s:=0.25')
+    # A fixed format records from the start (silence until audio comes).
+    wait_until(lambda: record.exists() and soundfile.info(str(record)).frames >= 16000, 60,
+               'one second of recording', node)
+    seen = soundfile.info(str(record)).frames
+    os.killpg(node.proc.pid, signal.SIGKILL)
+    assert node.wait(timeout=30) == -signal.SIGKILL
+    audio, rate = soundfile.read(str(record), dtype='float32')
+    assert rate == 16000 and len(audio) >= seen and not audio.any()
