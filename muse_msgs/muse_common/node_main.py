@@ -1,19 +1,27 @@
 """The one ``main()`` every MUSE node uses: init, spin, clean shutdown, exit 0 on Ctrl-C."""
 
+import gc
 import sys
+import traceback
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+# Errors a node raises from its constructor because of bad parameters or inputs: reported as
+# one clear line, not a traceback.
+INPUT_ERRORS = (ValueError, LookupError, OSError)
 
 
 def run_node(node_class, args=None, num_threads=None):
     """Create ``node_class()``, spin it until shutdown, then release it.
 
     A MultiThreadedExecutor lets nodes put slow work (inference, socket I/O) in their own
-    callback groups without blocking the rest. Returns the process exit code.
+    callback groups without blocking the rest. Returns the process exit code: 0 after Ctrl-C
+    or an external shutdown, 1 when the node could not be created.
     """
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
+    exit_code = 0
     try:
         node = node_class()
         executor = MultiThreadedExecutor(num_threads=num_threads)
@@ -21,8 +29,20 @@ def run_node(node_class, args=None, num_threads=None):
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception as exc:
+        if node is not None:
+            raise
+        logger = rclpy.logging.get_logger(node_class.__name__)
+        if isinstance(exc, INPUT_ERRORS):
+            logger.fatal(f'cannot start: {exc}')
+        else:
+            logger.fatal(f'cannot start:\n{traceback.format_exc()}')
+        exit_code = 1
     finally:
         if node is not None:
             node.destroy_node()
+        # A node whose constructor failed is still registered (weakly) with the context; let it
+        # go before shutdown, which would otherwise call destroy_node on the half-built object.
+        gc.collect()
         rclpy.try_shutdown()
-    return 0
+    return exit_code
