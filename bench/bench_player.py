@@ -144,6 +144,108 @@ def run_player(seconds, progress):
     return costs, total, recorded
 
 
+STYLES = ('chill_techno', 'lofi_hiphop', 'ambient', 'upbeat_pop', 'cinematic', 'jazz')
+
+
+def run_loopback(prompts, spacing_s):
+    """Synth server + cloud_bridge + audio_player on loopback; prompt -> audible latency.
+
+    Returns per prompt (total latency [s], bridge part [s]): the bridge part runs from the
+    prompt stamp to the bridge receiving the prompt's first fragment (its header stamp); the
+    rest is the player's (DDS hop, jitter buffer, block boundary)."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import threading
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from muse_common import qos, stamps
+    from muse_msgs.msg import AudioFragment, MusicPrompt, PlaybackEvent
+
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    namespace = f'/muse_bench_{os.getpid()}'
+    folder = Path(tempfile.mkdtemp(prefix='muse_bench_player_'))  # kept if something fails
+    commands = {
+        'server': [sys.executable, '-m', 'muse_cloud_bridge.server', '--host', '127.0.0.1',
+                   '--port', str(port), '--backend', 'synth'],
+        'bridge': [sys.executable, '-m', 'muse_cloud_bridge.cloud_bridge_node', '--ros-args',
+                   '-r', f'__ns:={namespace}', '-p', f'server_url:=ws://127.0.0.1:{port}'],
+        'player': [sys.executable, '-m', 'muse_player.audio_player_node', '--ros-args',
+                   '-r', f'__ns:={namespace}', '-p', 'sink:=null',
+                   '-p', f"record_path:={folder / 'loopback.wav'}"],
+    }
+    processes = {name: subprocess.Popen(cmd, stdout=open(folder / f'{name}.log', 'wb'),
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+                 for name, cmd in commands.items()}
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('bench_player_loopback', context=context)
+    audible, first_fragment = {}, {}
+    lock = threading.Lock()
+
+    def on_event(msg):
+        if msg.event == PlaybackEvent.PROMPT_AUDIBLE:
+            with lock:
+                audible[msg.prompt_id] = msg.latency_s
+
+    def on_audio(msg):
+        with lock:
+            first_fragment.setdefault(msg.prompt_id, stamps.to_sec(msg.header.stamp))
+
+    node.create_subscription(PlaybackEvent, f'{namespace}/playback', on_event, qos.EVENTS)
+    node.create_subscription(AudioFragment, f'{namespace}/audio', on_audio, qos.AUDIO)
+    publisher = node.create_publisher(MusicPrompt, f'{namespace}/prompt', qos.LATCHED)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    results = []
+    try:
+        for prompt_id in tqdm(range(1, prompts + 2), desc='loopback prompts', file=sys.stdout):
+            msg = MusicPrompt(prompt_id=prompt_id, text=f'bench prompt {prompt_id}',
+                              activity='walking', activity_class_id=7, heart_rate_bpm=100.0,
+                              target_bpm=90.0 + prompt_id % 5 * 10, energy=0.5,
+                              style=STYLES[prompt_id % len(STYLES)], reason=1)
+            stamp = stamps.from_sec(node.get_clock().now().nanoseconds * 1e-9)
+            msg.header.stamp = msg.trigger_stamp = stamp
+            publisher.publish(msg)
+            # The first prompt also waits for the graph to come up; it is not counted.
+            deadline = time.monotonic() + (60.0 if prompt_id == 1 else 10.0)
+            while time.monotonic() < deadline:
+                with lock:
+                    if prompt_id in audible:
+                        break
+                time.sleep(0.005)
+            with lock:
+                latency = audible.get(prompt_id)
+                fragment_at = first_fragment.get(prompt_id)
+            if latency is None:
+                raise RuntimeError(f'prompt {prompt_id} never became audible; logs in {folder}')
+            if prompt_id > 1:
+                results.append((latency, fragment_at - stamps.to_sec(stamp)))
+            time.sleep(spacing_s)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGINT)
+        for process in processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+    shutil.rmtree(folder)
+    return results
+
+
 def describe(costs):
     return {'median_us': float(np.median(costs) * 1e6),
             'p95_us': float(np.percentile(costs, 95) * 1e6),
@@ -175,6 +277,12 @@ def main(argv=None):
     parser.add_argument('--quick', action='store_true', help='60 s of audio per scenario '
                         '(default 600 s)')
     parser.add_argument('--plot', type=Path, help='also draw per-block cost CDFs to this PNG')
+    parser.add_argument('--loopback', type=int, default=0, metavar='N',
+                        help='also measure prompt -> first audible sample over N prompts with '
+                        'the synth server, cloud_bridge and audio_player on loopback (needs '
+                        'the workspace environment; about 2.5 s per prompt)')
+    parser.add_argument('--spacing', type=float, default=2.5,
+                        help='seconds between loopback prompts (default 2.5)')
     args = parser.parse_args(argv)
     seconds = 60.0 if args.quick else 600.0
     blocks = int(seconds / BLOCK_S)
@@ -215,6 +323,20 @@ def main(argv=None):
               f"{s['underruns']} underruns ({s['underrun_s']:.2f} s)")
     if args.plot:
         plot(results, baseline[1], args.plot)
+    if args.loopback:
+        print(f'\nloopback: synth server + cloud_bridge + audio_player (null sink), '
+              f'{args.loopback} prompts {args.spacing} s apart')
+        measured = np.array(run_loopback(args.loopback, args.spacing))
+        total, bridge = measured[:, 0], measured[:, 1]
+        player = total - bridge
+        for label, values in (('prompt -> first audible sample', total),
+                              ('  of which prompt -> first fragment at the bridge', bridge),
+                              ('  of which fragment at bridge -> audible (player)', player)):
+            print(f'{label:50s} median {np.median(values) * 1e3:6.1f} ms   '
+                  f'p95 {np.percentile(values, 95) * 1e3:6.1f} ms   '
+                  f'max {values.max() * 1e3:6.1f} ms')
+        print(f'player share of the median latency: '
+              f'{np.median(player) / np.median(total):.0%}')
     return 0
 
 
