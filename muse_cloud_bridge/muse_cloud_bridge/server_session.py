@@ -28,6 +28,7 @@ logger = logging.getLogger('muse_music_server')
 # Session-phase control messages (a second hello is an unknown type there).
 SESSION_MESSAGES = {m.type: m for m in (protocol.Prompt, protocol.Stop, protocol.Ping)}
 HANDSHAKE_MESSAGES = {protocol.Hello.type: protocol.Hello}
+LOGGED_ERRORS_PER_SESSION = 5
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,7 @@ class Session:
         self._halted = False
         self._fragment_s = config.fragment_s  # duration of the last fragment generated
         self._background: set[asyncio.Task] = set()  # stream closers running detached
+        self._errors_logged = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -300,7 +302,6 @@ class Session:
             try:
                 message = protocol.decode_control(raw, SESSION_MESSAGES)
             except protocol.ProtocolError as exc:
-                logger.info('session %s: %s', self.id, exc)
                 await self._reply_error(exc.code, str(exc))
                 continue
             if isinstance(message, protocol.Ping):
@@ -339,6 +340,11 @@ class Session:
 
     async def _reply_error(self, code, message, prompt_id=-1):
         self.stats['errors'] += 1
+        self._errors_logged += 1
+        # a misbehaving client must not flood the log: its first errors, then every 100th
+        if self._errors_logged <= LOGGED_ERRORS_PER_SESSION or self._errors_logged % 100 == 0:
+            logger.info('session %s: %s: %s (%d so far)', self.id, protocol.ErrorCode(code).name,
+                        message, self._errors_logged)
         await self.ws.send(protocol.Error.make(code, message, prompt_id=prompt_id).to_json())
 
     async def _fail(self, code, message):

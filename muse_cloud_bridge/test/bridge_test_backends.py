@@ -34,6 +34,8 @@ class SineStream(MusicStream):
             raise BackendError(f'injected failure of prompt {self.prompt.prompt_id}')
         if self.backend.fragment_delay_s:
             time.sleep(self.backend.fragment_delay_s)
+        if self.prompt.prompt_id in self.backend.nan_prompts:
+            return np.full((self.backend.fragment_samples, 1), np.nan, np.float32)
         n = self.backend.fragment_samples
         t = (self.index + np.arange(n)) / SAMPLE_RATE
         self.index += n
@@ -53,13 +55,14 @@ class SineBackend(MusicBackend):
     channels = 1
 
     def __init__(self, fragment_s=0.25, open_delay_s=0.0, slow_prompts=(), fragment_delay_s=0.0,
-                 fail_prompt_after=None, fail_open_prompts=()):
+                 fail_prompt_after=None, fail_open_prompts=(), nan_prompts=()):
         self.fragment_samples = int(round(fragment_s * SAMPLE_RATE))
         self.open_delay_s = open_delay_s
         self.slow_prompts = set(slow_prompts)
         self.fragment_delay_s = fragment_delay_s
         self.fail_prompt_after = dict(fail_prompt_after or {})
         self.fail_open_prompts = set(fail_open_prompts)
+        self.nan_prompts = set(nan_prompts)  # streams of these produce invalid audio
         self.lock = threading.Lock()
         self.opened = []          # (prompt, context) per open_stream call
         self.closed_streams = 0

@@ -514,3 +514,50 @@ def test_receive_after_close_keeps_raising_connection_lost():
                 with pytest.raises(ConnectionLost):
                     await client.receive(timeout=5)
     run(scenario())
+
+
+def test_a_backend_producing_invalid_audio_is_cut_off_with_backend_error():
+    async def scenario():
+        backend = SineBackend(nan_prompts={2})
+        async with serving(backend) as server:
+            async with MusicClient(server.url, token=TOKEN) as client:
+                received = Received()
+                await client.send_prompt(_prompt(2))
+                await collect(client, received, message_of(protocol.Error))
+                error = next(m for _, m in received.messages if isinstance(m, protocol.Error))
+                assert (error.code, error.prompt_id, error.fatal) == (
+                    ErrorCode.BACKEND_ERROR, 2, False)
+                assert received.frames == []  # nothing of the NaN audio went out
+                assert backend.closed_streams == len(backend.opened) == 1  # not retried
+                await client.send_prompt(_prompt(3))  # the session still serves
+                await collect(client, received, frames_of(3, 2))
+    run(scenario())
+
+
+def test_a_bug_in_one_session_ends_it_with_internal_error_and_spares_the_others(monkeypatch):
+    from muse_cloud_bridge import server_session
+
+    async def scenario():
+        async with serving(SineBackend()) as server:
+            async with MusicClient(server.url, token=TOKEN) as healthy, \
+                    MusicClient(server.url, token=TOKEN) as doomed:
+                heard = Received()
+                await healthy.send_prompt(_prompt(1))
+                await collect(healthy, heard, frames_of(1, 2))
+                original = server_session.Session._on_prompt
+
+                async def broken(self, prompt):
+                    if self.id == doomed.welcome.session_id:
+                        raise RuntimeError('injected bug')
+                    return await original(self, prompt)
+
+                monkeypatch.setattr(server_session.Session, '_on_prompt', broken)
+                await doomed.send_prompt(_prompt(1))
+                answers = await collect(doomed, Received(), message_of(protocol.Error))
+                error = answers.messages[-1][1]
+                assert (error.code, error.fatal) == (ErrorCode.INTERNAL_ERROR, True)
+                assert (await closed(doomed)).code == ErrorCode.INTERNAL_ERROR
+                count = len(heard.of_prompt(1))
+                await collect(healthy, heard, frames_of(1, count + 3))
+                assert await healthy.ping() >= 0
+    run(scenario())
