@@ -26,7 +26,7 @@ from websockets.asyncio.server import serve
 from muse_cloud_bridge import protocol
 from muse_cloud_bridge.backends.base import BackendError, MusicBackend, backend_names, create_backend
 from muse_cloud_bridge.client import TOKEN_ENV, resolve_token
-from muse_cloud_bridge.server_session import Session, SessionConfig
+from muse_cloud_bridge.server_session import Session, SessionConfig, is_connection_closed
 
 logger = logging.getLogger('muse_music_server')
 
@@ -196,7 +196,7 @@ class MusicServer:
             self.stats['sessions_total'] += 1
             await session.run()
         except Exception as exc:
-            if not _is_connection_closed(exc):
+            if not is_connection_closed(exc):
                 logger.exception('session %s crashed', session.id)
         finally:
             self._connections -= 1
@@ -209,11 +209,6 @@ async def _refuse(websocket, code: protocol.ErrorCode, message: str):
     with contextlib.suppress(Exception):
         await websocket.send(protocol.Error.make(code, message, fatal=True).to_json())
         await websocket.close(int(code), code.name.lower())
-
-
-def _is_connection_closed(exc) -> bool:
-    from websockets.exceptions import ConnectionClosed
-    return isinstance(exc, ConnectionClosed)
 
 
 # ---------------------------------------------------------------- command line

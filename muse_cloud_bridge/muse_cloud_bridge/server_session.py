@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from websockets.exceptions import ConnectionClosed
 
 from muse_cloud_bridge import protocol
 from muse_cloud_bridge.backends.base import (BackendError, MusicBackend, MusicStream, PromptSpec,
@@ -178,7 +179,8 @@ class Session:
         self._is_shutting_down = is_shutting_down
         self.client_name = ''
         self.encoding = protocol.Encoding.PCM_S16LE
-        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f'session-{self.id}')
+        # current stream + a prompt being prepared + one superseded preparation still finishing
+        self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix=f'session-{self.id}')
         self._wakeup = asyncio.Event()
         self._requested: tuple[protocol.Prompt, float] | None = None  # (prompt, received at)
         self._stop_requested = False
@@ -252,10 +254,9 @@ class Session:
             for task in (self._pump_task, receive_task):
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     exc = task.exception()
-                    if not _is_connection_closed(exc):
+                    if not is_connection_closed(exc):
                         logger.error('session %s: %s failed', self.id, task.get_name(),
                                      exc_info=exc)
-                        self.stats['errors'] += 1
                         await self._fail(protocol.ErrorCode.INTERNAL_ERROR,
                                          f'internal error: {type(exc).__name__}')
         finally:
@@ -541,6 +542,6 @@ def _to_spec(prompt: protocol.Prompt) -> PromptSpec:
                       target_bpm=prompt.target_bpm, heart_rate_bpm=prompt.heart_rate_bpm)
 
 
-def _is_connection_closed(exc) -> bool:
-    from websockets.exceptions import ConnectionClosed
+def is_connection_closed(exc) -> bool:
+    """Whether ``exc`` only says the peer went away (not worth a traceback)."""
     return isinstance(exc, ConnectionClosed)
