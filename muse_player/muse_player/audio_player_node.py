@@ -99,15 +99,13 @@ class AudioPlayerNode(Node):
         diagnostics_period_s = declare(self, 'diagnostics_period_s', 1.0, 'Period of the '
                                        '/diagnostics report [s].', read_only=True,
                                        min_value=0.1, max_value=60.0)
+        # Bad settings and a missing device raise ValueError / OSError here, which run_node
+        # reports as one "cannot start" line.
+        config.check()
+        sink, note = make_sink(sink_kind, device, file_path, device_latency,
+                               config.record_flush_s)
+        record_path = resolve_record_path(record_path)
         log = self.get_logger()
-        try:
-            config.check()
-            sink, note = make_sink(sink_kind, device, file_path, device_latency,
-                                   config.record_flush_s)
-            record_path = resolve_record_path(record_path)
-        except (ValueError, RuntimeError) as exc:
-            log.fatal(str(exc))
-            raise
         fell_back = sink_kind == 'auto' and sink.kind != 'sounddevice'
         (log.warning if fell_back else log.info)(note)
 
@@ -220,7 +218,9 @@ class AudioPlayerNode(Node):
         return level, message, {key: s.get(key, '') for key in keys}
 
     def destroy_node(self):
-        self._player.close()
+        player = getattr(self, '_player', None)  # absent if the constructor failed early
+        if player is not None:
+            player.close()
         super().destroy_node()
 
 

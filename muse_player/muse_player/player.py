@@ -172,7 +172,7 @@ class Player:
         if self._recorder is not None:
             try:
                 self._recorder.close()
-            except (OSError, RecorderError) as exc:
+            except OSError as exc:  # RecorderError included
                 self._on_log('error', f'closing the recording {self.record_path}: {exc}')
 
     def _start(self, sample_rate, channels, block_frames):
@@ -201,7 +201,7 @@ class Player:
             return
         try:
             self._recorder.write(block)
-        except (OSError, RecorderError) as exc:
+        except OSError as exc:  # RecorderError included
             self.recording_error = f'writing {self.record_path}: {exc}'
             self._on_log('error', f'{self.recording_error}; the recording stops here')
 

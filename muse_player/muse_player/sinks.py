@@ -14,8 +14,8 @@ SINK_KINDS = ('auto', 'sounddevice', 'null', 'file')
 DEVICE_LATENCIES = ('high', 'low')
 
 
-class SinkUnavailableError(RuntimeError):
-    """The sink cannot be opened here (says why and what to use instead)."""
+class SinkUnavailableError(OSError):
+    """The sink's device cannot be opened here (says why and what to use instead)."""
 
 
 class Sink:

@@ -17,7 +17,7 @@ import numpy as np
 MAX_WAV_BYTES = 0xFFFFFFFF - 36  # RIFF sizes are 32-bit
 
 
-class RecorderError(RuntimeError):
+class RecorderError(OSError):
     """The recording cannot be written (names the path and the reason)."""
 
 
