@@ -118,11 +118,17 @@ def test_bridge_streams_ordered_fragments_across_a_server_kill_and_restart(spawn
     assert 'Traceback' not in bridge.log_path.read_text()
 
 
-def test_bridge_rejects_invalid_parameter_changes(spawn, ros_node):
+def test_bridge_rejects_invalid_parameter_changes_and_prompts(spawn, ros_node):
     port = free_port()
     bridge = spawn(_bridge_command(port), name='cloud_bridge')
     client = ros_node.create_client(SetParameters, '/muse/cloud_bridge/set_parameters')
     assert client.wait_for_service(timeout_sec=60.0), bridge.output()
+
+    prompts = ros_node.create_publisher(MusicPrompt, '/muse/prompt', qos.LATCHED)
+    bad = _prompt(ros_node, 3, 'jazz', 0.0)  # no tempo: the server would refuse it
+    prompts.publish(bad)
+    _wait(lambda: 'prompt 3 not forwarded' in bridge.output(), what='the rejection in the log')
+    assert "field 'target_bpm' is 0.0" in bridge.output()
 
     def set_values(**values):
         request = SetParameters.Request()
