@@ -102,7 +102,8 @@ class NodeProcess:
             env={**os.environ, **(env or {})}, cwd=cwd or REPO_ROOT, start_new_session=True)
 
     def output(self):
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors='replace')
 
     def wait(self, timeout):

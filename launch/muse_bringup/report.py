@@ -304,9 +304,9 @@ def draw_timeline(data, metrics, wav_path, png_path):
     for p in data.prompts:
         for ax in axes[:4]:
             ax.axvline(p['stamp'] - t0, color='tab:green', lw=0.8, alpha=0.7)
-        ax_act.annotate(f"#{p['prompt_id']} {p['activity']} ({reasons.get(p['reason'], '?')})",
-                        (p['stamp'] - t0, len(ACTIVITY_NAMES) - 0.5), rotation=90, fontsize=7,
-                        va='top', ha='right', color='tab:green')
+        ax_hr.annotate(f"#{p['prompt_id']} {p['activity']} ({reasons.get(p['reason'], '?')})",
+                       (p['stamp'] - t0, 0.97), xycoords=ax_hr.get_xaxis_transform(),
+                       rotation=90, fontsize=7, va='top', ha='right', color='tab:green')
 
     if data.fragments:
         t, pid = np.array([f[0] for f in data.fragments]), np.array([f[1] for f in data.fragments])
