@@ -282,10 +282,14 @@ def bag_events(info, start_offset_s=0.0, duration_s=0.0):
         wanted = [c for role, c in roles.items() if not (role == 'user_profile' and t_start > 0)]
         start_ns = info.start_ns + int(round(t_start * 1e9))
         stop_ns = info.start_ns + int(round(t_end * 1e9)) + 1
+        # As in a subject's timeline, accelerometer samples end before an explicit end time,
+        # while a heart-rate window or label falling exactly on it still counts.
+        imu_stop_ns = stop_ns - 1 if duration_s > 0 else stop_ns
         events = (_to_event(reader, connection, raw, (timestamp - info.start_ns) * 1e-9,
                             info.start_ns)
                   for connection, timestamp, raw in reader.messages(
-                      connections=wanted, start=start_ns, stop=stop_ns))
+                      connections=wanted, start=start_ns, stop=stop_ns)
+                  if timestamp < imu_stop_ns or connection.msgtype != IMU_TYPE)
         # Storage order is log-time order; re-merge so equal times follow the replay order.
         yield from merge_events(_sorted_runs(events))
     finally:

@@ -172,6 +172,13 @@ def read_pickle(path):
     if path.stat().st_size == 0:
         raise DaliaFormatError(path, None, 'is empty (expected a PPG-DaLiA S<i>.pkl pickle)')
     with open(path, 'rb') as f:
+        # A dict pickle starts with PROTO (protocol 2+), MARK or EMPTY_DICT (protocols 0/1);
+        # anything else is not a pickle at all, rather than a damaged one.
+        head = f.read(1)
+        if head not in (b'\x80', b'(', b'}'):
+            raise DaliaFormatError(path, None, f'is not a pickle (starts with {head!r}; expected '
+                                   'a PPG-DaLiA S<i>.pkl)')
+        f.seek(0)
         try:
             return _DataOnlyUnpickler(f, encoding='latin1').load()
         except EOFError as exc:

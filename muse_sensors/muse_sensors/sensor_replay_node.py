@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock as RosClock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -33,6 +34,8 @@ from muse_sensors.replay import (ActivityLabel, HeartRateSample, ImuSample, Play
 
 # Let the last messages reach subscribers before the process goes (DDS sends asynchronously).
 END_GRACE_S = 0.5
+# How often to check whether the replay may start (wait_for_subscribers, start_delay_s).
+START_POLL_S = 0.05
 # A publication later than this behind its schedule is worth a warning in diagnostics.
 LATE_WARN_S = 0.05
 # rclcpp's ClockQoS: only the newest time matters.
@@ -92,6 +95,14 @@ class SensorReplayNode(Node):
             'data, for nodes run with use_sim_time.', read_only=True)
         self._frame_id = params.declare(self, 'frame_id', 'wrist', 'header.frame_id of the '
                                         'sensor messages.', read_only=True)
+        self._wait_for_subscribers = params.declare(
+            self, 'wait_for_subscribers', 0, 'Before the first message, wait until the imu topic '
+            'has at least this many subscribers (0 = do not wait).', read_only=True,
+            min_value=0, max_value=1000)
+        self._start_delay_s = params.declare(
+            self, 'start_delay_s', 0.0, 'Then wait this long [s, wall time] before the first '
+            'message, so that every subscriber has discovered every topic.',
+            read_only=True, min_value=0.0, max_value=3600.0)
         self._shutdown_on_end = params.declare(
             self, 'shutdown_on_end', True, 'When the data ends (and loop is false): true = log a '
             'summary and exit with code 0; false = stay alive, publishing nothing.')
@@ -121,7 +132,7 @@ class SensorReplayNode(Node):
                            if self._publish_clock else None)
         self.counts = {'imu': 0, 'heart_rate': 0, 'user_profile': 0, 'ground_truth': 0}
         self._imu = self._imu_template()
-        self._began = time.monotonic()
+        self._began = None
         self._ended_at = None
 
         self._player = Player(timeline, t_start, t_end, self._emit, rate=rate, loop=loop,
@@ -129,11 +140,33 @@ class SensorReplayNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._diagnostics = diagnostics.DiagnosticsReporter(self, hardware_id=f'replay {name}')
         self._diagnostics.add('replay', self._check)
-        self._exit_timer = None
         self.get_logger().info(
             f'replaying {name} from {source}: data {t_start:.1f}-{t_end:.1f} s at {rate:g}x'
             f'{", looping" if loop else ""}{", publishing /clock" if self._publish_clock else ""}')
-        self._player.start()
+        self._ready_since = None
+        self._start_timer = None
+        if self._wait_for_subscribers > 0 or self._start_delay_s > 0:
+            # Steady time: with use_sim_time the ROS clock stands still until we publish /clock.
+            self._start_timer = self.create_timer(START_POLL_S, self._maybe_start,
+                                                  clock=RosClock(clock_type=ClockType.STEADY_TIME))
+        else:
+            self._start()
+
+    def _maybe_start(self):
+        """Timer: start once enough subscribers are there and the delay has passed."""
+        now = time.monotonic()
+        if self._imu_pub.get_subscription_count() < self._wait_for_subscribers:
+            return
+        if self._ready_since is None:
+            self._ready_since = now
+        if now - self._ready_since >= self._start_delay_s:
+            self._start_timer.cancel()
+            self._start()
+
+    def _start(self):
+        if self._began is None:
+            self._began = time.monotonic()
+            self._player.start()
 
     # ------------------------------------------------------------------ publishing
 
@@ -212,7 +245,7 @@ class SensorReplayNode(Node):
         """Player thread: the data ended (or playback failed)."""
         self._ended_at = time.monotonic()
         player = self._player
-        summary = (f'{self._name}: published {self.counts} over {self._ended_at - self._began:.1f} s '
+        summary = (f'{self._name}: published {self.counts} over {self._ended_at - self._began:.1f} s wall '
                    f'(data {player.data_t:.1f} s, {player.loops_done} loops); lateness mean '
                    f'{player.lateness.mean * 1e3:.2f} ms, p95 {player.lateness.percentile(95) * 1e3:.2f} ms, '
                    f'max {player.lateness.max * 1e3:.2f} ms')

@@ -243,6 +243,7 @@ def _table_soccer(rng, n, tr):
         _add_pulse(m.angles[:, 0], start, spin, _deg(rng.uniform(40, 100)))
         _add_pulse(m.acc[:, 0], start, spin, rng.uniform(0.4, 1.3))
         _add_pulse(m.acc[:, 1], start, np.cos(2 * np.pi * freq * tt) * decay, rng.uniform(0.2, 0.6))
+        _add_pulse(m.acc[:, 2], start, spin, rng.uniform(-0.4, 0.4))
     del t
     return m
 
