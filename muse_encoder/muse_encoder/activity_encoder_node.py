@@ -167,7 +167,7 @@ class ActivityEncoderNode(Node):
         sample = np.array([a.x, a.y, a.z], np.float64) / STANDARD_GRAVITY
         stamp = stamps.to_sec(msg.header.stamp)
         if not np.all(np.isfinite(sample)):
-            self.get_logger().warn('IMU sample with NaN/inf acceleration dropped',
+            self.get_logger().warning('IMU sample with NaN/inf acceleration dropped',
                                    throttle_duration_sec=5.0)
             return
         with self._lock:
@@ -176,7 +176,7 @@ class ActivityEncoderNode(Node):
                 # stretch of motion any more.
                 self._reset_locked()
                 self._stats['resets'] += 1
-                self.get_logger().warn('IMU stamps went backwards: window buffer and smoothing reset',
+                self.get_logger().warning('IMU stamps went backwards: window buffer and smoothing reset',
                                        throttle_duration_sec=5.0)
             self._last_stamp = stamp
             self._acc[self._head] = sample
@@ -202,7 +202,7 @@ class ActivityEncoderNode(Node):
             self._queue.put_nowait(job)
             with self._lock:
                 self._stats['dropped'] += 1
-            self.get_logger().warn('inference is slower than the stride: dropped a window',
+            self.get_logger().warning('inference is slower than the stride: dropped a window',
                                    throttle_duration_sec=5.0)
 
     def _reset_locked(self):
@@ -244,10 +244,10 @@ class ActivityEncoderNode(Node):
     def _estimate(self, window_g, start_s, end_s, frame_id, statics, hr_used, hr_defaulted,
                   profile_defaulted):
         if hr_defaulted:
-            self.get_logger().warn('no current heart rate: using the default '
+            self.get_logger().warning('no current heart rate: using the default '
                                    '(default_heart_rate_bpm, else the training mean)', once=True)
         if profile_defaulted:
-            self.get_logger().warn('no user profile yet: using the default_* parameters, '
+            self.get_logger().warning('no user profile yet: using the default_* parameters, '
                                    'else the training means', once=True)
         prediction = self._encoder.predict(window_g, self._imu_rate, statics)
         with self._lock:
