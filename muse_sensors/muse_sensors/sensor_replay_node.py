@@ -42,6 +42,37 @@ LATE_WARN_S = 0.05
 CLOCK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
+class MonotonicToRos:
+    """Converts monotonic due times to the node clock's nanoseconds.
+
+    Reading the two clocks one after the other in Python can be split by a thread switch
+    (milliseconds), so the offset between them is measured in a tight bracket, kept, and
+    measured again every ``resync_s`` to follow adjustments of the system clock.
+    """
+
+    def __init__(self, clock, resync_s=5.0):
+        self._clock = clock
+        self._resync_s = resync_s
+        self._synced_at = -math.inf
+        self._offset_ns = 0
+
+    def _sync(self):
+        best = None
+        for _ in range(7):
+            before = time.monotonic_ns()
+            ros_ns = self._clock.now().nanoseconds
+            after = time.monotonic_ns()
+            if best is None or after - before < best[0]:
+                best = (after - before, ros_ns - (before + after) // 2)
+        self._offset_ns = best[1]
+        self._synced_at = time.monotonic()
+
+    def to_ros_ns(self, monotonic_s):
+        if time.monotonic() - self._synced_at > self._resync_s:
+            self._sync()
+        return int(monotonic_s * 1e9) + self._offset_ns
+
+
 class SourceError(Exception):
     """The replay source cannot be opened; the message says which and why."""
 
@@ -132,6 +163,7 @@ class SensorReplayNode(Node):
                            if self._publish_clock else None)
         self.counts = {'imu': 0, 'heart_rate': 0, 'user_profile': 0, 'ground_truth': 0}
         self._imu = self._imu_template()
+        self._clock_map = MonotonicToRos(self.get_clock())
         self._began = None
         self._ended_at = None
 
@@ -177,22 +209,23 @@ class SensorReplayNode(Node):
         msg.angular_velocity_covariance[0] = -1.0   # no gyroscope
         return msg                                  # acceleration covariance: 0 = unknown
 
-    def _stamp(self, play_t, lateness_s):
+    def _stamp(self, play_t):
         """The node clock when a message at play time ``play_t`` was due."""
         if self._sim_time:
             if self._publish_clock:
                 return stamps.from_sec(self._clock_base_s + self._data_time(play_t))
             return self.get_clock().now().to_msg()
-        return (self.get_clock().now() - Duration(nanoseconds=int(lateness_s * 1e9))).to_msg()
+        return Time(nanoseconds=self._clock_map.to_ros_ns(self._player.pacer.due(play_t)),
+                    clock_type=self.get_clock().clock_type).to_msg()
 
     def _data_time(self, play_t):
         return self._player.t_start + play_t
 
     def _emit(self, event, play_t, lateness_s):
+        stamp = self._stamp(play_t)
         if self._clock_pub is not None:
             self._clock_pub.publish(Clock(clock=stamps.from_sec(
                 self._clock_base_s + self._data_time(play_t))))
-        stamp = self._stamp(play_t, lateness_s)
         if isinstance(event, ImuSample):
             msg = self._imu
             msg.header.stamp = stamp
