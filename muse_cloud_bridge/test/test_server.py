@@ -154,9 +154,10 @@ def test_fragments_larger_than_max_frame_bytes_are_split_in_order():
 
 def test_prompt_switch_has_no_gap_and_grows_out_of_the_sent_audio():
     async def scenario():
-        # prompt 2 takes 0.8 s to open: the old music must keep flowing meanwhile
-        backend = SineBackend(fragment_s=0.25, slow_prompts={2}, open_delay_s=0.8)
-        async with serving(backend, max_ahead_s=1.0, context_s=0.6) as server:
+        # prompt 2 takes longer to open than the 2 s the listener has buffered: the old music
+        # must keep flowing meanwhile
+        backend = SineBackend(fragment_s=0.5, slow_prompts={2}, open_delay_s=2.5)
+        async with serving(backend, fragment_s=0.5, max_ahead_s=2.0, context_s=0.6) as server:
             async with MusicClient(server.url, token=TOKEN) as client:
                 received = Received()
                 await client.send_prompt(_prompt(1))
@@ -169,7 +170,7 @@ def test_prompt_switch_has_no_gap_and_grows_out_of_the_sent_audio():
         assert keys == sorted(keys) and len(set(keys)) == len(keys)
         old, new = received.of_prompt(1), received.of_prompt(2)
         # the old stream went on while the new one was prepared ...
-        assert any(t > switch_sent + 0.3 for t, f in received.frames if f.prompt_id == 1)
+        assert any(t > switch_sent + 1.5 for t, f in received.frames if f.prompt_id == 1)
         # ... then ended on a LAST fragment immediately followed by the new FIRST
         boundary = len(old)
         assert frames[boundary - 1].is_last and frames[boundary].is_first
@@ -181,7 +182,7 @@ def test_prompt_switch_has_no_gap_and_grows_out_of_the_sent_audio():
         # a listener playing from the first arrival never runs dry (no silence at the switch)
         start, played = received.frames[0][0], 0.0
         for arrival, frame in received.frames:
-            assert arrival <= start + played + 0.25, (
+            assert arrival <= start + played + 0.1, (
                 f'fragment {frame.order_key} arrived {arrival - start - played:.3f} s after '
                 'the listener ran out of audio')
             played += frame.duration_s
@@ -259,16 +260,18 @@ def test_pacing_keeps_the_server_at_most_max_ahead_of_real_time():
     async def scenario():
         async with serving(SineBackend(fragment_s=0.25), max_ahead_s=1.0) as server:
             async with MusicClient(server.url, token=TOKEN) as client:
+                asked = time.monotonic()
                 await client.send_prompt(_prompt(1))
-                received = await collect(client, Received(), frames_of(1, 14))
-        start = received.frames[0][0]
-        total = 0.0
-        for arrival, frame in received.frames:
-            total += frame.duration_s
-            # audio received so far minus audio played so far, never more than max_ahead
-            assert total - (arrival - start) <= 1.0 + 0.1
-        assert received.frames[-1][0] - start >= 14 * 0.25 - 1.0 - 0.1  # it was paced
-    run(scenario())
+                return asked, await collect(client, Received(), frames_of(1, 14))
+
+    asked, received = run(scenario())
+    total = 0.0
+    for arrival, frame in received.frames:
+        total += frame.duration_s
+        # Nothing can be sent before it was asked for, nor received before it was sent, so
+        # however late this client reads, what it has is bounded by max_ahead + elapsed time.
+        assert total <= 1.0 + (arrival - asked) + 0.05, (frame.order_key, total, arrival - asked)
+    assert total == 14 * 0.25  # so, by the last frame: 3.5 s of audio took >= 2.45 s
 
 
 def test_a_client_that_stops_reading_is_not_buffered_without_bound():
