@@ -235,3 +235,40 @@ def test_client_ping_measures_a_round_trip_and_receive_times_out():
                 with pytest.raises(TimeoutError):
                     await client.receive(timeout=0.2)
     run(scenario())
+
+
+def test_link_drops_a_frozen_server_and_comes_back_when_it_thaws(spawn):
+    """A server that stops answering without closing the connection (a hung GPU box, a
+    network partition) is detected by lost pings, not only by TCP."""
+    import os
+    import signal
+
+    from bridge_test_support import free_port, server_command, server_env, wait_for_health
+
+    port = free_port()
+    server = spawn(server_command(port, 'bridge_test_backends:SineBackend', '--token', TOKEN),
+                   name='server', env=server_env())
+    wait_for_health(port, server)
+
+    async def scenario():
+        recorder = _Recorder()
+        link = _link(f'ws://127.0.0.1:{port}', recorder)
+        runner = asyncio.create_task(link.run())
+        link.set_prompt(protocol.Prompt(prompt_id=1, text='one'))
+        await recorder.wait(lambda r: len(r.frames) >= 3)
+        os.killpg(server.proc.pid, signal.SIGSTOP)
+        try:
+            await recorder.wait(lambda r: link.state is not LinkState.CONNECTED, timeout=30)
+        finally:
+            os.killpg(server.proc.pid, signal.SIGCONT)
+        assert link.counters['ping_timeouts'] >= 2
+        assert 'stopped answering pings' in ' '.join(m for _, m in recorder.logs)
+        count = len(recorder.frames)
+        await recorder.wait(lambda r: len(r.frames) >= count + 3 and link.counters['connects'] >= 2,
+                            timeout=30)
+        keys = [(f.prompt_id, f.seq) for f in recorder.frames]
+        assert keys == sorted(keys) and len(set(keys)) == len(keys)
+        await link.close()
+        await runner
+
+    run(scenario())
