@@ -119,7 +119,6 @@ class CloudBridgeNode(Node):
         """Called on the asyncio thread for every admitted frame (rclpy publish is thread-safe)."""
         msg = AudioFragment()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self._link.session_id
         msg.prompt_id = frame.prompt_id
         msg.seq = frame.seq
         msg.sample_rate = frame.sample_rate
