@@ -397,6 +397,7 @@ class ReconnectingLink:
         self._wake = asyncio.Event()
         self._closing = False
         self._restarting = False  # the session is being ended on purpose (reconnect)
+        self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------ commands (on the loop)
 
@@ -419,7 +420,7 @@ class ReconnectingLink:
         self._prompt = prompt
         self._awaiting_first = (prompt.prompt_id, received_at)
         if self._client is not None and self.state is LinkState.CONNECTED:
-            asyncio.ensure_future(self._send_prompt(self._client, prompt))
+            self._spawn(self._send_prompt(self._client, prompt))
 
     def reconfigure(self, **settings):
         """Change url, token, reconnect bounds or ping period; reconnects if url/token changed."""
@@ -449,13 +450,20 @@ class ReconnectingLink:
         self._wake.set()
         if self._client is not None:
             self._restarting = True
-            asyncio.ensure_future(self._client.close())
+            self._spawn(self._client.close())
 
     async def close(self):
         self._closing = True
         self._wake.set()
         if self._client is not None:
             await self._client.close()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coroutine):
+        """Run ``coroutine`` in the background, keeping a reference until it is done."""
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def snapshot(self) -> dict:
         """A consistent-enough view for diagnostics (any thread)."""
