@@ -243,7 +243,6 @@ def _table_soccer(rng, n, tr):
         _add_pulse(m.angles[:, 0], start, spin, _deg(rng.uniform(40, 100)))
         _add_pulse(m.acc[:, 0], start, spin, rng.uniform(0.4, 1.3))
         _add_pulse(m.acc[:, 1], start, np.cos(2 * np.pi * freq * tt) * decay, rng.uniform(0.2, 0.6))
-        _add_pulse(m.acc[:, 2], start, spin, rng.uniform(-0.4, 0.4))
     del t
     return m
 
@@ -674,6 +673,8 @@ def main(argv=None):
                         help='equal time per activity in random order, instead of the protocol')
     parser.add_argument('--no-chest', action='store_true',
                         help='leave the 700 Hz chest signals empty (much smaller files)')
+    parser.add_argument('--plot', action='store_true',
+                        help='also draw S<i>/S<i>_overview.png (activity, ACC, HR, spectra)')
     args = parser.parse_args(argv)
     if args.subjects < 1 or args.first < 1:
         parser.error('--subjects and --first must be >= 1')
@@ -684,6 +685,10 @@ def main(argv=None):
         path = write_subject(args.out, index, args.minutes, args.seed, balanced=args.balanced,
                              chest=not args.no_chest)
         tqdm.write(f'{path} ({path.stat().st_size / 1e6:.1f} MB)', file=sys.stderr)
+        if args.plot:
+            from muse_sensors.plots import plot_subject
+            png = plot_subject(dalia.load_subject(path), path.with_name(f'{path.stem}_overview.png'))
+            tqdm.write(f'{png}', file=sys.stderr)
     return 0
 
 

@@ -250,3 +250,17 @@ def test_offset_beyond_the_data_is_refused(spawn, subject_path):
     proc = replay(spawn, f'source:={subject_path}', 'start_offset_s:=600.0')
     code, output = wait_exit(proc, timeout=60)
     assert code == 2 and 'start_offset_s=600.0 is outside the 60.00 s' in output, output
+
+
+def test_installed_parameter_file_is_valid(spawn, subject_path):
+    from ament_index_python.packages import get_package_share_directory
+    from pathlib import Path
+
+    params_file = Path(get_package_share_directory('muse_sensors')) / 'config' / 'sensor_replay.yaml'
+    assert params_file.is_file()
+    proc = spawn([sys.executable, '-m', 'muse_sensors.sensor_replay_node', '--ros-args',
+                  '-r', f'__ns:={NS}', '--params-file', str(params_file),
+                  '-p', f'source:={subject_path}', '-p', 'rate:=50.0', '-p', 'duration_s:=5.0'])
+    code, output = wait_exit(proc, timeout=60)
+    assert code == 0, output
+    assert "'imu': 160" in output and 'end of data' in output

@@ -175,3 +175,11 @@ def test_cli_rejects_bad_arguments(tmp_path):
                              str(tmp_path), '--subjects', '0'],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and '--subjects' in result.stderr
+
+
+def test_overview_plot(tmp_path, subject):
+    from muse_sensors.plots import plot_subject
+
+    png = plot_subject(subject, tmp_path / 'overview.png')
+    data = png.read_bytes()
+    assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 50_000
