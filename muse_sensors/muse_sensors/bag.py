@@ -198,6 +198,11 @@ class BagInfo:
     connections: dict         # role -> topic
     counts: dict              # topic -> message count
 
+    @property
+    def span_s(self):
+        """Replayable data span: up to and including the last message."""
+        return self.duration_s + 1e-9
+
 
 def is_bag(path):
     path = Path(path)
@@ -269,7 +274,7 @@ def _seconds(stamp):
 def bag_events(info, start_offset_s=0.0, duration_s=0.0):
     """The replay timeline stored in a bag (see :func:`bag_info`), over the same span rules
     as :func:`muse_sensors.replay.subject_events`; data time 0 is the bag's first message."""
-    t_start, t_end = replay_span(info.duration_s + 1e-9, start_offset_s, duration_s, info.path)
+    t_start, t_end = replay_span(info.span_s, start_offset_s, duration_s, info.path)
     reader = _reader(info.path)
     try:
         roles = _roles(info.path, reader.connections)

@@ -4,9 +4,9 @@ The timeline and its pacing live in :mod:`muse_sensors.replay`; this node turns 
 events into messages. Publishing happens on the player's own thread, never in an executor
 callback, so a slow subscriber or a busy executor cannot delay the schedule.
 
-Stamps: ``header.stamp`` is the node clock at the moment a message was due (its publish
-time minus the measured lateness, normally well under a millisecond), so samples are evenly
-spaced however the OS schedules the thread. HeartRate carries the centre of its 8 s window
+Stamps: ``header.stamp`` is the node clock at the moment a message was due (the schedule's
+monotonic due time mapped onto the node clock; publication follows within the lateness the
+diagnostics report), so samples are evenly spaced however the OS schedules the thread. HeartRate carries the centre of its 8 s window
 (``muse_msgs/HeartRate.msg``), i.e. 4 s of data before it is published. With
 ``use_sim_time`` and ``publish_clock`` the stamps are the /clock values this node publishes.
 """
@@ -17,7 +17,6 @@ from pathlib import Path
 
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock as RosClock, ClockType
-from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -90,7 +89,7 @@ def open_source(source, start_offset_s, duration_s):
     try:
         if path.is_dir():
             info = bag.bag_info(path)
-            t_start, t_end = replay_span(info.duration_s + 1e-9, start_offset_s, duration_s, path)
+            t_start, t_end = replay_span(info.span_s, start_offset_s, duration_s, path)
             return (f'bag {path.name}', lambda: bag.bag_events(info, start_offset_s, duration_s),
                     t_start, t_end, info.start_ns * 1e-9)
         subject = dalia.load_subject(path)
@@ -237,10 +236,8 @@ class SensorReplayNode(Node):
             msg = HeartRate(bpm=float(event.bpm), confidence=float(event.confidence),
                             source=event.source)
             msg.header.frame_id = self._frame_id
-            back = (event.t - event.window_centre_t) / self._player.pacer.rate
-            if self._sim_time and self._publish_clock:
-                back = event.t - event.window_centre_t
-            msg.header.stamp = (Time.from_msg(stamp) - Duration(nanoseconds=int(back * 1e9))).to_msg()
+            # The window centre's own due time on the same schedule.
+            msg.header.stamp = self._stamp(play_t - (event.t - event.window_centre_t))
             self._hr_pub.publish(msg)
             self.counts['heart_rate'] += 1
         elif isinstance(event, ActivityLabel):

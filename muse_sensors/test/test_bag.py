@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from muse_sensors import bag, dalia, synthetic
-from muse_sensors.replay import (ActivityLabel, HeartRateSample, ImuSample, ProfileRecord,
-                                  subject_events)
+from muse_sensors.replay import ActivityLabel, HeartRateSample, ImuSample, subject_events
 
 START = 1_700_000_000.25
 
