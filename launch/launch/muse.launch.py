@@ -22,7 +22,8 @@ from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from muse_bringup import graph
-from muse_bringup.session import GRAPH_NODES, NAMESPACE, SERVER_EXECUTABLE, new_session_dir
+from muse_bringup.session import (GRAPH_NODES, NAMESPACE, SERVER_EXECUTABLE, STOP_TIMEOUT_S,
+                                  new_session_dir)
 
 ARGUMENTS = (
     ('namespace', NAMESPACE, 'Namespace of every MUSE node and topic.'),
@@ -85,7 +86,9 @@ def launch_setup(context):
         node = Node(
             package=package, executable=name, name=name, namespace=options.namespace,
             output='screen', parameters=[arg['params_file'], overrides[name]],
-            arguments=['--ros-args', '--log-level', options.log_level])
+            arguments=['--ros-args', '--log-level', options.log_level],
+            # The recorder writes the session report after Ctrl-C: give it time.
+            sigterm_timeout=str(STOP_TIMEOUT_S.get(name, 5)))
         if name == 'sensor_replay':
             replay = node
             actions.append(TimerAction(period=float(arg['replay_delay_s']), actions=[node]))

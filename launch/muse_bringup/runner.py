@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from muse_bringup import graph
-from muse_bringup.session import GRAPH_NODES, SERVER_EXECUTABLE, new_session_dir
+from muse_bringup.session import GRAPH_NODES, SERVER_EXECUTABLE, STOP_TIMEOUT_S, new_session_dir
 
 COLOURS = ('\033[36m', '\033[32m', '\033[35m', '\033[33m', '\033[34m', '\033[96m', '\033[92m')
 RESET = '\033[0m'
@@ -235,7 +235,7 @@ def run(args):
     finally:
         codes = {}
         for proc in reversed(processes):
-            codes[proc.name] = proc.stop()
+            codes[proc.name] = proc.stop(timeout=STOP_TIMEOUT_S.get(proc.name, 15.0))
     failed = {name: code for name, code in codes.items() if code not in (0, -signal.SIGINT)}
     summarise(session, time.monotonic() - started, failed)
     if error is not None:

@@ -23,6 +23,10 @@ GRAPH_NODES = (
 
 SERVER_EXECUTABLE = ('muse_cloud_bridge', 'muse_music_server')
 
+# Seconds a node may take to exit after SIGINT before it is terminated; the recorder closes
+# the bag and draws the session report then.
+STOP_TIMEOUT_S = {'session_recorder': 120}
+
 
 @dataclass(frozen=True)
 class SessionPaths:

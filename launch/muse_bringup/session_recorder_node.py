@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from muse_common import diagnostics, params, qos, topics
 from muse_common.node_main import run_node
@@ -102,19 +103,21 @@ class SessionRecorder(Node):
             'bag': self._session.bag, 'write_backlog': backlog, **counts}
 
     def destroy_node(self):
+        # Runs after the context was shut down (Ctrl-C, launch shutdown), when the node logger
+        # can no longer reach /rosout: log to the console only.
+        logger = rclpy.logging.get_logger(f'{self.get_name()}.shutdown')
         self._queue.put(None)
         self._worker.join(timeout=30)
         self._writer.close()
         total = sum(entry[1] for entry in self._counts.values())
-        self.get_logger().info(f'bag closed: {total} messages in {self._session.bag}')
+        logger.info(f'bag closed: {total} messages in {self._session.bag}')
         if self._write_report:
             from muse_bringup.report import write_report
             try:
-                summary = write_report(self._session)
-                for line in summary:
-                    self.get_logger().info(line)
+                for line in write_report(self._session):
+                    logger.info(line)
             except Exception as exc:  # the bag is safe; a report failure must say why
-                self.get_logger().error(f'session report failed: {exc!r}')
+                logger.error(f'session report failed: {exc!r}')
         super().destroy_node()
 
 
