@@ -89,9 +89,8 @@ REVERB_CARRY_LEVEL = 0.3
 ECHO_TO_REVERB = 0.3
 MAX_DUCK = 0.9
 COMPRESSOR_HEADROOM_DB = 5.0          # threshold above the loudness target
-CACHED_NOTE_S = 1.5                   # notes up to this long are rendered once and reused
+CACHED_NOTE_S = 3.0                   # notes up to this long are rendered once and reused
 NOTE_VARIANTS = 4                     # round-robin variations of a cached note
-NOTE_CACHE_BYTES = 64 << 20
 
 # Bus rows of a block being mixed.
 _DRY, _DRY_DUCKED, _REVERB, _ECHO, _DUCK = range(5)
@@ -125,49 +124,73 @@ def _duck_at(t, beat_s):
 
 
 class NoteCache:
-    """Rendered short notes, shared by every stream of a backend (thread-safe, least
-    recently used evicted beyond ``max_bytes``).
+    """Rendered notes, shared by every stream of a backend (thread-safe, least recently used
+    evicted beyond ``max_bytes``).
 
-    Drums, bass notes, stabs and arpeggios recur bar after bar; rendering each once and
-    reading it back afterwards is what makes the synth many times faster than real time.
-    Voices that are linear in velocity are cached at velocity 1 and scaled; the others are
-    cached per velocity step of 1/32. Notes cycle through ``NOTE_VARIANTS`` noise slices and
-    phases, as a sampler cycles through round-robin samples.
+    Drums, bass notes, stabs and arpeggios recur bar after bar. A note not yet cached is
+    rendered block by block as it sounds, like any other, and its samples are kept; once it
+    has sounded to its end it enters the cache, and later occurrences are read back. So
+    caching costs the first fragment nothing and makes the steady state many times cheaper.
+
+    Notes are cached in a canonical form: voices linear in velocity at velocity 1 (scaled on
+    reading), the others per velocity step of 1/32; and with ``NOTE_VARIANTS`` noise slices
+    and phases, as a sampler cycles through round-robin samples.
     """
 
     NONLINEAR_VOICES = frozenset({'epiano', 'piano'})
 
-    def __init__(self, max_bytes=NOTE_CACHE_BYTES):
-        self.max_bytes = max_bytes
+    def __init__(self, max_bytes):
+        self.max_bytes = max_bytes      # 0 disables the cache
         self._entries = collections.OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def wave(self, kit, note):
-        """The whole note (attack to end of release) as float32, rendered or from the cache."""
+    def canonical(self, kit, note):
+        """(cache key, the note to render, the gain to apply to it)."""
         linear = note.voice not in self.NONLINEAR_VOICES
         velocity = 1.0 if linear else round(note.velocity * 32.0) / 32.0
-        key = (note.voice, note.pitch, note.length, velocity, note.variant % NOTE_VARIANTS,
-               kit.b, kit.sr)
+        variant = note.variant % NOTE_VARIANTS
+        key = (note.voice, note.pitch, note.length, velocity, variant, kit.b, kit.sr)
+        return (key, Note(0, note.voice, note.pitch, note.length, velocity, variant),
+                note.velocity if linear else 1.0)
+
+    def get(self, key):
         with self._lock:
             wave = self._entries.get(key)
-            if wave is not None:
+            if wave is None:
+                self.misses += 1
+            else:
                 self._entries.move_to_end(key)
                 self.hits += 1
-        if wave is None:
-            canonical = Note(0, note.voice, note.pitch, note.length, velocity,
-                             note.variant % NOTE_VARIANTS)
-            wave = kit.render(canonical, 0, kit.duration(canonical)).astype(np.float32)
-            with self._lock:
-                self.misses += 1
-                if key not in self._entries:
-                    self._entries[key] = wave
-                    self._bytes += wave.nbytes
-                    while self._bytes > self.max_bytes and len(self._entries) > 1:
-                        self._bytes -= self._entries.popitem(last=False)[1].nbytes
-        return wave * np.float32(note.velocity) if linear else wave
+            return wave
+
+    def put(self, key, wave):
+        if self.max_bytes <= 0:
+            return
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = wave
+            self._bytes += wave.nbytes
+            while self._bytes > self.max_bytes and len(self._entries) > 1:
+                self._bytes -= self._entries.popitem(last=False)[1].nbytes
+
+
+@dataclasses.dataclass
+class _Sounding:
+    """A note in flight: where its samples come from and where they go."""
+
+    start: int
+    end: int
+    mix: object
+    render_note: Note              # the note rendered (canonical when cacheable)
+    gain: float                    # applied to the rendered samples
+    is_kick: bool
+    wave: np.ndarray = None        # the whole note, read from the cache
+    key: tuple = None              # cache key while recording a first occurrence
+    recording: np.ndarray = None
 
 
 class SynthBackend(MusicBackend):
@@ -176,7 +199,7 @@ class SynthBackend(MusicBackend):
 
     name = 'synth'
 
-    def __init__(self, *, sample_rate=32000, channels=1, fragment_s=0.5, seed=None):
+    def __init__(self, *, sample_rate=32000, channels=1, fragment_s=0.5, seed=None, cache_mb=64):
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) \
                 or not 8000 <= sample_rate <= 192000:
             raise SynthConfigError(f'sample_rate must be an int in [8000, 192000] Hz, got {sample_rate!r}')
@@ -185,6 +208,9 @@ class SynthBackend(MusicBackend):
         if isinstance(fragment_s, bool) or not isinstance(fragment_s, (int, float)) \
                 or not math.isfinite(fragment_s) or not 0.01 <= fragment_s <= 10.0:
             raise SynthConfigError(f'fragment_s must be a number of seconds in [0.01, 10], got {fragment_s!r}')
+        if isinstance(cache_mb, bool) or not isinstance(cache_mb, (int, float)) \
+                or not 0 <= cache_mb <= 65536:
+            raise SynthConfigError(f'cache_mb must be a number of MiB in [0, 65536], got {cache_mb!r}')
         if seed is None:
             seed = secrets.randbits(32)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -203,7 +229,7 @@ class SynthBackend(MusicBackend):
             irs = [make_reverb_ir(rng, sample_rate, preset.reverb_s, damping=preset.reverb_damping)
                    for _ in range(channels)]
             self._rooms[name] = BlockConvolver.prepare(np.stack(irs), BLOCK)
-        self.note_cache = NoteCache()
+        self.note_cache = NoteCache(int(cache_mb * (1 << 20)))
 
     def room(self, style_name):
         return self._rooms[style_name]
@@ -287,7 +313,7 @@ class SynthStream(MusicStream):
         self._pos = 0                 # absolute sample index of the next block
         self._pending = []            # heap of (start, order, note) not yet sounding
         self._order = 0
-        self._sounding = []           # (note, end sample, mix, whole wave or None)
+        self._sounding = []           # _Sounding notes in flight
         self._next_bar = 0
         self._out = np.zeros((0, self.channels), dtype=np.float32)
         self._closed = False
@@ -309,38 +335,52 @@ class SynthStream(MusicStream):
                 self._order += 1
             self._next_bar += 1
 
+    def _start_note(self, note):
+        duration = self._voices.duration(note)
+        mix = self.preset.mix[note.voice]
+        kick = note.voice == 'kick'
+        if duration > self._cached_samples:             # long notes (pads): always rendered
+            return _Sounding(note.start, note.start + duration, mix, note, 1.0, kick)
+        cache = self._backend.note_cache
+        key, canonical, gain = cache.canonical(self._voices, note)
+        item = _Sounding(note.start, note.start + duration, mix, canonical, gain, kick,
+                         wave=cache.get(key))
+        if item.wave is None:
+            item.key, item.recording = key, np.empty(duration, dtype=np.float32)
+        return item
+
     def _render_block(self):
         pos, end = self._pos, self._pos + BLOCK
         self._plan(end + self._lookahead)
-        cache = self._backend.note_cache
         while self._pending and self._pending[0][0] < end:
-            note = heapq.heappop(self._pending)[2]
-            duration = self._voices.duration(note)
-            # Short notes are read from the cache whole; long ones (pads) are rendered
-            # segment by segment as they sound.
-            wave = cache.wave(self._voices, note) if duration <= self._cached_samples else None
-            self._sounding.append((note, note.start + duration, self.preset.mix[note.voice], wave))
+            self._sounding.append(self._start_note(heapq.heappop(self._pending)[2]))
         buses = np.zeros((5, BLOCK))
         still = []
-        for note, note_end, mix, wave in self._sounding:
-            first = max(pos, note.start)
-            last = min(end, note_end)
-            if last > first:
-                if wave is None:
-                    segment = self._voices.render(note, first - note.start, last - first)
-                else:
-                    segment = wave[first - note.start:last - note.start]
-                where = slice(first - pos, last - pos)
-                buses[_DRY_DUCKED if mix.ducked else _DRY, where] += segment * mix.gain
-                if mix.reverb:
-                    buses[_REVERB, where] += segment * mix.reverb
-                if mix.echo:
-                    buses[_ECHO, where] += segment * mix.echo
-                if note.voice == 'kick' and self._duck_depth:
-                    t = (first - note.start + np.arange(last - first)) / self._backend.sample_rate
-                    buses[_DUCK, where] += self._duck_depth * note.velocity * _duck_at(t, self._beat_s)
-            if note_end > end:
-                still.append((note, note_end, mix, wave))
+        for item in self._sounding:
+            first = max(pos, item.start)
+            last = min(end, item.end)
+            a, b = first - item.start, last - item.start
+            if item.wave is not None:
+                segment = item.wave[a:b]
+            else:
+                segment = self._voices.render(item.render_note, a, b - a).astype(np.float32)
+                if item.recording is not None:
+                    item.recording[a:b] = segment
+            segment = segment * item.gain
+            where = slice(first - pos, last - pos)
+            mix = item.mix
+            buses[_DRY_DUCKED if mix.ducked else _DRY, where] += segment * mix.gain
+            if mix.reverb:
+                buses[_REVERB, where] += segment * mix.reverb
+            if mix.echo:
+                buses[_ECHO, where] += segment * mix.echo
+            if item.is_kick and self._duck_depth:
+                t = (a + np.arange(b - a)) / self._backend.sample_rate
+                buses[_DUCK, where] += self._duck_depth * item.gain * _duck_at(t, self._beat_s)
+            if item.end > end:
+                still.append(item)
+            elif item.recording is not None:
+                self._backend.note_cache.put(item.key, item.recording)
         self._sounding = still
 
         dry = buses[_DRY] + buses[_DRY_DUCKED] * (1.0 - np.minimum(buses[_DUCK], MAX_DUCK))

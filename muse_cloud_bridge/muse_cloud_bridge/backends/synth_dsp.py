@@ -103,11 +103,19 @@ class WavetableBank:
     def __init__(self, sample_rate):
         self.sample_rate = sample_rate
         self._tables = {}
+        self._by_request = {}      # (shape, brightness, freq) -> table: the per-note fast path
         self._lock = threading.Lock()
 
     def table(self, shape, brightness, freq):
         """The table for ``shape`` at ``brightness`` in [0, 1] whose harmonics all stay below
         0.45 x the sample rate at fundamental ``freq`` [Hz]."""
+        request = (shape, brightness, freq)
+        table = self._by_request.get(request)
+        if table is None:
+            table = self._by_request[request] = self._build(shape, brightness, freq)
+        return table
+
+    def _build(self, shape, brightness, freq):
         limit = min(int(0.45 * self.sample_rate / max(float(freq), 1.0)), MAX_HARMONICS)
         harmonics = HARMONIC_LEVELS[0]
         for level in HARMONIC_LEVELS:
@@ -205,8 +213,12 @@ def make_noise_tables(rng, sample_rate, seconds=3.0):
 def make_reverb_ir(rng, sample_rate, rt60, predelay=0.012, damping=0.5):
     """A diffuse room impulse response: exponentially decaying noise whose high bands decay
     faster (``damping`` 0: evenly, 1: highs die three times sooner), scaled to unit energy so
-    a send level is a level ratio. Returns (taps,)."""
-    n = int((predelay + min(rt60, 6.0) * 1.05) * sample_rate)
+    a send level is a level ratio. Returns (taps,).
+
+    The response stops once it has decayed by 45 dB (three quarters of the RT60, faded out):
+    under a mix the rest is inaudible, and every partition saved is convolution work saved.
+    """
+    n = int((predelay + min(rt60, 6.0) * 0.75) * sample_rate)
     t = np.arange(n, dtype=np.float64) / sample_rate
     spectrum = np.fft.rfft(rng.standard_normal(n))
     freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
@@ -220,7 +232,8 @@ def make_reverb_ir(rng, sample_rate, rt60, predelay=0.012, damping=0.5):
     ir[:start] = 0.0
     ramp = int(0.008 * sample_rate)
     ir[start:start + ramp] *= np.linspace(0.0, 1.0, ramp)
-    ir[-ramp:] *= np.linspace(1.0, 0.0, ramp)
+    tail = n // 10
+    ir[-tail:] *= np.linspace(1.0, 0.0, tail)
     return ir / math.sqrt(float(np.sum(ir * ir)))
 
 
@@ -242,6 +255,7 @@ class BlockConvolver:
         self._partitions = spectra.shape[1]
         self._history = np.zeros((2 * self._partitions, block + 1), dtype=np.complex64)
         self._slot = self._partitions - 1
+        self._filled = 0               # partitions of history holding input (the rest is 0)
         self._previous = np.zeros(block)
 
     @staticmethod
@@ -262,14 +276,18 @@ class BlockConvolver:
         spectrum = np.fft.rfft(np.concatenate([self._previous, x]))
         self._previous = np.array(x, dtype=np.float64)
         self._slot = (self._slot + 1) % self._partitions
+        self._filled = min(self._filled + 1, self._partitions)
         self._history[self._slot] = spectrum
         self._history[self._slot + self._partitions] = spectrum
 
     def process(self, x):
         """Convolve one block (block,) and return (channels, block)."""
         self.push(x)
-        recent = self._history[self._slot + 1:self._slot + 1 + self._partitions]
-        out = (recent[None] * self._spectra).sum(axis=1)
+        # Only the partitions that have seen input contribute: a new stream's first blocks
+        # cost a fraction of a full convolution.
+        skip = self._partitions - self._filled
+        recent = self._history[self._slot + 1 + skip:self._slot + 1 + self._partitions]
+        out = (recent[None] * self._spectra[:, skip:]).sum(axis=1)
         return np.fft.irfft(out, n=2 * self.block, axis=-1)[:, self.block:]
 
 
@@ -320,7 +338,7 @@ class RmsCompressor:
     """Feed-forward compressor on a 20 ms RMS detector, gain smoothed by a second 10 ms
     window: smooth enough not to distort, fast enough to tame drum peaks. Linked across
     channels. The gain curve is evaluated every ``hop`` samples (the smoother interpolates),
-    which keeps its logarithms off the per-sample path."""
+    which keeps its power function off the per-sample path."""
 
     def __init__(self, sample_rate, threshold_db, ratio=3.0, window_s=0.02, smooth_s=0.01,
                  hop=16):

@@ -164,11 +164,11 @@ class VoiceKit:
 
     def _unison(self, shape, brightness, freq, t, cents, variant):
         """Detuned oscillators summed: the chorus of a pad or a string section."""
-        table = self._table(shape, brightness, freq)
-        out = np.zeros(len(t))
-        for i, c in enumerate(cents):
-            out += lookup(table, ((variant + 1) * 0.618 * (i + 1)) + freq * 2.0 ** (c / 1200.0) * t)
-        return out / math.sqrt(len(cents))
+        detuned = freq * 2.0 ** (np.asarray(cents) / 1200.0)
+        phase0 = (variant + 1) * 0.618 * np.arange(1, len(cents) + 1)
+        cycles = phase0[:, None] + detuned[:, None] * t[None, :]      # one lookup for all
+        return lookup(self._table(shape, brightness, freq), cycles).sum(axis=0) \
+            / math.sqrt(len(cents))
 
     def _gate(self, note):
         return note.length / self.sr
