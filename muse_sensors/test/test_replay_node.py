@@ -201,14 +201,16 @@ def test_rate_can_change_while_playing(spawn, collector, ros_node, subject_path)
     assert client.wait_for_service(timeout_sec=30)
 
     def set_param(name, value):
-        future = client.call_async(SetParameters.Request(
-            parameters=[Parameter(name, value=value).to_parameter_msg()]))
-        deadline = 50
-        while not future.done() and deadline:
-            collector.wait_for('never', 1, timeout=0.2)
-            deadline -= 1
-        assert future.done()
-        return future.result().results[0]
+        # A request sent before the reply path is discovered can go unanswered (a DDS race
+        # wait_for_service does not cover); setting a parameter twice is harmless, so retry.
+        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        for _ in range(3):
+            future = client.call_async(request)
+            for _ in range(75):
+                if future.done():
+                    return future.result().results[0]
+                collector.wait_for('never', 1, timeout=0.2)
+        pytest.fail(f'no reply to setting {name}')
 
     assert not set_param('rate', -1.0).successful
     assert not set_param('source', '/elsewhere.pkl').successful   # read-only
