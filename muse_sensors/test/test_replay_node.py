@@ -19,10 +19,12 @@ NS = '/muse'
 TOPICS = {'imu': f'{NS}/imu', 'hr': f'{NS}/heart_rate', 'profile': f'{NS}/user_profile',
           'truth': f'{NS}/activity/ground_truth'}
 # Everything must arrive to be counted: the node's QoS override parameters (tested here too)
-# make the sensor topics reliable, the subscribers keep everything, and the node waits for
+# make the sensor topics reliable with a history deep enough that a subscriber slowed by a
+# busy machine loses nothing at 100x, the subscribers keep everything, and the node waits for
 # this process to subscribe before it publishes.
 RELIABLE_ALL = QoSProfile(depth=10000, reliability=ReliabilityPolicy.RELIABLE)
-OVERRIDES = [f'qos_overrides.{TOPICS[k]}.publisher.reliability:=reliable' for k in ('imu', 'hr')]
+OVERRIDES = [f'qos_overrides.{TOPICS[k]}.publisher.{policy}' for k in ('imu', 'hr')
+             for policy in ('reliability:=reliable', 'depth:=10000')]
 DELAY = ['wait_for_subscribers:=1', 'start_delay_s:=1.0']
 
 
