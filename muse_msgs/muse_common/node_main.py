@@ -16,8 +16,9 @@ def run_node(node_class, args=None, num_threads=None):
     """Create ``node_class()``, spin it until shutdown, then release it.
 
     A MultiThreadedExecutor lets nodes put slow work (inference, socket I/O) in their own
-    callback groups without blocking the rest. Returns the process exit code: 0 after Ctrl-C
-    or an external shutdown, 1 when the node could not be created.
+    callback groups without blocking the rest. Returns the process exit code: 1 when the node
+    could not be created, else the node's ``exit_code`` attribute (a node that fails while
+    running sets it before shutting down), 0 by default.
     """
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
@@ -40,6 +41,7 @@ def run_node(node_class, args=None, num_threads=None):
         exit_code = 1
     finally:
         if node is not None:
+            exit_code = getattr(node, 'exit_code', 0)
             node.destroy_node()
         # A node whose constructor failed is still registered (weakly) with the context; let it
         # go before shutdown, which would otherwise call destroy_node on the half-built object.
