@@ -31,6 +31,7 @@ from muse_encoder.statics import Statics, sex_female_from_code
 STANDARD_GRAVITY = 9.80665    # m/s^2 per g (the encoder's features take g)
 WINDOW_QUEUE_DEPTH = 4        # windows waiting for the worker before the oldest is dropped
 TIMING_HISTORY = 200          # windows over which diagnostics report inference time
+STAMP_RESET_S = 1.0           # a stamp this far behind the last one restarts the window
 
 
 class ActivityEncoderNode(Node):
@@ -88,7 +89,7 @@ class ActivityEncoderNode(Node):
         self._profile = None
         self._apply_parameters()
         self._stats = {'published': 0, 'dropped': 0, 'errors': 0, 'hr_defaulted': 0,
-                       'profile_defaulted': 0, 'resets': 0}
+                       'profile_defaulted': 0, 'resets': 0, 'stamp_regressions': 0}
         self._timings = deque(maxlen=TIMING_HISTORY)
 
         overrides = QoSOverridingOptions.with_default_policies()
@@ -172,12 +173,18 @@ class ActivityEncoderNode(Node):
             return
         with self._lock:
             if self._last_stamp is not None and stamp < self._last_stamp:
-                # Time went backwards (replay restarted, clock reset): the window is not one
-                # stretch of motion any more.
-                self._reset_locked()
-                self._stats['resets'] += 1
-                self.get_logger().warning('IMU stamps went backwards: window buffer and smoothing reset',
-                                       throttle_duration_sec=5.0)
+                if self._last_stamp - stamp > STAMP_RESET_S:
+                    # Time jumped back (clock or sim time reset, a bag played again): the
+                    # buffer no longer holds one stretch of motion.
+                    self._reset_locked()
+                    self._stats['resets'] += 1
+                    self.get_logger().warning(
+                        f'IMU stamps jumped back by {self._last_stamp - stamp:.3f} s: window '
+                        'buffer and smoothing reset', throttle_duration_sec=5.0)
+                else:
+                    # A sample delivered out of order, or a clock correction: keep it, the
+                    # window is still the last 8 s of data in arrival order.
+                    self._stats['stamp_regressions'] += 1
             self._last_stamp = stamp
             self._acc[self._head] = sample
             self._stamps[self._head] = stamp
@@ -300,7 +307,8 @@ class ActivityEncoderNode(Node):
                       'profile': 'default' if profile_defaulted else 'received',
                       'windows_heart_rate_defaulted': self._stats['hr_defaulted'],
                       'windows_profile_defaulted': self._stats['profile_defaulted'],
-                      'buffer_resets': self._stats['resets']}
+                      'buffer_resets': self._stats['resets'],
+                      'stamp_regressions': self._stats['stamp_regressions']}
         degraded = [name for name, flag in (('heart rate', hr_defaulted), ('profile', profile_defaulted)) if flag]
         if degraded:
             return diagnostics.WARN, f'using defaults for: {", ".join(degraded)}', values

@@ -15,7 +15,7 @@ the reported scores are those of the last epoch.
 
 The packaged default checkpoint is made by (see README.md)::
 
-    muse_train_encoder --synthetic 15 --minutes 16 --seed 7 \\
+    muse_train_encoder --synthetic 15 --minutes 16 --seed 7 --onnx \\
         --output-dir muse_encoder/muse_encoder/models --name default
 """
 
@@ -243,6 +243,8 @@ def build_parser():
                         help='weight the loss by inverse class frequency (default) or not')
     parser.add_argument('--static-dropout', type=float, default=0.2,
                         help='chance that a static input is replaced by its default while training')
+    parser.add_argument('--onnx', action='store_true',
+                        help='also export <name>.onnx next to the checkpoint (muse_export_encoder) and verify it')
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
     parser.add_argument('--quiet', action='store_true', help='no progress bars')
     return parser
@@ -294,7 +296,14 @@ def main(argv=None):
           f'({result["windows"]["test"]} windows; {result["training_seconds"]:.0f} s)')
     for name, f1 in result['per_class_f1'].items():
         print(f'  {name:>14s}  F1 {f1:.3f}')
-    print(f'wrote {Path(args.output_dir) / result["checkpoint"]}, metrics.json and PNGs in {args.output_dir}')
+    checkpoint_path = Path(args.output_dir) / result['checkpoint']
+    print(f'wrote {checkpoint_path}, metrics.json and PNGs in {args.output_dir}')
+    if args.onnx:
+        from muse_encoder.export import compare_with_torch, export_onnx
+        onnx_path = export_onnx(checkpoint_path, checkpoint_path.with_suffix('.onnx'))
+        differences = compare_with_torch(checkpoint_path, onnx_path)
+        print(f'wrote {onnx_path}; onnxruntime vs torch max |diff| '
+              + ', '.join(f'{k} {v:.2g}' for k, v in differences.items()))
     return 0
 
 

@@ -58,6 +58,13 @@ def test_a_changed_model_is_caught_by_the_comparison(onnx_path, tmp_path):
         export.compare_with_torch(other, onnx_path)
 
 
+def test_packaged_onnx_is_the_packaged_checkpoint():
+    """models/default.onnx (for backend 'onnx') must be re-exported whenever default.pt changes."""
+    packaged = DEFAULT_CHECKPOINT.with_suffix('.onnx')
+    assert packaged.is_file()
+    assert max(export.compare_with_torch(DEFAULT_CHECKPOINT, packaged).values()) < 1e-4
+
+
 def test_cli_writes_and_verifies(tmp_path, capsys):
     output = tmp_path / 'cli.onnx'
     assert export.main(['--output', str(output)]) == 0

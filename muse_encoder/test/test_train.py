@@ -78,8 +78,9 @@ def test_synthetic_option_generates_subjects_first(tmp_path):
     out = tmp_path / 'synthetic'
     data = tmp_path / 'generated'
     assert run_cli(['--synthetic', '2', '--minutes', '2.5', '--seed', '3', '--data-dir', str(data),
-                    '--output-dir', str(out), '--name', 'tiny']) == 0
+                    '--output-dir', str(out), '--name', 'tiny', '--onnx']) == 0
     assert sorted(p.name for p in data.iterdir()) == ['S1', 'S2']
+    assert (out / 'tiny.onnx').stat().st_size > 0
     assert 'synthetic: 2 subjects' in json.loads((out / 'metrics.json').read_text())['data']
 
 
