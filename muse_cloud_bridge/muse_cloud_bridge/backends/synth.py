@@ -194,23 +194,33 @@ class _Sounding:
 
 
 class SynthBackend(MusicBackend):
-    """Procedural music renderer; one per server, shared by every session (thread-safe:
-    streams share only read-only tables)."""
+    """Procedural music renderer; one per server, shared by every session. Thread-safe:
+    streams share read-only tables (noise, rooms) and two caches (wavetables, notes) that
+    are safe to fill from several worker threads.
+
+    Options (keyword only; the server forwards ``--backend-option KEY=VALUE``): ``sample_rate``
+    [Hz], ``channels`` (1 mono; more: the same dry mix with a decorrelated room per channel),
+    ``fragment_s`` (seconds per fragment), ``seed`` (None: drawn from the OS), ``cache_mb``
+    (note cache size; 0 disables it).
+    """
 
     name = 'synth'
 
     def __init__(self, *, sample_rate=32000, channels=1, fragment_s=0.5, seed=None, cache_mb=64):
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) \
                 or not 8000 <= sample_rate <= 192000:
-            raise SynthConfigError(f'sample_rate must be an int in [8000, 192000] Hz, got {sample_rate!r}')
+            raise SynthConfigError(
+                f'sample_rate must be an int in [8000, 192000] Hz, got {sample_rate!r}')
         if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= 8:
             raise SynthConfigError(f'channels must be an int in [1, 8], got {channels!r}')
         if isinstance(fragment_s, bool) or not isinstance(fragment_s, (int, float)) \
                 or not math.isfinite(fragment_s) or not 0.01 <= fragment_s <= 10.0:
-            raise SynthConfigError(f'fragment_s must be a number of seconds in [0.01, 10], got {fragment_s!r}')
+            raise SynthConfigError(
+                f'fragment_s must be a number of seconds in [0.01, 10], got {fragment_s!r}')
         if isinstance(cache_mb, bool) or not isinstance(cache_mb, (int, float)) \
                 or not 0 <= cache_mb <= 65536:
-            raise SynthConfigError(f'cache_mb must be a number of MiB in [0, 65536], got {cache_mb!r}')
+            raise SynthConfigError(
+                f'cache_mb must be a number of MiB in [0, 65536], got {cache_mb!r}')
         if seed is None:
             seed = secrets.randbits(32)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -263,7 +273,7 @@ def _mono_context(context, channels, sample_rate):
 class SynthStream(MusicStream):
     """One prompt's endless piece. Attributes describe what is playing: ``style`` (the
     preset's name), ``key`` (a synth_theory.Key), ``key_source`` ('context' or 'seed'),
-    ``bpm`` and ``energy``."""
+    ``bpm`` and ``energy``. ``preset`` overrides the prompt's style (level calibration)."""
 
     def __init__(self, backend, prompt, context=None, preset=None):
         if not isinstance(prompt, PromptSpec):
@@ -273,16 +283,15 @@ class SynthStream(MusicStream):
         self.prompt_id = prompt.prompt_id
         self.preset = preset or resolve_style(prompt.style, prompt.text)
         self.style = self.preset.name
-        self.energy = float(prompt.energy)
-        if not 0.0 <= self.energy <= 1.0:
-            raise SynthConfigError(f'energy must be in [0, 1], got {prompt.energy!r}')
+        self.energy = float(prompt.energy)          # PromptSpec checked it is in [0, 1]
         self.bpm = fold_tempo(prompt.target_bpm)
         self.channels = backend.channels
         rng = np.random.default_rng(
             [backend.seed, prompt.prompt_id, zlib.crc32(self.style.encode())])
         mono = _mono_context(context, backend.channels, sr)
 
-        self.key, self.key_source = Key(int(rng.choice(self.preset.tonics)), self.preset.mode), 'seed'
+        self.key = Key(int(rng.choice(self.preset.tonics)), self.preset.mode)
+        self.key_source = 'seed'
         if mono is not None and len(mono) >= sr:
             estimate, in_key = estimate_key(mono[-int(CONTEXT_KEY_S * sr):], sr)
             if in_key >= KEY_CONFIDENCE:
@@ -293,7 +302,8 @@ class SynthStream(MusicStream):
         self._composer = Composer(self.preset, self.key, self.energy, self.bpm, sr, rng)
         self._beat_s = 60.0 / self.bpm
         self._lookahead = int(self._beat_s * sr)
-        self._duck_depth = self.preset.duck_depth
+        beat = np.arange(int(self._beat_s * sr) if self.preset.duck_depth else 0) / sr
+        self._duck_curve = self.preset.duck_depth * _duck_at(beat, self._beat_s)   # per kick
         self._cached_samples = int(CACHED_NOTE_S * sr)
 
         self._reverb = BlockConvolver(backend.room(self.style), BLOCK)
@@ -366,17 +376,16 @@ class SynthStream(MusicStream):
                 segment = self._voices.render(item.render_note, a, b - a).astype(np.float32)
                 if item.recording is not None:
                     item.recording[a:b] = segment
-            segment = segment * item.gain
             where = slice(first - pos, last - pos)
-            mix = item.mix
-            buses[_DRY_DUCKED if mix.ducked else _DRY, where] += segment * mix.gain
+            mix, gain = item.mix, item.gain
+            buses[_DRY_DUCKED if mix.ducked else _DRY, where] += segment * (gain * mix.gain)
             if mix.reverb:
-                buses[_REVERB, where] += segment * mix.reverb
+                buses[_REVERB, where] += segment * (gain * mix.reverb)
             if mix.echo:
-                buses[_ECHO, where] += segment * mix.echo
-            if item.is_kick and self._duck_depth:
-                t = (a + np.arange(b - a)) / self._backend.sample_rate
-                buses[_DUCK, where] += self._duck_depth * item.gain * _duck_at(t, self._beat_s)
+                buses[_ECHO, where] += segment * (gain * mix.echo)
+            if item.is_kick and a < len(self._duck_curve):
+                dip = self._duck_curve[a:b]
+                buses[_DUCK, first - pos:first - pos + len(dip)] += dip * gain
             if item.end > end:
                 still.append(item)
             elif item.recording is not None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from muse_cloud_bridge.backends.synth_theory import Key, voice_chord
+from muse_cloud_bridge.backends.synth_theory import voice_chord
 from muse_cloud_bridge.backends.synth_voices import Note
 
 BEATS_PER_BAR = 4

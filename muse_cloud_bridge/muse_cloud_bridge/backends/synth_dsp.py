@@ -21,6 +21,7 @@ MAX_HARMONICS = 64
 # tables are shared between notes (a "mip-map" of band limits).
 HARMONIC_LEVELS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64)
 BRIGHTNESS_LEVELS = 9             # brightness is quantised to this many tables per shape
+MAX_REQUESTS = 20000              # bound of the (shape, brightness, frequency) lookup memo
 
 TWO_PI = 2.0 * math.pi
 DB_PER_NEPER = 20.0 / math.log(10.0)
@@ -112,6 +113,8 @@ class WavetableBank:
         request = (shape, brightness, freq)
         table = self._by_request.get(request)
         if table is None:
+            if len(self._by_request) >= MAX_REQUESTS:    # energies vary prompt to prompt
+                self._by_request = {}
             table = self._by_request[request] = self._build(shape, brightness, freq)
         return table
 

@@ -72,7 +72,7 @@ STYLES = MappingProxyType({preset.name: preset for preset in (
                  synth_bass=(0.95, 0.0, 0.0, True), pad=(0.06, 0.5, 0.0, True),
                  stab=(0.16, 0.35, 0.2, True), pluck=(0.13, 0.3, 0.25, True)),
         reverb_s=2.2, echo_beats=0.75, echo_feedback=0.35, duck_depth=0.55,
-        brightness=(0.25, 0.85), level_db=(-18.36, -16.49, -13.58)),
+        brightness=(0.25, 0.85), level_db=(-18.36, -16.48, -13.58)),
     StylePreset(
         name='lofi_hiphop',
         keywords=('lofi', 'lo-fi', 'lo fi', 'hip hop', 'hiphop', 'hip-hop', 'boom bap',
@@ -85,7 +85,7 @@ STYLES = MappingProxyType({preset.name: preset for preset in (
                  open_hat=(1.2, 0.05), crash=(1.2, 0.2), vinyl=(0.6,), upright_bass=(0.9,),
                  epiano=(0.22, 0.3, 0.05), bell=(0.24, 0.4, 0.2)),
         reverb_s=1.4, reverb_damping=0.8, echo_beats=1.5, echo_feedback=0.3,
-        brightness=(0.15, 0.7), level_db=(-10.13, -9.4, -7.74)),
+        brightness=(0.15, 0.7), level_db=(-9.53, -8.84, -7.0)),
     StylePreset(
         name='ambient',
         keywords=('ambient', 'drone', 'meditat', 'atmospher', 'sleep', 'peaceful',
@@ -97,7 +97,7 @@ STYLES = MappingProxyType({preset.name: preset for preset in (
         mix=_mix(kick=(0.9, 0.2), shaker=(2.2, 0.3), sub_bass=(1.1, 0.1),
                  pad=(0.39, 0.9), piano=(0.5, 0.8, 0.2), bell=(0.13, 0.9, 0.35)),
         reverb_s=5.0, reverb_damping=0.4, echo_beats=1.5, echo_feedback=0.5,
-        brightness=(0.2, 0.7), level_db=(-19.49, -17.7, -15.77)),
+        brightness=(0.2, 0.7), level_db=(-18.85, -17.28, -15.16)),
     StylePreset(
         name='upbeat_pop',
         keywords=('pop', 'upbeat', 'happy', 'cheerful', 'catchy', 'bright', 'sunny',
@@ -112,7 +112,7 @@ STYLES = MappingProxyType({preset.name: preset for preset in (
                  pad=(0.12, 0.4, 0.0, True), stab=(0.5, 0.25, 0.15, True),
                  lead=(0.95, 0.3, 0.25), pluck=(0.26, 0.25, 0.3)),
         reverb_s=1.5, echo_beats=0.75, echo_feedback=0.3, duck_depth=0.3,
-        brightness=(0.4, 1.0), level_db=(-18.52, -17.55, -15.41)),
+        brightness=(0.4, 1.0), level_db=(-18.4, -17.47, -15.17)),
     StylePreset(
         name='cinematic',
         keywords=('cinematic', 'orchestral', 'orchestra', 'epic', 'film', 'score',
@@ -121,11 +121,11 @@ STYLES = MappingProxyType({preset.name: preset for preset in (
         progressions=((0, 5, 2, 6), (0, 3, 5, 4), (5, 3, 0, 4), (0, 6, 5, 4), (0, 3, 6, 2)),
         chord_size=3, bars_per_chord=1, swing=0.5, swing_unit=1.0, humanize_s=0.006,
         drums='cinematic', bass='ostinato', harmony='strings', lead='theme',
-        mix=_mix(tom=(0.67, 0.45), crash=(1.9, 0.5), snare=(1.7, 0.4), cello=(0.73, 0.35),
+        mix=_mix(tom=(0.67, 0.45), crash=(0.8, 0.5), snare=(1.7, 0.4), cello=(0.73, 0.35),
                  sub_bass=(0.63, 0.1), strings=(0.24, 0.6), piano=(0.7, 0.45),
                  lead_strings=(0.39, 0.6), bell=(0.15, 0.7)),
         reverb_s=3.2, reverb_damping=0.5, echo_beats=1.0, echo_feedback=0.2,
-        brightness=(0.25, 0.8), raised_dominant=True, level_db=(-14.64, -13.71, -12.88)),
+        brightness=(0.25, 0.8), raised_dominant=True, level_db=(-15.69, -14.56, -13.48)),
     StylePreset(
         name='jazz',
         keywords=('jazz', 'swing', 'bebop', 'bossa', 'saxophone', 'sax', 'walking bass',
@@ -137,7 +137,7 @@ STYLES = MappingProxyType({preset.name: preset for preset in (
         mix=_mix(ride=(0.45, 0.15), hat=(0.5, 0.05), kick=(0.18,), snare=(0.38, 0.15),
                  upright_bass=(0.46, 0.05), epiano=(0.15, 0.25), vibes=(0.26, 0.3, 0.1)),
         reverb_s=1.6, reverb_damping=0.6, echo_beats=1.0, echo_feedback=0.2,
-        brightness=(0.2, 0.7), raised_dominant=True, level_db=(-2.91, -4.78, -3.01)),
+        brightness=(0.2, 0.7), raised_dominant=True, level_db=(-3.57, -5.05, -3.38)),
 )})
 
 _KEYWORD_PATTERNS = {

@@ -222,7 +222,8 @@ class VoiceKit:
         ratios = self._RIDE_RATIOS
         partials = (1.0 / ratios) @ sine(np.outer(ratios * 510.0, t))
         ping = partials / np.sum(1.0 / ratios) * decay_at(t, 0.35, 1.2, attack=5e-4)
-        wash = self._colour('crash', 'snare_dark', note, offset, len(t)) * decay_at(t, 0.45, 1.2, attack=5e-4)
+        wash = self._colour('crash', 'snare_dark', note, offset, len(t)) \
+            * decay_at(t, 0.45, 1.2, attack=5e-4)
         return (0.6 * ping + 0.45 * wash) * note.velocity
 
     def crash(self, note, t, offset):
