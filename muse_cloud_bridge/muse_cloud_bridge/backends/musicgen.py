@@ -63,18 +63,33 @@ class _FifoLock:
         self._condition = threading.Condition()
         self._next_ticket = 0
         self._serving = 0
+        self._abandoned = set()
 
     def __enter__(self):
         with self._condition:
             ticket = self._next_ticket
             self._next_ticket += 1
-            self._condition.wait_for(lambda: self._serving == ticket)
+            try:
+                self._condition.wait_for(lambda: self._serving == ticket)
+            except BaseException:
+                # Interrupted while queuing: give the turn away, or it would never come back.
+                if self._serving == ticket:
+                    self._advance()
+                else:
+                    self._abandoned.add(ticket)
+                raise
         return self
 
     def __exit__(self, *exc_info):
         with self._condition:
+            self._advance()
+
+    def _advance(self):
+        self._serving += 1
+        while self._serving in self._abandoned:
+            self._abandoned.remove(self._serving)
             self._serving += 1
-            self._condition.notify_all()
+        self._condition.notify_all()
 
 
 def _resolve_device(device) -> torch.device:
