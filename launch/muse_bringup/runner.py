@@ -20,6 +20,8 @@ from pathlib import Path
 from muse_bringup import graph
 from muse_bringup.session import GRAPH_NODES, SERVER_EXECUTABLE, STOP_TIMEOUT_S, new_session_dir
 
+# The demo replays 12 minutes of a synthetic subject (all eight activities) in 3 minutes.
+DEMO_RATE = 4.0
 COLOURS = ('\033[36m', '\033[32m', '\033[35m', '\033[33m', '\033[34m', '\033[96m', '\033[92m')
 RESET = '\033[0m'
 
@@ -133,7 +135,8 @@ def parse_args(argv):
     parser.add_argument('--synthetic-minutes', type=float, default=12.0,
                         help='length of the generated synthetic subject [min] (default 12)')
     parser.add_argument('--seed', type=int, default=7, help='seed of the synthetic subject')
-    parser.add_argument('--rate', type=float, default=1.0, help='replay speed (1.0 = real time)')
+    parser.add_argument('--rate', type=float, default=None,
+                        help=f'replay speed (1.0 = real time; default 1.0, --demo {DEMO_RATE:g})')
     parser.add_argument('--duration-s', type=float, default=0.0,
                         help='replay only this much data [s] (0 = all)')
     parser.add_argument('--start-offset-s', type=float, default=0.0,
@@ -157,8 +160,12 @@ def parse_args(argv):
                         help='keep playing this long after the replay ends [s]')
     parser.add_argument('--quiet', action='store_true', help='keep node output in the logs only')
     parser.add_argument('--demo', action='store_true',
-                        help='the README demo: a synthetic subject, synth backend, local server')
-    return parser.parse_args(argv)
+                        help='the README demo: a synthetic subject replayed at '
+                        f'{DEMO_RATE:g}x through a local synth server')
+    args = parser.parse_args(argv)
+    if args.rate is None:
+        args.rate = DEMO_RATE if args.demo else 1.0
+    return args
 
 
 def prepare_subject(args, session):
