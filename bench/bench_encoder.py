@@ -87,6 +87,7 @@ def main(argv=None):
     parser.add_argument('--no-onnx', action='store_true', help='skip the onnxruntime path')
     args = parser.parse_args(argv)
     runs = args.runs or (300 if args.quick else 2000)
+    load_before = os.getloadavg()[0]
     warmup = max(20, runs // 10)
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
@@ -128,7 +129,8 @@ def main(argv=None):
             results.append(timed('features + CNN (onnxruntime)',
                                  lambda w: onnx_encoder.predict(w, RATE_HZ, statics), windows, warmup, runs))
     print(f'\nencoder step for one 8 s window (3 x 256 samples at {RATE_HZ} Hz), 1 CPU thread, '
-          f'{runs} runs each (torch {torch.__version__})')
+          f'{runs} runs each (torch {torch.__version__}); {os.cpu_count()} CPUs, 1-min load average '
+          f'{load_before:.2f} before, {os.getloadavg()[0]:.2f} after (p95 suffers on a shared machine)')
     print(f'{"path":40s} {"median ms":>10s} {"p95 ms":>9s} {"mean ms":>9s}')
     for r in results:
         print(f'{r["label"]:40s} {r["median"]:10.3f} {r["p95"]:9.3f} {r["mean"]:9.3f}')
