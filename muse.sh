@@ -78,7 +78,7 @@ repair_cmake_exports() {
 }
 
 venv_fingerprint() {
-  { echo "$SETUP_VERSION"; cat "$ROOT/requirements.txt"; "$PYTHON" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1
+  { echo "$SETUP_VERSION"; cat "$ROOT/requirements.txt" "$ROOT/requirements-runtime.txt"; "$PYTHON" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1
 }
 
 setup_venv() {
