@@ -222,14 +222,14 @@ def plot(path, results, sample_rate, codec, title):
     import matplotlib.pyplot as plt
     fig, (delivered, decoding) = plt.subplots(1, 2, figsize=(13, 5))
     colours = {'reference': 'tab:red', 'muse': 'tab:blue'}
-    longest = 0.0
+    most_audio = 0.0
     for method, runs in results.items():
         for index, run in enumerate(runs):
             audio = np.cumsum([len(f) for f in run['fragments']]) / sample_rate
             delivered.step([0.0] + run['times'], [0.0] + list(audio), where='post',
                            color=colours[method], alpha=0.8, label=method if index == 0 else None)
-            longest = max(longest, run['times'][-1])
-    delivered.plot([0, longest], [0, longest], 'k:', label='real time')
+            most_audio = max(most_audio, audio[-1])
+    delivered.plot([0, most_audio], [0, most_audio], 'k:', label='real time')
     delivered.set_xlabel('wall time since request [s]')
     delivered.set_ylabel('audio delivered [s]')
     delivered.set_title('end to end: generate + decode')

@@ -29,7 +29,8 @@ transformers = pytest.importorskip('transformers')
 
 from muse_cloud_bridge.backends import BackendError, PromptSpec, create_backend  # noqa: E402
 from muse_cloud_bridge.backends.musicgen import MusicGenBackend, MusicGenInputError  # noqa: E402
-from muse_cloud_bridge.backends.musicgen_codec import StreamingCodecDecoder  # noqa: E402
+from muse_cloud_bridge.backends.musicgen_codec import (StreamingCodecDecoder,  # noqa: E402
+                                                       UnsupportedCodecError)
 from muse_cloud_bridge.backends.musicgen_random import (START_TOKEN, build_processor,  # noqa: E402
                                                         build_t5_tokenizer, random_musicgen,
                                                         tiny_musicgen_config)
@@ -39,6 +40,16 @@ CODEBOOKS = 4
 START = START_TOKEN        # decoder start / pad token
 TEXT = 'calm ambient techno with soft pads, 100 bpm'
 OTHER_TEXT = 'upbeat pop for walking, 128 bpm'
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_torch_thread():
+    """The tiny model's ops are far too small to gain from a second thread, and on a busy
+    2-core machine every two-thread parallel region waits for a core; run them on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='module')
@@ -132,6 +143,50 @@ def delay_pattern_prefix(codes):
             if frame >= 0:
                 expected[k, column] = codes[k, frame]
     return expected
+
+
+@pytest.mark.parametrize('chunks', [[60], [1] * 60, [7, 1, 13, 2, 30, 7]])
+def test_codec_decoder_streams_exactly_what_a_one_shot_decode_gives(tiny, chunks):
+    codec = tiny[0].audio_encoder
+    codes = torch.randint(0, 2048, (CODEBOOKS, sum(chunks)), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        one_shot = codec.decode(codes[None, None], [None]).audio_values[0, 0]
+        decoder = StreamingCodecDecoder(codec)
+        pieces, pushed = [], 0
+        for size in chunks:
+            pieces.append(decoder.push(codes[:, pushed:pushed + size]))
+            pushed += size
+            # Everything but the look-ahead is out after each push, in order.
+            assert decoder.samples_emitted == max(0, pushed - decoder.lookahead_frames) * HOP
+    assert decoder.lookahead_frames == 4
+    streamed = torch.cat(pieces)
+    assert len(streamed) == (sum(chunks) - 4) * HOP
+    torch.testing.assert_close(streamed, one_shot[:len(streamed)], atol=1e-5, rtol=0)
+
+
+def test_codec_decoder_primed_with_context_emits_only_what_follows_it(tiny):
+    codec = tiny[0].audio_encoder
+    codes = torch.randint(0, 2048, (CODEBOOKS, 30), generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        one_shot = codec.decode(codes[None, None], [None]).audio_values[0, 0]
+        decoder = StreamingCodecDecoder(codec)
+        decoder.prime(codes[:, :12])
+        after = torch.cat([decoder.push(codes[:, 12:20]), decoder.push(codes[:, 20:])])
+    assert len(after) == (30 - 12 - 4) * HOP
+    torch.testing.assert_close(after, one_shot[12 * HOP:12 * HOP + len(after)], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('change, named', [
+    ({'norm_type': 'time_group_norm'}, 'norm_type'),
+    ({'chunk_length_s': 1.0, 'overlap': 0.01}, 'chunk'),
+    ({'audio_channels': 2}, 'mono'),
+])
+def test_codec_decoder_rejects_codecs_it_cannot_stream(change, named):
+    config = transformers.EncodecConfig(hidden_size=16, num_filters=4, upsampling_ratios=[8, 5, 4, 4],
+                                        target_bandwidths=[2.2], sampling_rate=32000,
+                                        codebook_size=2048, use_causal_conv=False, **change)
+    with pytest.raises(UnsupportedCodecError, match=named):
+        StreamingCodecDecoder(transformers.EncodecModel(config))
 
 
 def test_fragments_arrive_every_play_steps_with_the_right_sample_count(tiny):
@@ -379,8 +434,10 @@ def test_bad_context_is_rejected_with_a_clear_error(tiny, context, named):
 def test_closed_streams_and_backends_refuse_work(tiny):
     backend = backend_for(tiny, play_steps=8)
     stream = backend.open_stream(PromptSpec(1, TEXT))
+    stream.next_fragment()
     stream.close()
     stream.close()
+    assert stream.decoder_steps == 8
     with pytest.raises(BackendError, match='closed'):
         stream.next_fragment()
     with pytest.raises(MusicGenInputError, match='PromptSpec'):

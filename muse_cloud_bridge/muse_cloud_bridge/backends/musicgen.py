@@ -15,10 +15,10 @@ Continuity:
 - within a stream, a generation window that is full (``window_tokens``, 1503 by default: 30 s)
   is followed by a new one prompted with the last ``continuation_s`` seconds of codes; the codec
   decoder runs on across windows, so the audio has no seam other than what the model samples;
-- at a prompt change, ``open_stream(prompt, context)`` encodes the last ``context_s`` seconds of
-  ``context`` (the audio already sent) with EnCodec and uses the codes both as the new stream's
-  decoder prompt (the new text continues the old music instead of starting over) and to prime
-  the codec decoder's state, so the first new samples continue the old waveform.
+- at a prompt change, ``open_stream(prompt, context)`` encodes ``context`` (the audio already
+  sent; its last ``context_s`` seconds at most) with EnCodec and uses the codes both as the new
+  stream's decoder prompt (the new text continues the old music instead of starting over) and
+  to prime the codec decoder's state, so the first new samples continue the old waveform.
 
 Concurrency: the backend is shared by all sessions; their streams take turns on the model one
 decoder step at a time through a FIFO lock (a stream waiting for a step is served in arrival
@@ -148,12 +148,12 @@ class MusicGenStream(MusicStream):
     @property
     def decoder_steps(self) -> int:
         """Decoder forward passes run so far (prefills included)."""
-        return self._generator.steps if self._generator else 0
+        return self._generator.steps
 
     @property
     def windows(self) -> int:
         """Generation windows opened so far (1 + continuations)."""
-        return self._generator.windows if self._generator else 0
+        return self._generator.windows
 
     def next_fragment(self) -> np.ndarray:
         if self._closed:
@@ -177,10 +177,10 @@ class MusicGenStream(MusicStream):
         return np.clip(pcm, -1.0, 1.0).astype(np.float32, copy=False).reshape(-1, 1)
 
     def close(self) -> None:
-        # Dropping the generator frees its KV cache; the shared model stays with the backend.
-        self._closed = True
-        self._generator = None
-        self._codec = None
+        if not self._closed:
+            self._closed = True
+            self._generator.release()
+            self._codec = None
 
 
 class MusicGenBackend(MusicBackend):
@@ -194,8 +194,8 @@ class MusicGenBackend(MusicBackend):
     Options: ``device`` ('auto': CUDA when present), ``dtype`` ('auto': float16 on CUDA,
     float32 on CPU); ``play_steps`` decoder steps per fragment, or ``fragment_s`` seconds (the
     server's option; not both); sampling ``guidance_scale`` (1 = off), ``top_k`` (0 = off),
-    ``temperature``; ``context_s`` seconds of a new stream's ``context`` used as its audio
-    prompt; ``continuation_s`` seconds of codes prompting each next window; ``window_tokens``
+    ``temperature``; ``context_s``: at most this many seconds of a new stream's ``context``
+    (the server decides how much it sends) become its audio prompt; ``continuation_s`` seconds of codes prompting each next window; ``window_tokens``
     decoder positions per window; ``seed`` (None: random) — stream ``i`` of a seeded backend
     samples with seed ``seed + i``; ``text_cache_size`` encoded prompts kept.
     """
@@ -205,7 +205,7 @@ class MusicGenBackend(MusicBackend):
     def __init__(self, model=DEFAULT_MODEL, device='auto', dtype='auto', *, processor=None,
                  play_steps: int | None = None, fragment_s: float | None = None,
                  guidance_scale: float = 3.0, top_k: int = 250, temperature: float = 1.0,
-                 context_s: float = 3.0, continuation_s: float = 10.0,
+                 context_s: float = 10.0, continuation_s: float = 10.0,
                  window_tokens: int | None = None, seed: int | None = None,
                  text_cache_size: int = 16):
         from transformers import MusicgenForConditionalGeneration

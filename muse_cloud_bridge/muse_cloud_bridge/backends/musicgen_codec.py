@@ -119,18 +119,13 @@ class _WindowedStage:
             hidden = layer(hidden)
         return hidden
 
-    def push(self, frames: torch.Tensor | None, final: bool = False) -> torch.Tensor | None:
+    def push(self, frames: torch.Tensor | None) -> torch.Tensor | None:
         """Add input frames ``(1, channels, n)`` (or none); return the outputs that became final,
-        or None when none did.
-
-        ``final`` marks the end of the input: the remaining outputs are computed with the
-        end-of-sequence padding of a one-shot decode.
-        """
+        or None when none did."""
         if frames is not None and frames.shape[-1]:
             self._inputs = frames if self._inputs is None else torch.cat([self._inputs, frames], -1)
             self._received += frames.shape[-1]
-        ready_frames = self._received if final else max(0, self._received - self.right)
-        ready_end = ready_frames * self.upsampling
+        ready_end = max(0, self._received - self.right) * self.upsampling
         if ready_end <= self._emitted:
             return None
         first_frame = max(0, self._emitted // self.upsampling - self.left)
@@ -202,17 +197,16 @@ class StreamingCodecDecoder:
         embed = self._quantizer.layers[0].codebook.embed
         self._empty = embed.new_zeros(0)
 
-    def _decode(self, codes: torch.Tensor | None, final: bool) -> torch.Tensor:
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        if codes.ndim != 2 or not 1 <= codes.shape[0] <= len(self._quantizer.layers):
+            raise ValueError(f'codes must have shape (n_codebooks <= {len(self._quantizer.layers)}, '
+                             f'n_frames), got {tuple(codes.shape)}')
         embeddings = None
-        if codes is not None:
-            if codes.ndim != 2 or not 1 <= codes.shape[0] <= len(self._quantizer.layers):
-                raise ValueError(f'codes must have shape (n_codebooks <= {len(self._quantizer.layers)}, '
-                                 f'n_frames), got {tuple(codes.shape)}')
-            if codes.shape[-1]:
-                self.frames_pushed += codes.shape[-1]
-                embeddings = self._quantizer.decode(codes[:, None, :])   # (1, dim, n)
-        hidden = self._lstm.push(self._before_lstm.push(embeddings, final))
-        output = self._after_lstm.push(hidden, final)
+        if codes.shape[-1]:
+            self.frames_pushed += codes.shape[-1]
+            embeddings = self._quantizer.decode(codes[:, None, :])   # (1, dim, n)
+        hidden = self._lstm.push(self._before_lstm.push(embeddings))
+        output = self._after_lstm.push(hidden)
         if output is None:
             return self._empty
         audio = output[0, 0]
@@ -227,13 +221,9 @@ class StreamingCodecDecoder:
         """Feed frames whose audio the listener already has (a continuation's context): they set
         the decoder state, their own samples are never emitted."""
         self._discard += codes.shape[-1] * self.hop_length
-        self._decode(codes, final=False)
+        self._decode(codes)
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         """Add frames ``(num_codebooks, n)``; return the samples that became final (1-D, possibly
         empty)."""
-        return self._decode(codes, final=False)
-
-    def flush(self) -> torch.Tensor:
-        """End the stream: return the pending samples, decoded with end-of-sequence padding."""
-        return self._decode(None, final=True)
+        return self._decode(codes)

@@ -164,6 +164,10 @@ class CodeGenerator:
         self._cache = None
         self.windows += 1
 
+    def release(self) -> None:
+        """Free the KV cache and token buffers; :meth:`step` may not be called afterwards."""
+        self._cache = self._columns = self._pattern = self._condition = None
+
     def _window_frames(self, first: int, end: int) -> torch.Tensor:
         """Codes ``(num_codebooks, end - first)`` of window-local frames [first, end): codebook
         k of frame f sits in column f + k + 1."""
