@@ -431,6 +431,20 @@ def test_bad_context_is_rejected_with_a_clear_error(tiny, context, named):
         backend.open_stream(PromptSpec(1, TEXT), context=context)
 
 
+def test_a_failing_step_ends_that_stream_with_a_backend_error_and_not_the_backend(tiny):
+    from muse_cloud_bridge.backends.musicgen_generation import CodeGenerator
+    backend = backend_for(tiny, play_steps=8)
+    broken = backend.open_stream(PromptSpec(1, TEXT))
+    with mock.patch.object(CodeGenerator, 'step', side_effect=RuntimeError('CUDA out of memory')):
+        with pytest.raises(BackendError, match='out of memory'):
+            broken.next_fragment()
+    with pytest.raises(BackendError, match='failed earlier'):
+        broken.next_fragment()
+    broken.close()
+    with backend.open_stream(PromptSpec(2, TEXT)) as healthy:
+        assert len(healthy.next_fragment()) > 0
+
+
 def test_closed_streams_and_backends_refuse_work(tiny):
     backend = backend_for(tiny, play_steps=8)
     stream = backend.open_stream(PromptSpec(1, TEXT))

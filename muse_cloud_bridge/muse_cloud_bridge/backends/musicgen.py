@@ -144,6 +144,7 @@ class MusicGenStream(MusicStream):
         self._generator = generator
         self._codec = codec
         self._closed = False
+        self._failure = None
 
     @property
     def decoder_steps(self) -> int:
@@ -158,6 +159,9 @@ class MusicGenStream(MusicStream):
     def next_fragment(self) -> np.ndarray:
         if self._closed:
             raise BackendError('next_fragment() on a closed musicgen stream')
+        if self._failure is not None:
+            # Steps of the failed call are lost: going on would leave a gap in the music.
+            raise BackendError(f'this musicgen stream failed earlier ({self._failure}); open a new one')
         play_steps = self._backend.play_steps
         try:
             with torch.inference_mode():
@@ -170,10 +174,9 @@ class MusicGenStream(MusicStream):
                     with self._backend.model_lock:
                         audio = self._codec.push(torch.cat(frames, dim=-1))
                 pcm = audio.float().cpu().numpy()
-        except BackendError:
-            raise
         except Exception as exc:  # noqa: BLE001 - any model failure is reported as the contract's error
-            raise BackendError(f'musicgen generation failed: {type(exc).__name__}: {exc}') from exc
+            self._failure = f'{type(exc).__name__}: {exc}'
+            raise BackendError(f'musicgen generation failed: {self._failure}') from exc
         return np.clip(pcm, -1.0, 1.0).astype(np.float32, copy=False).reshape(-1, 1)
 
     def close(self) -> None:
@@ -195,9 +198,10 @@ class MusicGenBackend(MusicBackend):
     float32 on CPU); ``play_steps`` decoder steps per fragment, or ``fragment_s`` seconds (the
     server's option; not both); sampling ``guidance_scale`` (1 = off), ``top_k`` (0 = off),
     ``temperature``; ``context_s``: at most this many seconds of a new stream's ``context``
-    (the server decides how much it sends) become its audio prompt; ``continuation_s`` seconds of codes prompting each next window; ``window_tokens``
-    decoder positions per window; ``seed`` (None: random) — stream ``i`` of a seeded backend
-    samples with seed ``seed + i``; ``text_cache_size`` encoded prompts kept.
+    (the server decides how much it sends) become its audio prompt; ``continuation_s`` seconds
+    of codes prompt each next window; ``window_tokens`` decoder positions per window;
+    ``seed`` (None: random) — stream ``i`` of a seeded backend samples with seed ``seed + i``;
+    ``text_cache_size`` encoded prompts kept.
     """
 
     name = 'musicgen'
