@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from muse_encoder.features import AccelToRGBMel, FeatureInputError
+from muse_encoder.features import FeatureInputError
 from muse_encoder.statics import STATIC_INPUTS, Statics, sex_female_from_code
 
 TRANSIENT_ID = 0
