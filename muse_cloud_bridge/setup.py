@@ -14,7 +14,7 @@ setup(
     # a GPU machine without ROS; the bridge node's ROS imports come from the ROS workspace.
     install_requires=['setuptools', 'numpy>=1.24', 'websockets>=14'],
     extras_require={
-        'musicgen': ['torch>=2.1', 'transformers>=4.40'],
+        'musicgen': ['torch>=2.1', 'transformers>=5.24,<6'],
         'test': ['pytest', 'pytest-timeout'],
     },
     python_requires='>=3.10',

@@ -8,30 +8,17 @@ there, inside a real MusicgenProcessor. The backend runs exactly the generation 
 musicgen-small.
 """
 
-import importlib
-import sys
 import threading
 from unittest import mock
 
 import numpy as np
 import pytest
 import torch
-
-# pytest's importlib mode registers the source folder muse_cloud_bridge/ as a namespace package
-# of that name (to name this file muse_cloud_bridge.test.<file>), hiding the real package
-# muse_cloud_bridge/muse_cloud_bridge; swap the stand-in for it. (Belongs in the root
-# conftest.py for every package; reported.)
-if getattr(sys.modules.get('muse_cloud_bridge'), '__file__', None) is None:
-    sys.modules.pop('muse_cloud_bridge', None)
-    importlib.import_module('muse_cloud_bridge')
-
-transformers = pytest.importorskip('transformers')
-
-from muse_cloud_bridge.backends import BackendError, PromptSpec, create_backend  # noqa: E402
-from muse_cloud_bridge.backends.musicgen import MusicGenBackend, MusicGenInputError  # noqa: E402
-from muse_cloud_bridge.backends.musicgen_codec import (StreamingCodecDecoder,  # noqa: E402
-                                                       UnsupportedCodecError)
-from muse_cloud_bridge.backends.musicgen_random import (START_TOKEN, build_processor,  # noqa: E402
+import transformers
+from muse_cloud_bridge.backends import BackendError, PromptSpec, create_backend
+from muse_cloud_bridge.backends.musicgen import MusicGenBackend, MusicGenInputError
+from muse_cloud_bridge.backends.musicgen_codec import StreamingCodecDecoder, UnsupportedCodecError
+from muse_cloud_bridge.backends.musicgen_random import (START_TOKEN, build_processor,
                                                         build_t5_tokenizer, random_musicgen,
                                                         tiny_musicgen_config)
 
