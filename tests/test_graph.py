@@ -87,3 +87,31 @@ def test_whole_graph_with_the_synth_backend(tmp_path):
     check_ordered_gap_free_audio(session, data, metrics)
     check_prompts_follow_activity(data, metrics)
     check_report(session, metrics)
+
+
+@pytest.fixture
+def tiny_musicgen_dir(tmp_path):
+    """A tiny random-weight MusicGen (musicgen-small's layout) saved like a hub checkpoint, so
+    the server loads it through the real from_pretrained / AutoProcessor path."""
+    from muse_cloud_bridge.backends.musicgen_random import (build_processor, build_t5_tokenizer,
+                                                            random_musicgen, tiny_musicgen_config)
+    tokenizer = build_t5_tokenizer()
+    model_dir = tmp_path / 'tiny-musicgen'
+    random_musicgen(tiny_musicgen_config(len(tokenizer)), seed=0).save_pretrained(model_dir)
+    build_processor(tokenizer).save_pretrained(model_dir)
+    return model_dir
+
+
+def test_whole_graph_with_a_tiny_random_musicgen(tmp_path, tiny_musicgen_dir):
+    params = params_file_with(tmp_path, FAST_DECISIONS)
+    code, session, output = run_graph(
+        tmp_path, '--synthetic-minutes', MINUTES, '--rate', RATE, '--seed', 11,
+        '--params-file', params, '--tail-s', 2, '--backend', 'musicgen',
+        '--model', tiny_musicgen_dir)
+    assert code == 0, output
+    assert 'musicgen' in (session / 'logs' / 'music_server.log').read_text()
+    metrics = json.loads((session / 'metrics.json').read_text())
+    data = load_session(session / 'session_bag')
+    check_ordered_gap_free_audio(session, data, metrics)
+    check_prompts_follow_activity(data, metrics)
+    check_report(session, metrics)
