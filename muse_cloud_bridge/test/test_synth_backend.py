@@ -4,6 +4,7 @@ with standard music-analysis features (librosa) rather than read back from the c
 
 import math
 
+import librosa
 import numpy as np
 import pytest
 
@@ -16,8 +17,6 @@ from muse_cloud_bridge.backends.synth_dsp import (BlockConvolver, FeedbackEcho, 
                                                   rms_db, sine, soft_clip)
 from muse_cloud_bridge.backends.synth_styles import DEFAULT_STYLE, STYLES, resolve_style
 from muse_cloud_bridge.backends.synth_theory import Key, estimate_key, voice_chord
-
-librosa = pytest.importorskip('librosa')
 
 SR = 32000
 HOP = 64                      # onset-envelope hop: 2 ms, fine enough for 1 % tempo resolution

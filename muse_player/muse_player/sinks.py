@@ -5,6 +5,7 @@ float32 ``(block_frames, channels)`` block): the sounddevice sink from PortAudio
 the null and file sinks from a thread paced by a monotonic clock.
 """
 
+import abc
 import threading
 import time
 
@@ -18,7 +19,7 @@ class SinkUnavailableError(OSError):
     """The sink's device cannot be opened here (says why and what to use instead)."""
 
 
-class Sink:
+class Sink(abc.ABC):
     """A started sink calls ``render()`` once per block until ``stop()``."""
 
     kind = 'sink'
@@ -30,11 +31,13 @@ class Sink:
         self.late_blocks = 0        # blocks the sink had to catch up on (a stall)
         self.output_latency_s = 0.0  # time from hand-over to the listener's ear [s]
 
+    @abc.abstractmethod
     def start(self, sample_rate, channels, block_frames, render):
-        raise NotImplementedError
+        """Start pulling ``render()`` once per block of ``block_frames``."""
 
+    @abc.abstractmethod
     def stop(self):
-        raise NotImplementedError
+        """Stop pulling and release the device or file."""
 
     def describe(self):
         return self.kind
