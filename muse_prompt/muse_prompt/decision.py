@@ -7,6 +7,9 @@ Rules (times are message header stamps, so replays at any speed decide the same)
   first prompt (REASON_INITIAL).
 - Estimates below ``min_confidence`` are ignored: they neither count for nor break a
   candidate. A confident estimate of the current activity drops the candidate.
+- ``transient`` (PPG-DaLiA's class 0, the moves between activities) holds the music: it never
+  becomes the activity and never makes a prompt, and it interrupts a candidate's run, so the
+  music changes only once the next real activity has held for the dwell.
 - A different activity becomes current once confident estimates of it have run without
   interruption for ``min_dwell_s`` (last stamp - first stamp); the estimate completing the
   dwell triggers the prompt (REASON_ACTIVITY_CHANGE).
@@ -118,7 +121,8 @@ class PromptDecider:
         self._zone_leaving_since = None       # stamp [ns] since the heart rate left the zone
         self._published = None                # the last Prompt
         self._next_id = 1
-        self.counts = {'estimates': 0, 'estimates_below_confidence': 0, 'heart_rates': 0,
+        self.counts = {'estimates': 0, 'estimates_below_confidence': 0,
+                       'estimates_transient': 0, 'heart_rates': 0,
                        'heart_rates_ignored': 0, 'profiles': 0, 'overrides': 0}
 
     # --- configuration -----------------------------------------------------------------------
@@ -167,6 +171,10 @@ class PromptDecider:
         self.counts['estimates'] += 1
         if confidence < self._config.min_confidence:
             self.counts['estimates_below_confidence'] += 1
+            return None
+        if class_id == _TRANSIENT:
+            self.counts['estimates_transient'] += 1
+            self._candidate = None
             return None
         if self._activity is None:
             self._activity = class_id

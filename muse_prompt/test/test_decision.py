@@ -125,6 +125,22 @@ def test_a_stamp_going_backwards_restarts_the_dwell(library):
     assert [p.trigger_stamp_ns for p in feed(d, [(14, 'walking', 1.0)])] == [ns(14)]
 
 
+def test_transient_estimates_hold_the_music(library):
+    d = decider(library)
+    # Transient first: no music is chosen for it; the first real activity starts the music.
+    assert feed(d, [(0, 'transient', 0.99), (2, 'transient', 0.99)]) == []
+    prompts = feed(d, [(4, 'walking', 0.9)])
+    assert [(p.prompt_id, p.rendered.activity) for p in prompts] == [(1, 'walking')]
+    # A long, confident transient stretch never changes the music ...
+    assert feed(d, [(6 + 2 * k, 'transient', 0.99) for k in range(10)]) == []
+    # ... and it interrupts a candidate: working must hold 4 s after the transient.
+    prompts = feed(d, [(26, 'working', 0.9), (28, 'working', 0.9), (30, 'transient', 0.9),
+                       (32, 'working', 0.9), (34, 'working', 0.9), (36, 'working', 0.9)])
+    assert [(p.prompt_id, p.reason, p.trigger_stamp_ns) for p in prompts] == \
+        [(2, ACTIVITY, ns(36))]
+    assert d.counts['estimates_transient'] == 13
+
+
 def test_estimates_before_the_first_confident_one_make_nothing(library):
     d = decider(library)
     assert feed(d, [(0, 'walking', 0.2), (2, 'working', 0.5)]) == []
