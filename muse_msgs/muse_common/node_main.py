@@ -5,18 +5,20 @@ import sys
 import traceback
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 # Errors a node raises from its constructor because of bad parameters or inputs: reported as
 # one clear line, not a traceback.
 INPUT_ERRORS = (ValueError, LookupError, OSError)
 
 
-def run_node(node_class, args=None, num_threads=None):
+def run_node(node_class, args=None):
     """Create ``node_class()``, spin it until shutdown, then release it.
 
-    A MultiThreadedExecutor lets nodes put slow work (inference, socket I/O) in their own
-    callback groups without blocking the rest. Returns the process exit code: 1 when the node
+    Every MUSE node keeps slow work (inference, audio, sockets, disk) in threads of its own, so
+    the executor only moves messages, and a SingleThreadedExecutor does that best: rclpy's
+    MultiThreadedExecutor was seen stalling for seconds in processes that had imported torch,
+    losing best-effort IMU samples at 128 Hz. Returns the process exit code: 1 when the node
     could not be created, else the node's ``exit_code`` attribute (a node that fails while
     running sets it before shutting down), 0 by default.
     """
@@ -25,7 +27,7 @@ def run_node(node_class, args=None, num_threads=None):
     exit_code = 0
     try:
         node = node_class()
-        executor = MultiThreadedExecutor(num_threads=num_threads)
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
