@@ -145,13 +145,16 @@ def encoder_accuracy(data, num_classes=9):
             'macro_f1': round(float(np.mean(f1s)), 4)}
 
 
-def audio_metrics(wav_path):
+def audio_metrics(wav_path, music_start_s=0.0):
+    """Level, silences and steps of the session WAV from ``music_start_s`` (the first audible
+    sample; the recording starts with the sink, possibly while the first stream prebuffers)."""
     import soundfile
     if not Path(wav_path).exists():
         return {'present': False}
     audio, rate = soundfile.read(str(wav_path), dtype='float32', always_2d=True)
-    mono = audio.mean(axis=1)
-    result = {'present': True, 'sample_rate': int(rate), 'duration_s': round(len(mono) / rate, 3)}
+    result = {'present': True, 'sample_rate': int(rate), 'duration_s': round(len(audio) / rate, 3),
+              'music_start_s': round(music_start_s, 3)}
+    mono = audio[int(round(music_start_s * rate)):].mean(axis=1)
     if len(mono) == 0:
         return result
     hop = max(int(rate * 0.01), 1)
@@ -227,7 +230,9 @@ def compute_metrics(data, wav_path):
         'encoder': {**encoder_accuracy(data),
                     'inference_ms': percentiles([e[4] for e in data.estimates])},
         'imu_messages': data.imu_count,
-        'audio': audio_metrics(wav_path),
+        'audio': audio_metrics(wav_path, next(
+            (stream_t for _, event, _, _, stream_t, *_ in data.playback
+             if event == PlaybackEvent.PROMPT_AUDIBLE), 0.0)),
     }
     metrics['summary'] = summary_lines(metrics)
     return metrics
