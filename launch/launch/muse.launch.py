@@ -75,10 +75,10 @@ def launch_setup(context):
     actions = [LogInfo(msg=f'MUSE session folder: {session.root}')]
     server_url = options.server_url
     if not server_url:
-        server_args, server_url = graph.local_server(options, graph.free_port())
+        server_args, server_env, server_url = graph.local_server(options, graph.free_port())
         actions.append(ExecuteProcess(
             cmd=[_executable(*SERVER_EXECUTABLE), *server_args], name='music_server',
-            output='screen', sigterm_timeout='10'))
+            additional_env=server_env, output='screen', sigterm_timeout='10'))
 
     overrides = graph.node_parameters(options, server_url)
     replay = None

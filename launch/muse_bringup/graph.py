@@ -55,12 +55,12 @@ def free_port(host='127.0.0.1'):
 
 
 def local_server(options, port):
-    """argv (after the executable) of a local music server, and the URL the bridge uses."""
-    args = ['--host', '127.0.0.1', '--port', str(port), '--backend', options.backend,
-            '--token', options.token]
+    """A local music server: (argv after the executable, extra environment, the URL the
+    bridge uses). The token travels in the environment, not on the command line."""
+    args = ['--host', '127.0.0.1', '--port', str(port), '--backend', options.backend]
     if options.backend == 'musicgen':
         args += ['--model', options.model]
-    return args, f'ws://127.0.0.1:{port}'
+    return args, {'MUSE_SERVER_TOKEN': options.token}, f'ws://127.0.0.1:{port}'
 
 
 def node_parameters(options, server_url):

@@ -43,7 +43,7 @@ def executable(package, name):
 class ManagedProcess:
     """A child process whose output is prefixed on the console and kept in a log file."""
 
-    def __init__(self, name, argv, log_path, colour, quiet=False):
+    def __init__(self, name, argv, log_path, colour, quiet=False, env=None):
         self.name = name
         self.log_path = log_path
         self._quiet = quiet
@@ -51,7 +51,7 @@ class ManagedProcess:
         self._reset = RESET if self._colour else ''
         self.proc = subprocess.Popen(
             [str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            start_new_session=True, env={**os.environ, **(env or {})})
         self._pump = threading.Thread(target=self._forward_output, daemon=True)
         self._pump.start()
 
@@ -202,10 +202,10 @@ def run(args):
         server_url = options.server_url
         if not server_url:
             port = graph.free_port()
-            server_args, server_url = graph.local_server(options, port)
+            server_args, server_env, server_url = graph.local_server(options, port)
             server = ManagedProcess(
                 'music_server', [executable(*SERVER_EXECUTABLE), *server_args],
-                session.logs / 'music_server.log', next(colours), args.quiet)
+                session.logs / 'music_server.log', next(colours), args.quiet, env=server_env)
             processes.append(server)
             health = wait_for_health(f'http://127.0.0.1:{port}/healthz', 120.0, server)
             print(f'[muse_run] local {options.backend} server ready at {server_url}: {health}',
