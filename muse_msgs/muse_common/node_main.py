@@ -33,14 +33,15 @@ def run_node(node_class, args=None):
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:
-        if node is not None:
+        if node is None:
+            logger = rclpy.logging.get_logger(node_class.__name__)
+            detail = exc if isinstance(exc, INPUT_ERRORS) else '\n' + traceback.format_exc()
+            logger.fatal(f'cannot start: {detail}')
+            exit_code = 1
+        elif rclpy.ok():
             raise
-        logger = rclpy.logging.get_logger(node_class.__name__)
-        if isinstance(exc, INPUT_ERRORS):
-            logger.fatal(f'cannot start: {exc}')
-        else:
-            logger.fatal(f'cannot start:\n{traceback.format_exc()}')
-        exit_code = 1
+        # Otherwise Ctrl-C shut the context down while the executor was building its wait
+        # set (rclpy raises RCLError there, not ExternalShutdownException): a clean stop.
     finally:
         if node is not None:
             exit_code = getattr(node, 'exit_code', 0)
