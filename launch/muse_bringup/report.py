@@ -289,7 +289,9 @@ def draw_timeline(data, metrics, wav_path, png_path):
     ax_act.set_yticks(range(len(ACTIVITY_NAMES)))
     ax_act.set_yticklabels(ACTIVITY_NAMES, fontsize=8)
     ax_act.set_ylabel('activity')
-    ax_act.legend(loc='upper right', fontsize=8, ncol=3)
+    # Above the axes: inside, it would hide the top classes' steps.
+    ax_act.legend(loc='lower right', bbox_to_anchor=(1.0, 1.0), fontsize=8, ncol=3,
+                  frameon=False)
 
     if data.heart_rate:
         t, bpm = zip(*data.heart_rate)
