@@ -53,6 +53,9 @@ class Received:
     def of_prompt(self, prompt_id):
         return [f for _, f in self.frames if f.prompt_id == prompt_id]
 
+    def of_type(self, kind):
+        return [m for _, m in self.messages if isinstance(m, kind)]
+
     @property
     def keys(self):
         return [f.order_key for _, f in self.frames]
@@ -83,7 +86,7 @@ def frames_of(prompt_id, count):
 
 
 def message_of(kind):
-    return lambda r: any(isinstance(m, kind) for _, m in r.messages)
+    return lambda r: bool(r.of_type(kind))
 
 
 async def closed(client, timeout=10.0):

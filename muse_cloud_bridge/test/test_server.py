@@ -213,7 +213,7 @@ def test_a_newer_prompt_supersedes_one_still_being_prepared():
         assert keys == sorted(keys)
         assert received.of_prompt(2) == []
         assert received.of_prompt(1)[-1].is_last and received.of_prompt(3)[0].is_first
-        assert not [m for _, m in received.messages if isinstance(m, protocol.Error)]
+        assert not received.of_type(protocol.Error)
     run(scenario())
 
 
@@ -226,11 +226,10 @@ def test_a_stale_prompt_is_refused_and_the_music_goes_on():
                 await collect(client, received, frames_of(5, 2))
                 for stale in (5, 4):
                     await client.send_prompt(_prompt(stale))
-                await collect(client, received, lambda r: len(
-                    [m for _, m in r.messages if isinstance(m, protocol.Error)]) >= 2)
+                await collect(client, received, lambda r: len(r.of_type(protocol.Error)) >= 2)
                 count = len(received.of_prompt(5))
                 await collect(client, received, frames_of(5, count + 2))
-        errors = [m for _, m in received.messages if isinstance(m, protocol.Error)]
+        errors = received.of_type(protocol.Error)
         assert [(e.code, e.prompt_id, e.fatal) for e in errors] == [
             (ErrorCode.STALE_PROMPT, 5, False), (ErrorCode.STALE_PROMPT, 4, False)]
         assert {f.prompt_id for _, f in received.frames} == {5}
@@ -246,7 +245,7 @@ def test_stop_ends_the_stream_until_the_next_prompt():
                 await collect(client, received, frames_of(1, 3))
                 await client.stop()
                 await collect(client, received, message_of(protocol.Stopped))
-                stopped = next(m for _, m in received.messages if isinstance(m, protocol.Stopped))
+                stopped = received.of_type(protocol.Stopped)[0]
                 frames_at_stop = len(received.frames)
                 await client.send_prompt(_prompt(2))
                 await collect(client, received, frames_of(2, 1))
@@ -324,9 +323,9 @@ def test_every_bad_frame_is_answered_with_its_code_and_nothing_else_stops():
                 await vandal.send_prompt(_prompt(1))
                 for index, (frame, code) in enumerate(BAD_FRAMES):
                     await vandal.send_raw(frame)
-                    await collect(vandal, answers, lambda r, n=index + 1: len(
-                        [m for _, m in r.messages if isinstance(m, protocol.Error)]) >= n)
-                    error = [m for _, m in answers.messages if isinstance(m, protocol.Error)][-1]
+                    await collect(vandal, answers,
+                                  lambda r, n=index + 1: len(r.of_type(protocol.Error)) >= n)
+                    error = answers.of_type(protocol.Error)[-1]
                     assert (error.code, error.fatal) == (code, False), (frame[:40], error)
                 # both sessions are still alive and streaming
                 assert await vandal.ping() >= 0.0
@@ -417,7 +416,7 @@ def test_a_backend_failure_restarts_the_stream_marked_first_with_seq_continuing(
         assert len(backend.opened) == 2 and backend.opened[1][1] is not None  # with context
         _assert_continuous_sine(frames[:4], 1)
         _assert_continuous_sine(frames[4:], 1)  # the restarted sine starts over
-        assert not [m for _, m in received.messages if isinstance(m, protocol.Error)]
+        assert not received.of_type(protocol.Error)
     run(scenario())
 
 
@@ -433,7 +432,7 @@ def test_a_prompt_the_backend_cannot_start_is_reported_and_the_old_music_goes_on
                 await collect(client, received, message_of(protocol.Error))
                 count = len(received.of_prompt(1))
                 await collect(client, received, frames_of(1, count + 3))
-        error = next(m for _, m in received.messages if isinstance(m, protocol.Error))
+        error = received.of_type(protocol.Error)[0]
         assert (error.code, error.prompt_id, error.fatal) == (ErrorCode.BACKEND_ERROR, 2, False)
         frames = received.of_prompt(1)
         assert not any(f.is_last for f in frames)
@@ -484,7 +483,7 @@ def test_shutdown_tells_sessions_refuses_prompts_then_closes_with_going_away():
         assert refused.value.code == ErrorCode.SHUTTING_DOWN
         await listener.send_prompt(_prompt(2))
         await collect(listener, received, message_of(protocol.Error))
-        error = next(m for _, m in received.messages if isinstance(m, protocol.Error))
+        error = received.of_type(protocol.Error)[0]
         assert (error.code, error.prompt_id) == (ErrorCode.SHUTTING_DOWN, 2)
         lost = await closed(listener)
         assert lost.code == 1001
@@ -527,7 +526,7 @@ def test_a_backend_producing_invalid_audio_is_cut_off_with_backend_error():
                 received = Received()
                 await client.send_prompt(_prompt(2))
                 await collect(client, received, message_of(protocol.Error))
-                error = next(m for _, m in received.messages if isinstance(m, protocol.Error))
+                error = received.of_type(protocol.Error)[0]
                 assert (error.code, error.prompt_id, error.fatal) == (
                     ErrorCode.BACKEND_ERROR, 2, False)
                 assert received.frames == []  # nothing of the NaN audio went out
