@@ -98,17 +98,16 @@ setup_venv() {
 }
 
 build_fingerprint() {
-  # Build inputs: manifests, CMake, messages, setup files and the list of installed data files.
-  # Python sources are symlinked (--symlink-install), so editing them needs no rebuild.
-  (cd "$ROOT" && find "${PACKAGE_DIRS[@]}" \
-      \( -name __pycache__ -o -name '*.egg-info' -o -name test \) -prune -o -type f -print |
-    LC_ALL=C sort | while read -r f; do
-      case "$f" in
-        muse_msgs/*) echo "$f $(sha256sum < "$f" | cut -d' ' -f1)" ;;
-        *.py) echo "$f" ;;
-        *) echo "$f $(sha256sum < "$f" | cut -d' ' -f1)" ;;
-      esac
-    done; cat "$VENV/.muse-setup") | sha256sum | cut -d' ' -f1
+  # Build inputs: manifests, CMake, messages, setup.py/setup.cfg and the data files, by content;
+  # other Python sources by name only: they are symlinked (--symlink-install), so editing one
+  # needs no rebuild, but adding or removing one does.
+  (cd "$ROOT"
+   files="$(find "${PACKAGE_DIRS[@]}" \
+       \( -name __pycache__ -o -name '*.egg-info' -o -name build -o -name test \) -prune \
+       -o -type f -print | LC_ALL=C sort)"
+   grep '\.py$' <<< "$files" | grep -v '/setup\.py$' || true
+   { grep -v '\.py$' <<< "$files"; grep '/setup\.py$' <<< "$files"; } | xargs -r -d '\n' sha256sum
+   cat "$VENV/.muse-setup") | sha256sum | cut -d' ' -f1
 }
 
 setup_workspace() {
