@@ -144,9 +144,6 @@ def run_player(seconds, progress):
     return costs, total, recorded
 
 
-STYLES = ('chill_techno', 'lofi_hiphop', 'ambient', 'upbeat_pop', 'cinematic', 'jazz')
-
-
 def run_loopback(prompts, spacing_s):
     """Synth server + cloud_bridge + audio_player on loopback; prompt -> audible latency.
 
@@ -155,20 +152,19 @@ def run_loopback(prompts, spacing_s):
     rest is the player's (DDS hop, jitter buffer, block boundary)."""
     import os
     import shutil
-    import signal
-    import socket
-    import subprocess
     import threading
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
+    from muse_bringup.graph import free_port
+    from muse_bringup.runner import ManagedProcess, wait_for_health
+    from muse_cloud_bridge.backends.synth_styles import STYLES
     from muse_common import qos, stamps
     from muse_msgs.msg import AudioFragment, MusicPrompt, PlaybackEvent
 
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        port = probe.getsockname()[1]
+    style_names = tuple(STYLES)
+    port = free_port()
     namespace = f'/muse_bench_{os.getpid()}'
     folder = Path(tempfile.mkdtemp(prefix='muse_bench_player_'))  # kept if something fails
     commands = {
@@ -180,8 +176,7 @@ def run_loopback(prompts, spacing_s):
                    '-r', f'__ns:={namespace}', '-p', 'sink:=null',
                    '-p', f"record_path:={folder / 'loopback.wav'}"],
     }
-    processes = {name: subprocess.Popen(cmd, stdout=open(folder / f'{name}.log', 'wb'),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+    processes = {name: ManagedProcess(name, cmd, folder / f'{name}.log', colour='', quiet=True)
                  for name, cmd in commands.items()}
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -207,12 +202,13 @@ def run_loopback(prompts, spacing_s):
     spinner.start()
     results = []
     try:
+        wait_for_health(f'http://127.0.0.1:{port}/healthz', 60.0, processes['server'])
         for prompt_id in tqdm(range(1, prompts + 2), desc='loopback prompts', file=sys.stdout):
             msg = MusicPrompt(prompt_id=prompt_id, text=f'bench prompt {prompt_id}',
                               activity='walking', activity_class_id=7, heart_rate_bpm=100.0,
                               target_bpm=90.0 + prompt_id % 5 * 10, energy=0.5,
-                              style=STYLES[prompt_id % len(STYLES)], reason=1)
-            stamp = stamps.from_sec(node.get_clock().now().nanoseconds * 1e-9)
+                              style=style_names[prompt_id % len(style_names)], reason=1)
+            stamp = node.get_clock().now().to_msg()
             msg.header.stamp = msg.trigger_stamp = stamp
             publisher.publish(msg)
             # The first prompt also waits for the graph to come up; it is not counted.
@@ -234,14 +230,8 @@ def run_loopback(prompts, spacing_s):
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
-        for process in processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGINT)
-        for process in processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        for process in reversed(processes.values()):
+            process.stop(timeout=10)
     shutil.rmtree(folder)
     return results
 

@@ -75,16 +75,10 @@ def baseline_sleep_loop(events):
 
 def player_loop(subject, seconds):
     done = threading.Event()
-    player = Player(lambda: subject_events(subject, 0.0, seconds), 0.0, seconds,
-                    lambda *args: None, rate=1.0, on_end=done.set)
     lateness = []
-    original_add = player.lateness.add
-
-    def keep(value):
-        lateness.append(value)
-        original_add(value)
-
-    player.lateness.add = keep
+    player = Player(lambda: subject_events(subject, 0.0, seconds), 0.0, seconds,
+                    lambda _event, _play_t, late: lateness.append(late), rate=1.0,
+                    on_end=done.set)
     player.start()
     done.wait(seconds * 3 + 30)
     return lateness
@@ -97,12 +91,13 @@ def node_run(subject_path, seconds):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Imu
 
+    from muse_common.stamps import to_sec
+
     rclpy.init()
     node = rclpy.create_node('bench_replay_listener')
     arrivals = []   # (arrival wall time [s], header stamp [s])
     node.create_subscription(
-        Imu, '/bench/imu', lambda m: arrivals.append(
-            (time.time(), m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)),
+        Imu, '/bench/imu', lambda m: arrivals.append((time.time(), to_sec(m.header.stamp))),
         QoSProfile(depth=1000, reliability=ReliabilityPolicy.BEST_EFFORT))
     executor = SingleThreadedExecutor()
     executor.add_node(node)

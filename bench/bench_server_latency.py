@@ -22,52 +22,43 @@ own overhead).
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
+import tempfile
 import time
-import urllib.request
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from muse_bringup.graph import free_port
+from muse_bringup.runner import ManagedProcess, wait_for_health
 from muse_cloud_bridge import protocol
 from muse_cloud_bridge.backends import PromptSpec, create_backend
+from muse_cloud_bridge.backends.synth_styles import STYLES
 from muse_cloud_bridge.client import MusicClient
+from muse_cloud_bridge.server import ServerConfig
 
 TOKEN = 'bench-token'
 WARMUP = 3  # untimed first runs (style tables, sockets, caches)
-SERVER_CONTEXT_S = 4.0  # muse_music_server's --context-s default
-STYLES = ['chill_techno', 'lofi_hiphop', 'ambient', 'upbeat_pop', 'cinematic', 'jazz']
+STYLE_NAMES = tuple(STYLES)
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def start_server(port, fragment_s, max_ahead_s):
+def start_server(port, fragment_s, max_ahead_s, log_path):
     command = [sys.executable, '-m', 'muse_cloud_bridge.server', '--host', '127.0.0.1',
                '--port', str(port), '--backend', 'synth', '--token', TOKEN,
                '--fragment-s', str(fragment_s), '--max-ahead-s', str(max_ahead_s),
                '--max-sessions', '8', '--log-level', 'WARNING']
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f'server exited: {process.stderr.read().decode()}')
-        try:
-            with urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=1):
-                return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit('server did not come up within 60 s')
+    server = ManagedProcess('server', command, log_path, colour='', quiet=True)
+    try:
+        wait_for_health(f'http://127.0.0.1:{port}/healthz', 60.0, server)
+    except RuntimeError as exc:
+        server.stop()
+        raise SystemExit(f'{exc}:\n{Path(log_path).read_text(errors="replace")}')
+    return server
 
 
 def prompt(prompt_id, **extra):
-    style = STYLES[prompt_id % len(STYLES)]
+    style = STYLE_NAMES[prompt_id % len(STYLE_NAMES)]
     energy = (prompt_id * 0.37) % 1.0
     return protocol.Prompt(prompt_id=prompt_id, text=f'{style} music for walking', style=style,
                            activity='walking', energy=energy, target_bpm=80.0 + 50 * energy,
@@ -216,22 +207,23 @@ def main(argv=None):
     trials = args.trials or (15 if args.quick else 100)
     play_s = args.play_s if args.play_s is not None else (0.8 if args.quick else 1.5)
 
-    port = _free_port()
+    port = free_port()
     url = f'ws://127.0.0.1:{port}'
-    server = start_server(port, args.fragment_s, args.max_ahead_s)
+    log = tempfile.NamedTemporaryFile(prefix='muse_bench_server_', suffix='.log', delete=False)
+    server = start_server(port, args.fragment_s, args.max_ahead_s, log.name)
     try:
-        floor = measure_backend_floor(trials, args.fragment_s, SERVER_CONTEXT_S)
+        floor = measure_backend_floor(trials, args.fragment_s, ServerConfig().context_s)
         first = asyncio.run(measure_first_fragment(url, trials))
         baseline = asyncio.run(measure_reconnect_baseline(url, trials))
         switch, margins, busy_rtt = asyncio.run(measure_switches(url, trials, play_s))
         idle_rtt = asyncio.run(measure_idle_rtt(url, trials * 5))
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop(timeout=30)
+        os.unlink(log.name)
 
     print(f'\nmuse_music_server, synth backend, loopback, fragment {args.fragment_s:g} s, '
           f'max ahead {args.max_ahead_s:g} s, {os.cpu_count()} CPUs')
-    row('floor: synth open_stream + 1st fragment', floor)  # with a 4 s context
+    row('floor: synth open_stream + 1st fragment', floor)  # with the server's context length
     row('prompt -> first fragment (fresh session)', first)
     row('prompt switch -> new prompt\'s first frame', switch)
     row('baseline: reconnect + hello + prompt', baseline)
