@@ -292,16 +292,12 @@ def main(argv=None):
           f"{'x realtime':>11s} {'vs baseline':>12s} {'headroom':>9s}")
     print(f"{'baseline (copy), mono':24s} {base[1]['median_us']:10.1f} {base[1]['p95_us']:9.1f} "
           f"{base[1]['max_us']:9.1f} {base[1]['x_realtime']:11.0f} {'1.0':>12s}")
-    for name, costs in results.items():
+    for name, costs in {**results, 'player (render only)': player_costs}.items():
         d = describe(costs)
         channels = 2 if name == 'stereo' else 1
         ratio = d['median_us'] / base[channels]['median_us']
         print(f"{name:24s} {d['median_us']:10.1f} {d['p95_us']:9.1f} {d['max_us']:9.1f} "
               f"{d['x_realtime']:11.0f} {ratio:11.1f}x {BLOCK_S * 1e6 / d['p95_us']:8.0f}x")
-    d = describe(player_costs)
-    print(f"{'player (render only)':24s} {d['median_us']:10.1f} {d['p95_us']:9.1f} "
-          f"{d['max_us']:9.1f} {d['x_realtime']:11.0f} "
-          f"{d['median_us'] / base[1]['median_us']:11.1f}x {BLOCK_S * 1e6 / d['p95_us']:8.0f}x")
     print(f'\nplayer incl. writing the session WAV: {recorded:.0f} s recorded in '
           f'{player_total:.2f} s = {recorded / player_total:.0f}x real time')
     all_pushes = [c for costs in pushes.values() for c in costs]
