@@ -112,7 +112,7 @@ class MusicClient:
         except ConnectionClosed as exc:
             await self._ws.close()
             raise ConnectionLost(*_close_info(exc)) from None
-        except (asyncio.TimeoutError, protocol.ProtocolError, TypeError) as exc:
+        except (asyncio.TimeoutError, protocol.ProtocolError) as exc:
             await self._ws.close()
             if isinstance(exc, asyncio.TimeoutError):
                 raise TimeoutError(f'no welcome from {self.url} within {self.open_timeout:g} s') from None
@@ -441,7 +441,6 @@ class ReconnectingLink:
             else:
                 raise ValueError(f'unknown link setting {key!r}')
         if reconnect:
-            self.backoff.reset()
             self.reconnect()
 
     def reconnect(self):

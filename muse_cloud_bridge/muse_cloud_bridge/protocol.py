@@ -106,10 +106,6 @@ class ProtocolError(Exception):
         if code is not None:
             self.code = code
 
-    @property
-    def fatal(self) -> bool:
-        return self.code in FATAL_CODES
-
 
 class MalformedFrame(ProtocolError):
     code = ErrorCode.MALFORMED
@@ -324,11 +320,6 @@ class Error(ControlMessage):
     prompt_id: int = _field(lambda n, v: _check_int(n, v, -1), -1)  # the prompt concerned, -1 none
 
     @classmethod
-    def from_exception(cls, exc: ProtocolError, prompt_id: int = -1,
-                       fatal: bool | None = None) -> 'Error':
-        return cls.make(exc.code, str(exc), prompt_id=prompt_id, fatal=fatal)
-
-    @classmethod
     def make(cls, code: ErrorCode, message: str, prompt_id: int = -1,
              fatal: bool | None = None) -> 'Error':
         """An error reply; ``fatal`` defaults to whether ``code`` is in FATAL_CODES."""
@@ -365,7 +356,8 @@ def decode_control(data, accepted: dict[str, type], max_bytes: int = MAX_CONTROL
     if not isinstance(body, dict):
         raise MalformedFrame(f'control frame must be a JSON object, got {type(body).__name__}')
     kind = body.get('type')
-    if kind not in accepted:
+    # a list or object 'type' is unhashable: the dict lookup alone would raise TypeError
+    if not isinstance(kind, str) or kind not in accepted:
         raise UnknownMessageType(
             f'unknown message type {kind!r}; expected one of {sorted(accepted)}')
     return accepted[kind].from_dict(body)
@@ -440,17 +432,18 @@ def encode_audio_frame(frame: AudioFrame, max_bytes: int = MAX_AUDIO_FRAME_BYTES
     _check_int('seq', frame.seq)
     _check_int('sample_rate', frame.sample_rate, 1, UINT32_MAX)
     _check_int('channels', frame.channels, 1, 255)
-    frame_bytes = len(frame.payload) // (frame.channels * Encoding(frame.encoding).sample_bytes)
-    if frame_bytes * frame.channels * Encoding(frame.encoding).sample_bytes != len(frame.payload):
+    encoding = Encoding(frame.encoding)   # may be a plain int, which frame.n_samples cannot take
+    n_samples, extra = divmod(len(frame.payload), frame.channels * encoding.sample_bytes)
+    if extra:
         raise InvalidField('payload', f'a whole number of {frame.channels}-channel '
-                           f'{Encoding(frame.encoding).wire_name} samples', f'{len(frame.payload)} bytes')
+                           f'{encoding.wire_name} samples', f'{len(frame.payload)} bytes')
     total = AUDIO_HEADER_BYTES + len(frame.payload)
     if total > max_bytes:
         raise FrameTooLarge(f'audio frame of {total} bytes exceeds {max_bytes} bytes')
     header = _AUDIO_HEADER.pack(
         AUDIO_MAGIC, AUDIO_HEADER_VERSION, AUDIO_HEADER_BYTES, int(frame.flags),
-        int(frame.encoding), frame.channels, 0, 0, frame.sample_rate, frame.prompt_id,
-        frame.seq, frame_bytes, frame.generation_started_ns, frame.generation_finished_ns)
+        int(encoding), frame.channels, 0, 0, frame.sample_rate, frame.prompt_id,
+        frame.seq, n_samples, frame.generation_started_ns, frame.generation_finished_ns)
     return header + bytes(frame.payload)
 
 

@@ -5,6 +5,7 @@ import asyncio
 import random
 
 import pytest
+from websockets.asyncio.server import serve
 
 from bridge_test_backends import SineBackend
 from bridge_test_support import TOKEN, run, serving
@@ -234,6 +235,20 @@ def test_client_ping_measures_a_round_trip_and_receive_times_out():
                 assert all(0.0 <= rtt < 5.0 for rtt in rtts)
                 with pytest.raises(TimeoutError):
                     await client.receive(timeout=0.2)
+    run(scenario())
+
+
+def test_a_reply_to_hello_with_an_unhashable_type_is_a_malformed_frame():
+    async def answer(websocket):
+        await websocket.recv()
+        await websocket.send('{"type": []}')
+        await websocket.wait_closed()
+
+    async def scenario():
+        async with serve(answer, '127.0.0.1', 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            with pytest.raises(protocol.MalformedFrame, match='bad reply to hello'):
+                await MusicClient(f'ws://127.0.0.1:{port}', token=TOKEN, open_timeout=5.0).connect()
     run(scenario())
 
 

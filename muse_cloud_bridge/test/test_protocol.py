@@ -74,6 +74,8 @@ def test_decoded_defaults_fill_optional_fields():
      ErrorCode.MALFORMED),
     ('{"text": "no type"}', protocol.UnknownMessageType, ErrorCode.UNKNOWN_TYPE),
     ('{"type": "welcome", "protocol": 1}', protocol.UnknownMessageType, ErrorCode.UNKNOWN_TYPE),
+    ('{"type": ["prompt"]}', protocol.UnknownMessageType, ErrorCode.UNKNOWN_TYPE),
+    ('{"type": {"prompt": 1}}', protocol.UnknownMessageType, ErrorCode.UNKNOWN_TYPE),
     ('{"type": "prompt", "text": "a"}', protocol.InvalidField, ErrorCode.INVALID_FIELD),
     ('{"type": "prompt", "prompt_id": -1, "text": "a"}', protocol.InvalidField,
      ErrorCode.INVALID_FIELD),
