@@ -17,7 +17,8 @@ import torch
 import transformers
 from muse_cloud_bridge.backends import BackendError, PromptSpec, create_backend
 from muse_cloud_bridge.backends.musicgen import MusicGenBackend, MusicGenInputError
-from muse_cloud_bridge.backends.musicgen_codec import StreamingCodecDecoder, UnsupportedCodecError
+from muse_cloud_bridge.backends.musicgen_codec import (CodecLayout, StreamingCodecDecoder,
+                                                       UnsupportedCodecError)
 from muse_cloud_bridge.backends.musicgen_random import (START_TOKEN, build_processor,
                                                         build_t5_tokenizer, random_musicgen,
                                                         tiny_musicgen_config)
@@ -161,6 +162,22 @@ def test_codec_decoder_primed_with_context_emits_only_what_follows_it(tiny):
         after = torch.cat([decoder.push(codes[:, 12:20]), decoder.push(codes[:, 20:])])
     assert len(after) == (30 - 12 - 4) * HOP
     torch.testing.assert_close(after, one_shot[12 * HOP:12 * HOP + len(after)], atol=1e-5, rtol=0)
+
+
+def test_codec_decoders_sharing_one_layout_decode_bit_identically(tiny):
+    codec = tiny[0].audio_encoder
+    codes = torch.randint(0, 2048, (CODEBOOKS, 25), generator=torch.Generator().manual_seed(5))
+    layout = CodecLayout(codec)
+    with torch.inference_mode():
+        own = StreamingCodecDecoder(codec)
+        shared = [StreamingCodecDecoder(codec, layout) for _ in range(2)]
+        for decoder in (own, *shared):
+            decoder.prime(codes[:, :5])
+        for begin, end in ((5, 9), (9, 10), (10, 25)):
+            expected = own.push(codes[:, begin:end])
+            for decoder in shared:
+                assert torch.equal(decoder.push(codes[:, begin:end]), expected)
+    assert shared[0].lookahead_frames == own.lookahead_frames == layout.lookahead_frames == 4
 
 
 @pytest.mark.parametrize('change, named', [

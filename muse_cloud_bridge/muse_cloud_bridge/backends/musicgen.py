@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from muse_cloud_bridge.backends.base import BackendError, MusicBackend, MusicStream, PromptSpec
-from muse_cloud_bridge.backends.musicgen_codec import StreamingCodecDecoder, UnsupportedCodecError
+from muse_cloud_bridge.backends.musicgen_codec import (CodecLayout, StreamingCodecDecoder,
+                                                       UnsupportedCodecError)
 from muse_cloud_bridge.backends.musicgen_generation import (CodeGenerator, SamplingOptions,
                                                             TextCondition, encode_audio,
                                                             encode_text)
@@ -282,8 +283,7 @@ class MusicGenBackend(MusicBackend):
         self._text_cache: collections.OrderedDict[str, TextCondition] = collections.OrderedDict()
         self._streams_opened = 0
         self.model_lock = _FifoLock()
-        with torch.inference_mode():
-            self.lookahead_frames = StreamingCodecDecoder(self.model.audio_encoder).lookahead_frames
+        self.lookahead_frames = self._codec_layout.lookahead_frames
 
     @classmethod
     def from_model(cls, model, processor, **options) -> 'MusicGenBackend':
@@ -303,7 +303,8 @@ class MusicGenBackend(MusicBackend):
             raise MusicGenInputError('the model has neither decoder_start_token_id nor bos_token_id '
                                      'in its generation config')
         try:
-            StreamingCodecDecoder(self.model.audio_encoder)
+            # worked out once here: every stream's decoder reuses it
+            self._codec_layout = CodecLayout(self.model.audio_encoder)
         except UnsupportedCodecError as exc:
             raise MusicGenInputError(f'the model audio codec cannot be streamed: {exc}') from None
 
@@ -357,7 +358,7 @@ class MusicGenBackend(MusicBackend):
                                       window_tokens=self.window_tokens,
                                       continuation_frames=self.continuation_frames,
                                       prompt_codes=prompt_codes)
-                codec = StreamingCodecDecoder(self.model.audio_encoder)
+                codec = StreamingCodecDecoder(self.model.audio_encoder, self._codec_layout)
                 if prompt_codes is not None:
                     codec.prime(prompt_codes)
         except Exception as exc:  # noqa: BLE001 - reported as the contract's error

@@ -22,6 +22,7 @@ and sample-continuous across calls and costs O(new frames), not O(history).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -93,20 +94,71 @@ def _upsampling(layers) -> int:
     return factor
 
 
+@dataclass(frozen=True)
+class _Reach:
+    """How a finite-receptive-field stage maps input frames to outputs: ``upsampling`` outputs per
+    input frame; output ``j`` depends on input frames
+    ``[j // upsampling - left, j // upsampling + right]``."""
+
+    upsampling: int
+    left: int
+    right: int
+
+    @classmethod
+    def of(cls, layers: list) -> '_Reach':
+        upsampling = _upsampling(layers)
+        spans = [_input_span(layers, j, j) for j in range(upsampling)]
+        return cls(upsampling, left=max(0, -min(lo for lo, _ in spans)),
+                   right=max(0, max(hi for _, hi in spans)))
+
+
+class CodecLayout:
+    """What :class:`StreamingCodecDecoder` needs to know about an EnCodec decoder: where its LSTM
+    sits and the reach of the convolution stacks around it. Working out the reach walks every
+    layer for every output phase (tens of ms for musicgen-small), so a backend does it once and
+    hands the layout to each stream's decoder. It holds numbers only, never the codec's weights.
+    """
+
+    def __init__(self, audio_encoder: EncodecModel):
+        config = audio_encoder.config
+        if config.chunk_length_s is not None:
+            raise UnsupportedCodecError(
+                'EnCodec with chunked decoding (chunk_length_s set) cannot be streamed; '
+                'MusicGen codecs decode in one chunk')
+        if config.norm_type != 'weight_norm':
+            raise UnsupportedCodecError(
+                f'EnCodec norm_type {config.norm_type!r} normalises over the whole sequence; '
+                "only 'weight_norm' can be streamed")
+        if config.audio_channels != 1:
+            raise UnsupportedCodecError(
+                f'EnCodec with {config.audio_channels} channels: only mono codecs are supported')
+        layers = list(audio_encoder.decoder.layers)
+        lstm_positions = [i for i, layer in enumerate(layers) if isinstance(layer, EncodecLSTM)]
+        if len(lstm_positions) != 1:
+            raise UnsupportedCodecError(
+                f'expected one LSTM in the EnCodec decoder, found {len(lstm_positions)}')
+        self.lstm_index = lstm_positions[0]
+        self.before_lstm = _Reach.of(layers[:self.lstm_index])
+        self.after_lstm = _Reach.of(layers[self.lstm_index + 1:])
+        if self.before_lstm.upsampling != 1:
+            raise UnsupportedCodecError('EnCodec decoder upsamples before its LSTM')
+        self.hop_length = self.after_lstm.upsampling
+        if self.hop_length != config.hop_length:
+            raise UnsupportedCodecError(
+                f'EnCodec decoder upsamples by {self.hop_length}, config says {config.hop_length}')
+        self.lookahead_frames = self.before_lstm.right + self.after_lstm.right
+
+
 class _WindowedStage:
     """A finite-receptive-field part of the decoder, run on a sliding window of its input frames.
 
-    ``upsampling`` outputs per input frame; output ``j`` depends on input frames
-    ``[j // upsampling - left, j // upsampling + right]``. Inputs arrive in order; outputs are
-    emitted in order, each exactly once, as soon as their right context has arrived.
+    Inputs arrive in order; outputs are emitted in order, each exactly once, as soon as their
+    right context (``reach``) has arrived.
     """
 
-    def __init__(self, layers):
+    def __init__(self, layers, reach: _Reach):
         self.layers = list(layers)
-        self.upsampling = _upsampling(self.layers)
-        spans = [_input_span(self.layers, j, j) for j in range(self.upsampling)]
-        self.left = max(0, -min(lo for lo, _ in spans))
-        self.right = max(0, max(hi for _, hi in spans))
+        self.upsampling, self.left, self.right = reach.upsampling, reach.left, reach.right
         self._inputs = None          # (1, channels, n) frames kept for the next window
         self._inputs_start = 0       # absolute index of self._inputs[..., 0]
         self._received = 0           # frames received so far
@@ -161,37 +213,18 @@ class StreamingCodecDecoder:
     is shared and only read. Call from one thread at a time, under ``torch.inference_mode``.
     """
 
-    def __init__(self, audio_encoder: EncodecModel):
-        config = audio_encoder.config
-        if config.chunk_length_s is not None:
-            raise UnsupportedCodecError(
-                'EnCodec with chunked decoding (chunk_length_s set) cannot be streamed; '
-                'MusicGen codecs decode in one chunk')
-        if config.norm_type != 'weight_norm':
-            raise UnsupportedCodecError(
-                f'EnCodec norm_type {config.norm_type!r} normalises over the whole sequence; '
-                "only 'weight_norm' can be streamed")
-        if config.audio_channels != 1:
-            raise UnsupportedCodecError(
-                f'EnCodec with {config.audio_channels} channels: only mono codecs are supported')
+    def __init__(self, audio_encoder: EncodecModel, layout: CodecLayout | None = None):
+        """``layout`` is ``CodecLayout(audio_encoder)``, worked out here when not given."""
+        if layout is None:
+            layout = CodecLayout(audio_encoder)
         layers = list(audio_encoder.decoder.layers)
-        lstm_positions = [i for i, layer in enumerate(layers) if isinstance(layer, EncodecLSTM)]
-        if len(lstm_positions) != 1:
-            raise UnsupportedCodecError(
-                f'expected one LSTM in the EnCodec decoder, found {len(lstm_positions)}')
-        split = lstm_positions[0]
+        split = layout.lstm_index
         self._quantizer = audio_encoder.quantizer
-        self._before_lstm = _WindowedStage(layers[:split])
+        self._before_lstm = _WindowedStage(layers[:split], layout.before_lstm)
         self._lstm = _StatefulLSTM(layers[split])
-        self._after_lstm = _WindowedStage(layers[split + 1:])
-        if self._before_lstm.upsampling != 1:
-            raise UnsupportedCodecError('EnCodec decoder upsamples before its LSTM')
-        self.hop_length = self._after_lstm.upsampling
-        if self.hop_length != config.hop_length:
-            raise UnsupportedCodecError(
-                f'EnCodec decoder upsamples by {self.hop_length}, config says {config.hop_length}')
-        self.lookahead_frames = self._before_lstm.right + self._after_lstm.right
-        self.frames_pushed = 0
+        self._after_lstm = _WindowedStage(layers[split + 1:], layout.after_lstm)
+        self.hop_length = layout.hop_length
+        self.lookahead_frames = layout.lookahead_frames
         self.samples_emitted = 0
         self._discard = 0
         embed = self._quantizer.layers[0].codebook.embed
@@ -203,7 +236,6 @@ class StreamingCodecDecoder:
                              f'n_frames), got {tuple(codes.shape)}')
         embeddings = None
         if codes.shape[-1]:
-            self.frames_pushed += codes.shape[-1]
             embeddings = self._quantizer.decode(codes[:, None, :])   # (1, dim, n)
         hidden = self._lstm.push(self._before_lstm.push(embeddings))
         output = self._after_lstm.push(hidden)

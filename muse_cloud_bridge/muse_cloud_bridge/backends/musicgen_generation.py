@@ -144,11 +144,6 @@ class CodeGenerator:
             raise ValueError(f'continuation_frames must be >= 1, got {continuation_frames}')
         self._open_window(prompt_codes.to(device))
 
-    @property
-    def window_prompt_frames(self) -> int:
-        """Frames of audio prompt the current window started from."""
-        return self._prompt_frames
-
     def _open_window(self, prompt_codes: torch.Tensor) -> None:
         start = torch.full((self._num_codebooks, 1), self._start_token, dtype=torch.long,
                            device=prompt_codes.device)
@@ -159,8 +154,7 @@ class CodeGenerator:
         self._columns = pattern.clone()
         self._columns[:, :prefix.shape[-1]] = prefix
         self._length = prefix.shape[-1]               # columns filled so far
-        self._prompt_frames = prompt_codes.shape[-1]
-        self._next_frame = self._prompt_frames        # window-local index of the next new frame
+        self._next_frame = prompt_codes.shape[-1]     # window-local index of the next new frame
         self._cache = None
         self.windows += 1
 

@@ -98,10 +98,6 @@ class VoiceKit:
             'stab': (self.stab, None), 'pluck': (self.pluck, None), 'lead': (self.lead, None),
         }
 
-    @property
-    def voice_names(self):
-        return frozenset(self._voices)
-
     def duration(self, note):
         """Samples from the attack to the end of the release."""
         renderer, fixed = self._voices[note.voice]
