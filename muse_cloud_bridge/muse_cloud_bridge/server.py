@@ -26,7 +26,8 @@ from websockets.asyncio.server import serve
 from muse_cloud_bridge import protocol
 from muse_cloud_bridge.backends.base import BackendError, MusicBackend, backend_names, create_backend
 from muse_cloud_bridge.client import TOKEN_ENV, resolve_token
-from muse_cloud_bridge.server_session import Session, SessionConfig, is_connection_closed
+from muse_cloud_bridge.server_session import (Session, SessionConfig, is_connection_closed,
+                                              send_fatal)
 
 logger = logging.getLogger('muse_music_server')
 
@@ -206,9 +207,8 @@ class MusicServer:
 
 async def _refuse(websocket, code: protocol.ErrorCode, message: str):
     logger.info('refusing %s: %s', websocket.remote_address, message)
-    with contextlib.suppress(Exception):
-        await websocket.send(protocol.Error.make(code, message, fatal=True).to_json())
-        await websocket.close(int(code), code.name.lower())
+    with contextlib.suppress(Exception):  # the client may already be gone
+        await send_fatal(websocket, code, message)
 
 
 # ---------------------------------------------------------------- command line
@@ -234,11 +234,13 @@ def _backend_option(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    defaults = ServerConfig()  # the server's defaults are written once, in ServerConfig
     parser = argparse.ArgumentParser(
         prog='muse_music_server', description=__doc__.split('\n\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--host', default='127.0.0.1', help='address to listen on')
-    parser.add_argument('--port', type=int, default=8765, help='TCP port (0 = any free port)')
+    parser.add_argument('--host', default=defaults.host, help='address to listen on')
+    parser.add_argument('--port', type=int, default=defaults.port,
+                        help='TCP port (0 = any free port)')
     parser.add_argument('--backend', default='synth',
                         help=f'generation backend: one of {backend_names()} or module:attribute')
     parser.add_argument('--model', default='facebook/musicgen-small',
@@ -253,18 +255,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--token-file', default=None, help='file holding the token on one line')
     parser.add_argument('--no-auth', action='store_true',
                         help='allow running without a token on a non-loopback address')
-    parser.add_argument('--max-sessions', type=int, default=4, help='concurrent sessions')
-    parser.add_argument('--max-ahead-s', type=float, default=2.0,
+    parser.add_argument('--max-sessions', type=int, default=defaults.max_sessions,
+                        help='concurrent sessions')
+    parser.add_argument('--max-ahead-s', type=float, default=defaults.max_ahead_s,
                         help='seconds of audio sent ahead of real-time playback')
-    parser.add_argument('--fragment-s', type=float, default=0.5,
+    parser.add_argument('--fragment-s', type=float, default=defaults.fragment_s,
                         help='seconds of audio per generated fragment')
-    parser.add_argument('--context-s', type=float, default=4.0,
+    parser.add_argument('--context-s', type=float, default=defaults.context_s,
                         help='seconds of sent audio that condition the next prompt\'s stream')
-    parser.add_argument('--max-frame-bytes', type=int, default=protocol.DEFAULT_MAX_AUDIO_FRAME_BYTES,
+    parser.add_argument('--max-frame-bytes', type=int, default=defaults.max_frame_bytes,
                         help='largest audio frame sent (fragments are split to fit)')
-    parser.add_argument('--hello-timeout-s', type=float, default=5.0,
+    parser.add_argument('--hello-timeout-s', type=float, default=defaults.hello_timeout_s,
                         help='close connections that send no hello within this time')
-    parser.add_argument('--shutdown-grace-s', type=float, default=1.0,
+    parser.add_argument('--shutdown-grace-s', type=float, default=defaults.shutdown_grace_s,
                         help='time sessions get between the shutdown notice and the close')
     parser.add_argument('--log-level', default='INFO',
                         choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'], help='logging level')

@@ -152,7 +152,6 @@ class _Stream:
     prompt: protocol.Prompt
     runner: StreamRunner
     next_seq: int
-    opened_at: float
     fresh: bool = True  # its next frame starts a stream (FIRST)
     restarts: int = 0
 
@@ -275,14 +274,13 @@ class Session:
             logger.debug('session %s: shutdown notice not sent: %r', self.id, exc)
 
     async def _release_streams(self):
-        runners = []
+        closing = []
         if self._current is not None:
-            runners.append(self._current.runner)
+            closing.append(self._current.runner.close())
         if self._switch is not None:
-            runners.append(self._discard_switch(self._switch))
-        self._current = self._switch = self._held = None
-        closing = [r.close() if isinstance(r, StreamRunner) else r for r in runners]
+            closing.append(self._discard_switch(self._switch))
         closing.extend(self._background)
+        self._current = self._switch = self._held = None
         if closing:
             try:
                 await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True),
@@ -327,11 +325,6 @@ class Session:
                 f'prompt_id {prompt.prompt_id} is not greater than this session\'s last '
                 f'prompt_id {self._last_prompt_id}', prompt.prompt_id)
             return
-        try:
-            _to_spec(prompt)
-        except ValueError as exc:
-            await self._reply_error(protocol.ErrorCode.INVALID_FIELD, str(exc), prompt.prompt_id)
-            return
         self._last_prompt_id = prompt.prompt_id
         # a prompt not yet started is superseded by a newer one
         self._requested = (prompt, time.monotonic())
@@ -353,8 +346,7 @@ class Session:
         self.stats['errors'] += 1
         logger.info('session %s: closing: %s (%s)', self.id, message, protocol.ErrorCode(code).name)
         try:
-            await self.ws.send(protocol.Error.make(code, message, fatal=True).to_json())
-            await self.ws.close(int(code), protocol.ErrorCode(code).name.lower())
+            await send_fatal(self.ws, code, message)
         except Exception as exc:  # the client may already be gone
             logger.debug('session %s: could not deliver %s: %r', self.id, code, exc)
 
@@ -448,7 +440,7 @@ class Session:
                                     switch.prompt.prompt_id)
             return  # the old stream goes on
         old, held = self._current, self._held
-        self._current = _Stream(switch.prompt, runner, switch.prompt.first_seq, switch.received_at)
+        self._current = _Stream(switch.prompt, runner, switch.prompt.first_seq)
         self._held = None
         if old is not None:
             self._detach(old.runner.close())
@@ -477,18 +469,15 @@ class Session:
             self._held = None
         if stream.restarts == 0:
             try:
-                opened = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self.backend.open_stream, _to_spec(stream.prompt),
-                    self._tail.get())
-                stream.runner = StreamRunner(opened, self._executor, self.backend.channels)
-                stream.fresh = True
-                stream.restarts += 1
-                self._pacer.restart()
-                return await stream.runner.next_fragment()
+                stream.runner, first = await self._prepare(stream.prompt, self._tail.get())
             except Exception as exc:
                 logger.warning('session %s: restarting prompt %d failed: %s', self.id,
                                stream.prompt.prompt_id, exc)
-                await stream.runner.close()
+            else:
+                stream.fresh = True
+                stream.restarts += 1
+                self._pacer.restart()
+                return first
         await self._reply_error(protocol.ErrorCode.BACKEND_ERROR,
                                 f'the stream of prompt {stream.prompt.prompt_id} failed',
                                 stream.prompt.prompt_id)
@@ -534,6 +523,12 @@ class Session:
             self._pacer.sent(len(part) / self.backend.sample_rate)
             self._tail.append(part)
             self.stats['fragments'] += 1
+
+
+async def send_fatal(ws, code: protocol.ErrorCode, message: str):
+    """Answer with a fatal error, then close the connection with the same code."""
+    await ws.send(protocol.Error.make(code, message, fatal=True).to_json())
+    await ws.close(int(code), protocol.ErrorCode(code).name.lower())
 
 
 def _to_spec(prompt: protocol.Prompt) -> PromptSpec:
