@@ -248,7 +248,8 @@ def test_a_reply_to_hello_with_an_unhashable_type_is_a_malformed_frame():
         async with serve(answer, '127.0.0.1', 0) as server:
             port = server.sockets[0].getsockname()[1]
             with pytest.raises(protocol.MalformedFrame, match='bad reply to hello'):
-                await MusicClient(f'ws://127.0.0.1:{port}', token=TOKEN, open_timeout=5.0).connect()
+                client = MusicClient(f'ws://127.0.0.1:{port}', token=TOKEN, open_timeout=5.0)
+                await client.connect()
     run(scenario())
 
 
