@@ -51,29 +51,32 @@ PICKLE_PROTOCOL = 2   # the dataset's files come from Python 2
 
 # ----------------------------------------------------------------------------- helpers
 
-def _smooth_noise(rng, n, fs, cutoff_hz):
-    """Gaussian noise low-passed at ``cutoff_hz`` (Gaussian spectral roll-off), unit std."""
+def _shaped_noise(rng, n, fs, gain):
+    """Gaussian noise whose spectrum is weighted by ``gain(freqs [Hz])``, unit std."""
     if n < 2:
         return np.zeros(n)
     spectrum = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1.0 / fs)
-    spectrum *= np.exp(-0.5 * (freqs / cutoff_hz) ** 2)
-    spectrum[0] = 0.0
+    spectrum *= gain(np.fft.rfftfreq(n, 1.0 / fs))
     out = np.fft.irfft(spectrum, n)
     std = out.std()
     return out / std if std > 0 else out
+
+
+def _smooth_noise(rng, n, fs, cutoff_hz):
+    """Gaussian noise low-passed at ``cutoff_hz`` (Gaussian spectral roll-off, no DC), unit std."""
+    return _shaped_noise(rng, n, fs, lambda f: np.exp(-0.5 * (f / cutoff_hz) ** 2) * (f > 0))
 
 
 def _band_noise(rng, n, fs, low_hz, high_hz):
     """Gaussian noise band-limited to [low_hz, high_hz], unit std."""
-    if n < 2:
-        return np.zeros(n)
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1.0 / fs)
-    spectrum[(freqs < low_hz) | (freqs > high_hz)] = 0.0
-    out = np.fft.irfft(spectrum, n)
-    std = out.std()
-    return out / std if std > 0 else out
+    return _shaped_noise(rng, n, fs, lambda f: (f >= low_hz) & (f <= high_hz))
+
+
+def _edge_ramp(n, width, offset=0):
+    """Fade-in and fade-out weights of ``n`` samples: 0 -> 1 over ``width`` samples at each
+    end (starting from ``offset / width``), 1 in between."""
+    distance = np.minimum(np.arange(n), np.arange(n)[::-1]) + offset
+    return np.minimum(1.0, distance / width)
 
 
 def _moving_average(x, width):
@@ -207,7 +210,7 @@ def _stairs(rng, n, tr):
         flight_motion = _gait(rng, seg, tr['stairs_hz'] * rng.uniform(0.95, 1.05), impact,
                               swing, harmonics)
         flight_motion.acc[:, 0] *= 0.5   # little forward arm swing on stairs
-        window = np.minimum(1.0, np.minimum(np.arange(seg), np.arange(seg)[::-1]) / (0.5 * FS))
+        window = _edge_ramp(seg, 0.5 * FS)
         m.acc[pos:pos + seg] += flight_motion.acc * window[:, None]
         m.angles[pos:pos + seg] += flight_motion.angles * window[:, None]
         m.angles[pos:pos + seg, 1] += _deg(rng.normal(0, 5))
@@ -229,7 +232,6 @@ def _stairs(rng, n, tr):
 def _table_soccer(rng, n, tr):
     m = _Motion(n)
     m.base = _deg(np.array([-35.0, 0.0, 20.0]))
-    t = np.arange(n) / FS
     # Sliding the rods in and out and shifting on the feet between shots.
     m.acc[:, 0] += 0.12 * _smooth_noise(rng, n, FS, 1.5)
     m.acc[:, 1] += 0.08 * _smooth_noise(rng, n, FS, 1.0)
@@ -243,7 +245,6 @@ def _table_soccer(rng, n, tr):
         _add_pulse(m.angles[:, 0], start, spin, _deg(rng.uniform(40, 100)))
         _add_pulse(m.acc[:, 0], start, spin, rng.uniform(0.4, 1.3))
         _add_pulse(m.acc[:, 1], start, np.cos(2 * np.pi * freq * tt) * decay, rng.uniform(0.2, 0.6))
-    del t
     return m
 
 
@@ -348,8 +349,10 @@ def _transient(rng, n, tr):
     previous = None
     while pos < n:
         # Never two walks in a row: transient walking is stop-and-go, not a steady gait.
-        choices = ['stand', 'handle'] if previous == 'walk' else ['walk', 'stand', 'handle']
-        weights = np.array([0.45, 0.25, 0.3][-len(choices):] if previous != 'walk' else [0.45, 0.55])
+        if previous == 'walk':
+            choices, weights = ['stand', 'handle'], np.array([0.45, 0.55])
+        else:
+            choices, weights = ['walk', 'stand', 'handle'], np.array([0.45, 0.25, 0.3])
         mode = rng.choice(choices, p=weights / weights.sum())
         previous = mode
         length = min(int(rng.uniform(2, 4.5 if mode == 'walk' else 6) * FS), n - pos)
@@ -358,7 +361,7 @@ def _transient(rng, n, tr):
             walk = _gait(rng, length, tr['walk_hz'] * rng.uniform(0.75, 0.9),
                          tr['impact_g'] * rng.uniform(0.5, 0.8), tr['swing_deg'] * 0.6,
                          (1.0, 0.3, 0.1))
-            ramp = np.minimum(1.0, np.minimum(np.arange(length), np.arange(length)[::-1]) / (0.7 * FS))
+            ramp = _edge_ramp(length, 0.7 * FS)
             m.acc[pos:pos + length] += walk.acc * ramp[:, None]
             m.angles[pos:pos + length] += walk.angles * ramp[:, None]
         elif mode == 'handle':
@@ -432,7 +435,7 @@ def _wrist_acc_g(rng, activity_acc, tr):
         activity = int(activity_acc[start])
         motion = _MODELS[activity](rng, end - start, tr)
         seg = end - start
-        edge = np.minimum(1.0, np.minimum(np.arange(seg) + 1, np.arange(seg)[::-1] + 1) / fade)
+        edge = _edge_ramp(seg, fade, offset=1)
         base[start:end] = motion.base + _deg(tr['posture_deg'][activity])
         angles[start:end] = motion.angles * edge[:, None]
         body[start:end] = tr['vigour'] * motion.acc * edge[:, None]
