@@ -34,7 +34,6 @@ _CONFIG_DESCRIPTIONS = {
                         'meet it (MusicGen\'s T5 text encoder truncates long prompts).',
 }
 _CONFIG_NAMES = tuple(f.name for f in fields(DecisionConfig))
-_SEX_CODES = {UserProfile.SEX_MALE: 'm', UserProfile.SEX_FEMALE: 'f'}
 _STALE_AFTER_S = 10.0
 _LATENCY_WINDOW = 200
 
@@ -111,8 +110,7 @@ class PromptBuilderNode(Node):
                      msg.bpm, msg.confidence)
 
     def _on_profile(self, msg):
-        profile = Profile(age=msg.age, sex=_SEX_CODES.get(msg.sex, ''), height_cm=msg.height_cm,
-                          weight_kg=msg.weight_kg, skin_type=msg.skin_type, sport=msg.sport)
+        profile = Profile.from_msg(msg)
         self.get_logger().info(
             f'profile of {msg.user_id or "an unnamed listener"}: age {msg.age}, sex {msg.sex}, '
             f'{msg.height_cm:.1f} cm, {msg.weight_kg:.1f} kg')

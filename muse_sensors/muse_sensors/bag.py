@@ -30,7 +30,7 @@ import numpy as np
 
 from muse_sensors import dalia
 from muse_sensors.replay import (ActivityLabel, HeartRateSample, ImuSample, ProfileRecord,
-                                 merge_events, replay_span, subject_events)
+                                 event_key, replay_span, subject_events)
 
 IMU_TYPE = 'sensor_msgs/msg/Imu'
 HEART_RATE_TYPE = 'muse_msgs/msg/HeartRate'
@@ -45,9 +45,14 @@ class BagFormatError(ValueError):
     problem."""
 
 
+# Message type of every topic a bag holds, by role (the keys of topic_names()).
+_ROLE_TYPES = {'imu': IMU_TYPE, 'heart_rate': HEART_RATE_TYPE, 'user_profile': PROFILE_TYPE,
+               'ground_truth': ACTIVITY_TYPE}
+
+
 def topic_names(namespace=DEFAULT_NAMESPACE):
     """Absolute topic names under ``namespace``, keyed by role (relative names as in
-    muse_common.topics)."""
+    muse_common.topics); ``''`` gives each relative name with a leading slash."""
     from muse_common import topics
 
     ns = '/' + namespace.strip('/') if namespace.strip('/') else ''
@@ -153,32 +158,34 @@ def write_bag(subject, out_dir, storage='mcap', namespace=DEFAULT_NAMESPACE, sta
     make = _MessageFactory(store, start_time_s, frame_id)
     names = topic_names(namespace)
     plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
-    roles = (('imu', IMU_TYPE, qos.SENSOR, ImuSample, make.imu),
-             ('heart_rate', HEART_RATE_TYPE, qos.SENSOR, HeartRateSample, make.heart_rate),
-             ('user_profile', PROFILE_TYPE, qos.LATCHED, ProfileRecord, make.profile),
-             ('ground_truth', ACTIVITY_TYPE, qos.EVENTS, ActivityLabel, make.ground_truth))
-    events = list(subject_events(subject))
-    counts = {names[role]: 0 for role, *_ in roles}
+    # role: (offered QoS, as the live node publishes; replay event; message builder)
+    roles = {'imu': (qos.SENSOR, ImuSample, make.imu),
+             'heart_rate': (qos.SENSOR, HeartRateSample, make.heart_rate),
+             'user_profile': (qos.LATCHED, ProfileRecord, make.profile),
+             'ground_truth': (qos.EVENTS, ActivityLabel, make.ground_truth)}
+    events = subject_events(subject)   # a lazy timeline; its span is checked here
+    counts = {names[role]: 0 for role in roles}
     began = time.perf_counter()
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=len(events), unit='msg', unit_scale=True, file=sys.stderr,
+        # Counted in seconds of data, so the timeline is written as it is generated.
+        bar = tqdm(total=math.ceil(subject.duration_s), unit='s', file=sys.stderr,
                    desc=f'{subject.name} -> {out_dir.name}')
     try:
         with Writer(out_dir, version=9, storage_plugin=plugin) as writer:
             by_kind = {}
-            for role, msgtype, profile, kind, build in roles:
-                connection = writer.add_connection(names[role], msgtype, typestore=store,
+            for role, (profile, kind, build) in roles.items():
+                connection = writer.add_connection(names[role], _ROLE_TYPES[role], typestore=store,
                                                    offered_qos_profiles=[_bag_qos(profile)])
                 by_kind[kind] = (connection, build, names[role])
-            for n, event in enumerate(events, 1):
+            for event in events:
                 connection, build, topic = by_kind[type(event)]
                 stamp_ns = int(round((start_time_s + event.t) * 1e9))
                 writer.write(connection, stamp_ns, store.serialize_cdr(build(event), connection.msgtype))
                 counts[topic] += 1
-                if bar is not None and n % 2000 == 0:
-                    bar.update(2000)
+                if bar is not None and event.t - bar.n >= 60:
+                    bar.update(int(event.t) - bar.n)
     except WriterError as exc:
         raise OSError(f'{out_dir}: could not write the bag: {exc}') from exc
     finally:
@@ -221,20 +228,15 @@ def _reader(path):
     return reader
 
 
-_ROLE_TYPES = {'imu': IMU_TYPE, 'heart_rate': HEART_RATE_TYPE, 'user_profile': PROFILE_TYPE,
-               'ground_truth': ACTIVITY_TYPE}
-
-
 def _roles(path, connections):
     """role -> connection, found by type and the relative topic name (any namespace)."""
     from muse_common import topics
 
-    suffixes = {'imu': topics.IMU, 'heart_rate': topics.HEART_RATE,
-                'user_profile': topics.USER_PROFILE, 'ground_truth': topics.GROUND_TRUTH_ACTIVITY}
+    suffixes = topic_names('')   # '/imu' ...: the name itself, or under any namespace
     found = {}
     for role, msgtype in _ROLE_TYPES.items():
-        matches = [c for c in connections if c.msgtype == msgtype
-                   and (c.topic == '/' + suffixes[role] or c.topic.endswith('/' + suffixes[role]))]
+        matches = [c for c in connections
+                   if c.msgtype == msgtype and c.topic.endswith(suffixes[role])]
         if len(matches) > 1:
             raise BagFormatError(f'{path}: several {role} topics '
                                  f'({", ".join(c.topic for c in matches)}); expected one')
@@ -267,10 +269,6 @@ def bag_info(path):
                    {role: c.topic for role, c in roles.items()}, counts)
 
 
-def _seconds(stamp):
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
 def bag_events(info, start_offset_s=0.0, duration_s=0.0):
     """The replay timeline stored in a bag (see :func:`bag_info`), over the same span rules
     as :func:`muse_sensors.replay.subject_events`; data time 0 is the bag's first message."""
@@ -295,16 +293,14 @@ def bag_events(info, start_offset_s=0.0, duration_s=0.0):
                   for connection, timestamp, raw in reader.messages(
                       connections=wanted, start=start_ns, stop=stop_ns)
                   if timestamp < imu_stop_ns or connection.msgtype != IMU_TYPE)
-        # Storage order is log-time order; re-merge so equal times follow the replay order.
-        yield from merge_events(_sorted_runs(events))
+        # Storage order is log-time order; re-sort equal times into the replay order.
+        yield from _sorted_runs(events)
     finally:
         reader.close()
 
 
 def _sorted_runs(events):
     """Re-order only within equal timestamps (the storage already sorts by time)."""
-    from muse_sensors.replay import event_key
-
     batch = []
     for event in events:
         if batch and event.t != batch[0].t:
@@ -321,13 +317,12 @@ def _to_event(reader, connection, raw, t, start_ns):
         a = msg.linear_acceleration
         return ImuSample(t, (a.x, a.y, a.z))
     if connection.msgtype == HEART_RATE_TYPE:
+        from muse_common.stamps import to_sec
+
         return HeartRateSample(t, float(msg.bpm), float(msg.confidence), msg.source,
-                               _seconds(msg.header.stamp) - base)
+                               to_sec(msg.header.stamp) - base)
     if connection.msgtype == PROFILE_TYPE:
-        sex = {dalia.SEX_MALE: 'm', dalia.SEX_FEMALE: 'f'}.get(int(msg.sex), '')
-        return ProfileRecord(t, msg.user_id, dalia.Profile(
-            age=int(msg.age), sex=sex, height_cm=float(msg.height_cm),
-            weight_kg=float(msg.weight_kg), skin_type=int(msg.skin_type), sport=int(msg.sport)))
+        return ProfileRecord(t, msg.user_id, dalia.Profile.from_msg(msg))
     return ActivityLabel(t, int(msg.class_id), float(msg.heart_rate_bpm))
 
 

@@ -54,8 +54,6 @@ G = 9.80665          # standard gravity [m/s^2]
 
 TOP_LEVEL_KEYS = ('rpeaks', 'signal', 'label', 'activity', 'questionnaire', 'subject')
 WRIST_KEYS = ('ACC', 'BVP', 'EDA', 'TEMP')
-CHEST_KEYS = ('ACC', 'ECG', 'Resp')
-QUESTIONNAIRE_KEYS = ('AGE', 'Gender', 'HEIGHT', 'WEIGHT', 'SKIN', 'SPORT')
 
 # Sex codes, identical to muse_msgs/UserProfile's SEX_* constants (this module avoids rclpy).
 SEX_UNKNOWN, SEX_MALE, SEX_FEMALE = 0, 1, 2
@@ -96,6 +94,15 @@ class Profile:
     @property
     def sex_code(self):
         return {'m': SEX_MALE, 'f': SEX_FEMALE}.get(self.sex, SEX_UNKNOWN)
+
+    @classmethod
+    def from_msg(cls, msg):
+        """The profile a ``muse_msgs/UserProfile`` carries (an rclpy or a rosbags message);
+        sex codes other than male and female read as unknown."""
+        sex = {SEX_MALE: 'm', SEX_FEMALE: 'f'}.get(int(msg.sex), '')
+        return cls(age=int(msg.age), sex=sex, height_cm=float(msg.height_cm),
+                   weight_kg=float(msg.weight_kg), skin_type=int(msg.skin_type),
+                   sport=int(msg.sport))
 
 
 @dataclass

@@ -164,7 +164,6 @@ class SensorReplayNode(Node):
         self._imu = self._imu_template()
         self._clock_map = MonotonicToRos(self.get_clock())
         self._began = None
-        self._ended_at = None
 
         self._player = Player(timeline, t_start, t_end, self._emit, rate=rate, loop=loop,
                               on_end=self._on_end)
@@ -223,8 +222,10 @@ class SensorReplayNode(Node):
     def _emit(self, event, play_t, lateness_s):
         stamp = self._stamp(play_t)
         if self._clock_pub is not None:
-            self._clock_pub.publish(Clock(clock=stamps.from_sec(
-                self._clock_base_s + self._data_time(play_t))))
+            # With use_sim_time the stamp is already this /clock value.
+            clock = stamp if self._sim_time else stamps.from_sec(
+                self._clock_base_s + self._data_time(play_t))
+            self._clock_pub.publish(Clock(clock=clock))
         if isinstance(event, ImuSample):
             msg = self._imu
             msg.header.stamp = stamp
@@ -273,9 +274,9 @@ class SensorReplayNode(Node):
 
     def _on_end(self):
         """Player thread: the data ended (or playback failed)."""
-        self._ended_at = time.monotonic()
+        ended_at = time.monotonic()
         player = self._player
-        summary = (f'{self._name}: published {self.counts} over {self._ended_at - self._began:.1f} s wall '
+        summary = (f'{self._name}: published {self.counts} over {ended_at - self._began:.1f} s wall '
                    f'(data {player.data_t:.1f} s, {player.loops_done} loops); lateness mean '
                    f'{player.lateness.mean * 1e3:.2f} ms, p95 {player.lateness.percentile(95) * 1e3:.2f} ms, '
                    f'max {player.lateness.max * 1e3:.2f} ms')
@@ -310,15 +311,8 @@ class SensorReplayNode(Node):
     # ----------------------------------------------------------------- parameters
 
     def _on_set_parameters(self, changes):
-        for change in changes:
-            if change.name == 'rate':
-                value = change.value
-                if not isinstance(value, float) or not math.isfinite(value) or value <= 0:
-                    return SetParametersResult(successful=False,
-                                               reason=f'rate must be a float > 0, got {value!r}')
-            elif change.name in ('loop', 'shutdown_on_end') and not isinstance(change.value, bool):
-                return SetParametersResult(successful=False,
-                                           reason=f'{change.name} must be a bool')
+        # rclpy has already refused wrong types and values outside the declared ranges (the
+        # descriptors), so every change that gets here can be applied.
         for change in changes:
             if change.name == 'rate':
                 self._player.set_rate(change.value)

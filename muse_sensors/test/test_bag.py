@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from muse_common.stamps import to_sec
 from muse_sensors import bag, dalia, synthetic
 from muse_sensors.replay import ActivityLabel, HeartRateSample, ImuSample, subject_events
 
@@ -39,10 +40,6 @@ def read_raw(path):
     return out, types, qos
 
 
-def sec(stamp):
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
 @pytest.mark.parametrize('storage', bag.STORAGES)
 def test_round_trip(tmp_path, subject, storage):
     out = tmp_path / f'bag_{storage}'
@@ -69,10 +66,10 @@ def test_round_trip(tmp_path, subject, storage):
     for i in (0, 1, 1000, n_imu - 1):
         t_ns, msg = imu[i]
         assert t_ns == round((START + i / 32) * 1e9)
-        assert sec(msg.header.stamp) == pytest.approx(START + i / 32, abs=1e-6)
+        assert to_sec(msg.header.stamp) == pytest.approx(START + i / 32, abs=1e-6)
         assert msg.header.frame_id == 'wrist'
         np.testing.assert_allclose([msg.linear_acceleration.x, msg.linear_acceleration.y,
-                                    msg.linear_acceleration.z], subject.acc_g[i] * 9.80665, rtol=1e-6)
+                                    msg.linear_acceleration.z], subject.acc_g[i] * dalia.G, rtol=1e-6)
         assert msg.orientation_covariance[0] == -1 and msg.angular_velocity_covariance[0] == -1
         assert not np.any(msg.linear_acceleration_covariance)
     log_times = [t for t, _ in imu]
@@ -81,7 +78,7 @@ def test_round_trip(tmp_path, subject, storage):
     hr = msgs['/muse/heart_rate']
     for j, (t_ns, msg) in enumerate(hr):
         assert t_ns == round((START + 2 * j + 8) * 1e9)              # published at window end
-        assert sec(msg.header.stamp) == pytest.approx(START + 2 * j + 4, abs=1e-6)  # centre
+        assert to_sec(msg.header.stamp) == pytest.approx(START + 2 * j + 4, abs=1e-6)  # centre
         assert msg.bpm == pytest.approx(subject.hr_bpm[j], rel=1e-6)
         assert msg.source == 'ecg_reference' and msg.confidence == 1.0
 

@@ -28,7 +28,7 @@ def test_full_timeline(subject):
     kinds = by_kind(events)
     assert len(kinds[ImuSample]) == len(subject.acc_g) == 120 * 32
     assert [e.t for e in kinds[ImuSample][:3]] == [0.0, 1 / 32, 2 / 32]
-    np.testing.assert_allclose([kinds[ImuSample][5].accel_mps2], [subject.acc_g[5] * 9.80665],
+    np.testing.assert_allclose([kinds[ImuSample][5].accel_mps2], [subject.acc_g[5] * dalia.G],
                                rtol=1e-6)
     # Heart rate j is published when its window closes (2j + 8), stamped at its centre.
     hr = kinds[HeartRateSample]
