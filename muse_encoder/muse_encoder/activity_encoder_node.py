@@ -27,8 +27,8 @@ from muse_common.node_main import run_node
 from muse_common.params import declare
 from muse_encoder.inference import BACKENDS, SMOOTHING_METHODS, ActivityEncoder, ProbabilitySmoother
 from muse_encoder.statics import Statics, sex_female_from_code
+from muse_sensors import dalia
 
-STANDARD_GRAVITY = 9.80665    # m/s^2 per g (the encoder's features take g)
 WINDOW_QUEUE_DEPTH = 4        # windows waiting for the worker before the oldest is dropped
 TIMING_HISTORY = 200          # windows over which diagnostics report inference time
 STAMP_RESET_S = 1.0           # a stamp this far behind the last one restarts the window
@@ -69,12 +69,10 @@ class ActivityEncoderNode(Node):
         declare(self, 'default_weight_kg', 0.0, 'Weight [kg] used without a profile; 0 = training mean.',
                 min_value=0.0, max_value=400.0)
 
-        try:
-            self._encoder = ActivityEncoder(checkpoint or None, backend=backend,
-                                            onnx_path=onnx_model or None, threads=threads)
-        except (ValueError, FileNotFoundError) as exc:
-            self.get_logger().fatal(f'cannot load the encoder: {exc}')
-            raise
+        # A bad checkpoint raises ValueError or FileNotFoundError, which run_node reports
+        # as one 'cannot start' line.
+        self._encoder = ActivityEncoder(checkpoint or None, backend=backend,
+                                        onnx_path=onnx_model or None, threads=threads)
         self._window = self._encoder.features.window_samples(self._imu_rate)
 
         self._lock = threading.Lock()           # guards everything below shared with the worker
@@ -124,18 +122,16 @@ class ActivityEncoderNode(Node):
         method = values.get('smoothing', self.get_parameter('smoothing').value)
         alpha = values.get('smoothing_alpha', self.get_parameter('smoothing_alpha').value)
         window = values.get('smoothing_window', self.get_parameter('smoothing_window').value)
+        # stride_s needs no check: its range (>= 0.25 s) and imu_rate_hz's (>= 16 Hz, read-only)
+        # make every stride at least 4 samples.
         problem = ProbabilitySmoother.validate(method, alpha, window)
-        if problem is None and 'stride_s' in values:
-            stride = int(round(values['stride_s'] * self._imu_rate))
-            if stride < 1:
-                problem = f'stride_s {values["stride_s"]} is less than one IMU sample'
         return SetParametersResult(successful=problem is None, reason=problem or '')
 
     def _apply_parameters(self):
         get = lambda name: self.get_parameter(name).value  # noqa: E731
         with self._lock:
             self._stride_s = get('stride_s')
-            self._stride = max(1, int(round(self._stride_s * self._imu_rate)))
+            self._stride = int(round(self._stride_s * self._imu_rate))
             self._hr_timeout = int(round(get('heart_rate_timeout_s') * self._imu_rate))
             self._defaults = Statics(get('default_heart_rate_bpm'), get('default_age_years'),
                                      sex_female_from_code(get('default_sex')),
@@ -165,7 +161,7 @@ class ActivityEncoderNode(Node):
 
     def _on_imu(self, msg):
         a = msg.linear_acceleration
-        sample = np.array([a.x, a.y, a.z], np.float64) / STANDARD_GRAVITY
+        sample = np.array([a.x, a.y, a.z], np.float64) / dalia.G   # the features take g
         stamp = stamps.to_sec(msg.header.stamp)
         if not np.all(np.isfinite(sample)):
             self.get_logger().warning('IMU sample with NaN/inf acceleration dropped',
@@ -223,13 +219,9 @@ class ActivityEncoderNode(Node):
         """(Statics for the model, heart rate used or NaN, hr defaulted, profile defaulted)."""
         hr_known = (self._heart_rate is not None
                     and self._samples - self._heart_rate[1] <= self._hr_timeout)
-        profile = self._profile or Statics()
-        d = self._defaults
-        statics = Statics(
-            self._heart_rate[0] if hr_known else d.heart_rate_bpm,
-            *(d_value if np.isnan(value) else value for value, d_value in (
-                (profile.age_years, d.age_years), (profile.sex_female, d.sex_female),
-                (profile.height_cm, d.height_cm), (profile.weight_kg, d.weight_kg))))
+        profile = (self._profile or Statics()).filled(self._defaults)
+        statics = profile.with_heart_rate(self._heart_rate[0] if hr_known
+                                          else self._defaults.heart_rate_bpm)
         hr_used = self._heart_rate[0] if hr_known else float('nan')
         return statics, hr_used, not hr_known, self._profile is None
 
@@ -315,9 +307,11 @@ class ActivityEncoderNode(Node):
         return diagnostics.OK, 'all inputs live', values
 
     def destroy_node(self):
-        self._stop.set()
-        if self._worker.is_alive():
-            self._worker.join(timeout=5.0)
+        worker = getattr(self, '_worker', None)   # absent if the checkpoint failed to load
+        if worker is not None:
+            self._stop.set()
+            if worker.is_alive():
+                worker.join(timeout=5.0)
         return super().destroy_node()
 
 

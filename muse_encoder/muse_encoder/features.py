@@ -239,10 +239,19 @@ class AccelToRGBMel:
         windows = sliding_window_view(acc, length, axis=0)[starts].transpose(0, 2, 1)
         return windows, starts
 
+    def batched_features(self, windows, sample_rate, batch_size=512, progress=None):
+        """Features of many windows (W, T, 3) -> (W, 3, M, F), ``batch_size`` windows per call
+        of :meth:`features` so the intermediate arrays stay small; ``progress(n)`` is called
+        after each batch of n windows."""
+        images = np.empty((len(windows),) + self.output_shape, np.float32)
+        for first in range(0, len(windows), batch_size):
+            batch = windows[first:first + batch_size]
+            images[first:first + batch_size] = self.features(batch, sample_rate)
+            if progress is not None:
+                progress(len(batch))
+        return images
+
     def stream_features(self, acc_g, sample_rate, batch_size=512):
         """Features of every stride of a stream: (images (W, 3, M, F), starts (W,))."""
         windows, starts = self.sliding_windows(acc_g, sample_rate)
-        images = np.empty((len(windows),) + self.output_shape, np.float32)
-        for first in range(0, len(windows), batch_size):
-            images[first:first + batch_size] = self.features(windows[first:first + batch_size], sample_rate)
-        return images, starts
+        return self.batched_features(windows, sample_rate, batch_size), starts

@@ -59,5 +59,11 @@ class Statics:
                   for name, value in zip(STATIC_INPUTS, astuple(self))]
         return np.asarray(values, dtype=np.float32)
 
+    def filled(self, defaults):
+        """These values, each unknown one replaced by the same input of ``defaults`` (a
+        Statics, whose value may be unknown too)."""
+        return Statics(*(default if math.isnan(value) else value
+                         for value, default in zip(astuple(self), astuple(defaults))))
+
     def with_heart_rate(self, bpm):
         return Statics(bpm, self.age_years, self.sex_female, self.height_cm, self.weight_kg)

@@ -47,13 +47,9 @@ FALLBACK_STATIC_DEFAULTS = {'heart_rate_bpm': 80.0, 'age_years': 30.0, 'sex_fema
 
 
 def compute_images(features, windows, batch_size=256, progress=True):
-    images = np.empty((len(windows),) + features.output_shape, np.float32)
     with tqdm(total=len(windows), desc='log-mel features', unit='win', disable=not progress) as bar:
-        for first in range(0, len(windows), batch_size):
-            chunk = windows.acc_g[first:first + batch_size]
-            images[first:first + batch_size] = features(chunk, windows.sample_rate)
-            bar.update(len(chunk))
-    return images
+        return features.batched_features(windows.acc_g, windows.sample_rate, batch_size,
+                                         progress=bar.update)
 
 
 def static_defaults_from(statics):

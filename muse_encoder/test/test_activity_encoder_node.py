@@ -25,7 +25,6 @@ from muse_sensors.synthetic import write_subject
 
 NS = '/enc_test'
 T0 = 1000.0          # data time 0 of the replay, as a ROS stamp [s]
-G = 9.80665
 
 
 @pytest.fixture(scope='module')
@@ -70,7 +69,7 @@ def replay(ros_node, subject, samples, node_process, with_heart_rate=True, with_
         msg = Imu()
         msg.header.stamp = stamps.from_sec(T0 + t)
         msg.header.frame_id = 'wrist'
-        a = subject.acc_g[i].astype(np.float64) * G
+        a = subject.acc_g[i].astype(np.float64) * dalia.G
         msg.linear_acceleration = Vector3(x=a[0], y=a[1], z=a[2])
         msg.orientation_covariance[0] = -1.0
         msg.angular_velocity_covariance[0] = -1.0
