@@ -18,13 +18,18 @@ import json
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from muse_common.stamps import to_sec
+from muse_player.pcm import ENCODING_PCM_S16LE, ENCODINGS
+from muse_sensors.dalia import ACTIVITY_NAMES
 
 from muse_bringup.session import SessionPaths
 
-TRANSIENT = 0
+# Ground-truth windows between activities, left out of the encoder scores (as in decision.py).
+TRANSIENT = ACTIVITY_NAMES.index('transient')
 SILENCE_DBFS = -60.0
 MIN_SILENCE_S = 0.25
 
@@ -49,9 +54,21 @@ class SessionData:
         times += [p['stamp'] for p in self.prompts]
         return min(times) if times else 0.0
 
+    # Derived from `playback` for both the metrics and the timeline; cached on first use, so
+    # read them only once load_session has filled it.
+    @cached_property
+    def audible(self):
+        """{prompt_id: stamp of its PROMPT_AUDIBLE event} (the last one, should it repeat)."""
+        from muse_msgs.msg import PlaybackEvent
+        return {pid: t for t, event, pid, *_ in self.playback
+                if event == PlaybackEvent.PROMPT_AUDIBLE}
 
-def _sec(stamp):
-    return stamp.sec + stamp.nanosec * 1e-9
+    @cached_property
+    def first_audible(self):
+        """(stamp, stream_time_s) of the session's first PROMPT_AUDIBLE event, or None."""
+        from muse_msgs.msg import PlaybackEvent
+        return next(((t, stream_t) for t, event, _, _, stream_t, *_ in self.playback
+                     if event == PlaybackEvent.PROMPT_AUDIBLE), None)
 
 
 def _suffix(topic, relative):
@@ -65,7 +82,6 @@ def load_session(bag_path):
     from rosbags.highlevel import AnyReader
 
     data = SessionData()
-    bytes_per_sample = {0: 2, 1: 4}
     with AnyReader([Path(bag_path)], default_typestore=muse_typestore()) as reader:
         for connection, _, raw in reader.messages():
             topic = connection.topic
@@ -76,27 +92,29 @@ def load_session(bag_path):
                 continue
             msg = reader.deserialize(raw, connection.msgtype)
             if _suffix(topic, topics.GROUND_TRUTH_ACTIVITY):
-                data.ground_truth.append((_sec(msg.header.stamp), int(msg.class_id)))
+                data.ground_truth.append((to_sec(msg.header.stamp), int(msg.class_id)))
             elif _suffix(topic, topics.ACTIVITY):
-                data.estimates.append((_sec(msg.header.stamp), int(msg.class_id),
+                data.estimates.append((to_sec(msg.header.stamp), int(msg.class_id),
                                        int(msg.raw_class_id), float(msg.confidence),
                                        float(msg.inference_ms)))
             elif _suffix(topic, topics.HEART_RATE):
-                data.heart_rate.append((_sec(msg.header.stamp), float(msg.bpm)))
+                data.heart_rate.append((to_sec(msg.header.stamp), float(msg.bpm)))
             elif _suffix(topic, topics.PROMPT):
                 data.prompts.append({
-                    'prompt_id': int(msg.prompt_id), 'stamp': _sec(msg.header.stamp),
-                    'trigger': _sec(msg.trigger_stamp), 'reason': int(msg.reason),
+                    'prompt_id': int(msg.prompt_id), 'stamp': to_sec(msg.header.stamp),
+                    'trigger': to_sec(msg.trigger_stamp), 'reason': int(msg.reason),
                     'activity': msg.activity, 'class_id': int(msg.activity_class_id),
                     'style': msg.style, 'target_bpm': float(msg.target_bpm),
                     'heart_rate_bpm': float(msg.heart_rate_bpm), 'text': msg.text})
             elif _suffix(topic, topics.AUDIO):
-                frame_bytes = bytes_per_sample.get(int(msg.encoding), 2) * max(int(msg.channels), 1)
+                # An unknown encoding is sized as s16, the wire's default.
+                dtype = ENCODINGS.get(int(msg.encoding), ENCODINGS[ENCODING_PCM_S16LE])
+                frame_bytes = dtype.itemsize * max(int(msg.channels), 1)
                 duration = len(msg.data) / frame_bytes / max(int(msg.sample_rate), 1)
-                data.fragments.append((_sec(msg.header.stamp), int(msg.prompt_id), int(msg.seq),
+                data.fragments.append((to_sec(msg.header.stamp), int(msg.prompt_id), int(msg.seq),
                                        duration, bool(msg.is_first)))
             elif _suffix(topic, topics.PLAYBACK):
-                data.playback.append((_sec(msg.header.stamp), int(msg.event), int(msg.prompt_id),
+                data.playback.append((to_sec(msg.header.stamp), int(msg.event), int(msg.prompt_id),
                                       int(msg.seq), float(msg.stream_time_s),
                                       float(msg.latency_s), float(msg.duration_s)))
     data.prompts.sort(key=lambda p: p['prompt_id'])
@@ -145,13 +163,22 @@ def encoder_accuracy(data, num_classes=9):
             'macro_f1': round(float(np.mean(f1s)), 4)}
 
 
-def audio_metrics(wav_path, music_start_s=0.0):
-    """Level, silences and steps of the session WAV from ``music_start_s`` (the first audible
-    sample; the recording starts with the sink, possibly while the first stream prebuffers)."""
-    import soundfile
+def read_wav(wav_path):
+    """The session WAV as (float32 samples shaped (frames, channels), rate), None if absent;
+    read once for both the metrics and the timeline."""
     if not Path(wav_path).exists():
+        return None
+    import soundfile
+    return soundfile.read(str(wav_path), dtype='float32', always_2d=True)
+
+
+def audio_metrics(wav, music_start_s=0.0):
+    """Level, silences and steps of the session audio (``read_wav``) from ``music_start_s``
+    (the first audible sample; the recording starts with the sink, possibly while the first
+    stream prebuffers)."""
+    if wav is None:
         return {'present': False}
-    audio, rate = soundfile.read(str(wav_path), dtype='float32', always_2d=True)
+    audio, rate = wav
     result = {'present': True, 'sample_rate': int(rate), 'duration_s': round(len(audio) / rate, 3),
               'music_start_s': round(music_start_s, 3)}
     mono = audio[int(round(music_start_s * rate)):].mean(axis=1)
@@ -178,11 +205,11 @@ def _run_lengths(mask):
     return edges[1::2] - edges[0::2]
 
 
-def compute_metrics(data, wav_path):
+def compute_metrics(data, wav):
+    """Metrics of a loaded session; ``wav`` as returned by ``read_wav``."""
     from muse_msgs.msg import MusicPrompt, PlaybackEvent
 
-    audible = {pid: t for t, event, pid, *_ in data.playback
-               if event == PlaybackEvent.PROMPT_AUDIBLE}
+    audible = data.audible
     change_latency = [audible[p['prompt_id']] - p['trigger'] for p in data.prompts
                       if p['reason'] == MusicPrompt.REASON_ACTIVITY_CHANGE
                       and p['prompt_id'] in audible and p['trigger'] > 0]
@@ -230,9 +257,7 @@ def compute_metrics(data, wav_path):
         'encoder': {**encoder_accuracy(data),
                     'inference_ms': percentiles([e[4] for e in data.estimates])},
         'imu_messages': data.imu_count,
-        'audio': audio_metrics(wav_path, next(
-            (stream_t for _, event, _, _, stream_t, *_ in data.playback
-             if event == PlaybackEvent.PROMPT_AUDIBLE), 0.0)),
+        'audio': audio_metrics(wav, data.first_audible[1] if data.first_audible else 0.0),
     }
     metrics['summary'] = summary_lines(metrics)
     return metrics
@@ -263,16 +288,13 @@ def summary_lines(m):
     ]
 
 
-def draw_timeline(data, metrics, wav_path, png_path):
+def draw_timeline(data, metrics, wav, png_path):
+    """The timeline PNG of a loaded session; ``wav`` as returned by ``read_wav``."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from muse_msgs.msg import MusicPrompt, PlaybackEvent
 
-    try:
-        from muse_sensors.dalia import ACTIVITY_NAMES
-    except ImportError:
-        ACTIVITY_NAMES = tuple(str(i) for i in range(9))
     t0 = data.start
     fig, axes = plt.subplots(5, 1, figsize=(14, 12), sharex=True,
                              gridspec_kw={'height_ratios': [2.2, 1.3, 1.2, 1.2, 1.6]})
@@ -324,7 +346,7 @@ def draw_timeline(data, metrics, wav_path, png_path):
     ax_frag.set_ylabel('prompt id')
     ax_frag.set_title('fragment arrivals (red: underruns)', fontsize=9, loc='left')
 
-    audible = {pid: t for t, event, pid, *_ in data.playback if event == PlaybackEvent.PROMPT_AUDIBLE}
+    audible = data.audible
     for p in data.prompts:
         if p['prompt_id'] in audible:
             t_aud = audible[p['prompt_id']] - t0
@@ -336,7 +358,7 @@ def draw_timeline(data, metrics, wav_path, png_path):
     ax_lat.set_title('bars: prompt -> audible; triangles: activity change -> audible', fontsize=9,
                      loc='left')
 
-    _draw_mel(ax_mel, wav_path, data, t0)
+    _draw_mel(ax_mel, wav, data, t0)
     ax_mel.set_xlabel('session time [s]')
     m = metrics
     fig.suptitle('MUSE session - ' + '; '.join(summary_lines(m)[:3]), fontsize=10)
@@ -345,22 +367,20 @@ def draw_timeline(data, metrics, wav_path, png_path):
     plt.close(fig)
 
 
-def _draw_mel(ax, wav_path, data, t0):
-    from muse_msgs.msg import PlaybackEvent
+def _draw_mel(ax, wav, data, t0):
     ax.set_ylabel('mel band')
-    if not Path(wav_path).exists():
+    if wav is None:
         ax.text(0.5, 0.5, 'no session WAV', transform=ax.transAxes, ha='center')
         return
     import librosa
-    import soundfile
-    audio, rate = soundfile.read(str(wav_path), dtype='float32', always_2d=True)
+    audio, rate = wav
     if len(audio) < rate // 10:
         return
     mel = librosa.power_to_db(librosa.feature.melspectrogram(
         y=audio.mean(axis=1), sr=rate, n_fft=2048, hop_length=1024, n_mels=64), ref=np.max)
     # The WAV's t=0 is when the player started; place it on the session clock.
-    offset = next((t - stream_t for t, event, _, _, stream_t, *_ in data.playback
-                   if event == PlaybackEvent.PROMPT_AUDIBLE), t0) - t0
+    first = data.first_audible
+    offset = (first[0] - first[1] if first else t0) - t0
     ax.imshow(mel, origin='lower', aspect='auto', cmap='magma',
               extent=[offset, offset + len(audio) / rate, 0, mel.shape[0]])
     ax.set_title('session audio (log-mel)', fontsize=9, loc='left')
@@ -372,9 +392,10 @@ def write_report(session):
     if not session.bag.exists():
         raise FileNotFoundError(f'no session bag at {session.bag}')
     data = load_session(session.bag)
-    metrics = compute_metrics(data, session.wav)
+    wav = read_wav(session.wav)
+    metrics = compute_metrics(data, wav)
     session.metrics_json.write_text(json.dumps(metrics, indent=2) + '\n')
-    draw_timeline(data, metrics, session.wav, session.timeline_png)
+    draw_timeline(data, metrics, wav, session.timeline_png)
     return metrics['summary']
 
 

@@ -18,6 +18,7 @@ from muse_common.node_main import run_node
 from muse_common.rosbag_types import muse_typestore
 from muse_msgs.msg import (ActivityEstimate, AudioFragment, HeartRate, MusicPrompt,
                            PlaybackEvent, PromptOverride, UserProfile)
+from muse_sensors.bag import STORAGES
 from rclpy.node import Node
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Imu
@@ -36,8 +37,6 @@ RECORDED_TOPICS = (
     (topics.PLAYBACK, PlaybackEvent, qos.EVENTS),
     (topics.DIAGNOSTICS, DiagnosticArray, qos.EVENTS),
 )
-
-STORAGES = ('mcap', 'sqlite3')
 
 
 def ros_type_name(msg_class):
