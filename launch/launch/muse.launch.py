@@ -13,7 +13,7 @@ report (timeline.png, metrics.json) beside the bag and the stitched WAV.
 
 import os
 
-from ament_index_python.packages import get_package_prefix, get_package_share_directory
+from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import (DeclareLaunchArgument, EmitEvent, ExecuteProcess, LogInfo,
                             OpaqueFunction, RegisterEventHandler, TimerAction)
@@ -35,8 +35,8 @@ ARGUMENTS = (
     ('duration_s', '0.0', 'Replay only this much data [s] (0 = all).'),
     ('start_offset_s', '0.0', 'Skip this much data at the start of the subject [s].'),
     ('server_url', '', 'ws:// URL of a running music server. Empty: start a local server.'),
-    ('token', os.environ.get('MUSE_SERVER_TOKEN', ''),
-     'Server token (default $MUSE_SERVER_TOKEN; random for a local server).'),
+    ('token', os.environ.get(graph.TOKEN_ENV, ''),
+     f'Server token (default ${graph.TOKEN_ENV}; random for a local server).'),
     ('backend', 'synth', 'Backend of the local server: synth or musicgen.'),
     ('model', 'facebook/musicgen-small', 'MusicGen hub id or local path (backend musicgen).'),
     ('style', 'chill_techno', 'Style preset of the prompt builder.'),
@@ -50,26 +50,17 @@ ARGUMENTS = (
 )
 
 
-def _executable(package, name):
-    return os.path.join(get_package_prefix(package), 'lib', package, name)
-
-
 def launch_setup(context):
     arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
     session = new_session_dir(arg['output_dir'])
-    subject = arg['subject']
-    if not subject:
-        from muse_sensors.synthetic import write_subject
-        subject = str(write_subject(session.subject_dir, 1, float(arg['synthetic_minutes']),
-                                    int(arg['seed'])))
+    subject = arg['subject'] or str(graph.synthetic_subject(
+        session, float(arg['synthetic_minutes']), int(arg['seed'])))
     options = graph.GraphOptions(
         subject=subject, session=session, rate=float(arg['rate']),
         duration_s=float(arg['duration_s']), start_offset_s=float(arg['start_offset_s']),
         server_url=arg['server_url'], backend=arg['backend'], model=arg['model'],
         style=arg['style'], sink=arg['sink'], log_level=arg['log_level'],
-        namespace=arg['namespace'])
-    if arg['token']:
-        options.token = arg['token']
+        namespace=arg['namespace'], token=graph.session_token(arg['token']))
     options.validate()
 
     actions = [LogInfo(msg=f'MUSE session folder: {session.root}')]
@@ -77,7 +68,7 @@ def launch_setup(context):
     if not server_url:
         server_args, server_env, server_url = graph.local_server(options, graph.free_port())
         actions.append(ExecuteProcess(
-            cmd=[_executable(*SERVER_EXECUTABLE), *server_args], name='music_server',
+            cmd=[str(graph.executable(*SERVER_EXECUTABLE)), *server_args], name='music_server',
             additional_env=server_env, output='screen', sigterm_timeout='10'))
 
     overrides = graph.node_parameters(options, server_url)

@@ -10,6 +10,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from muse_cloud_bridge.client import TOKEN_ENV, resolve_token
+
 from muse_bringup.session import NAMESPACE, SessionPaths
 
 BACKENDS = ('synth', 'musicgen')
@@ -48,6 +50,27 @@ class GraphOptions:
             raise ValueError(f'server_url {self.server_url!r} must start with ws:// or wss://')
 
 
+def session_token(given=None):
+    """The token the server and the bridge share: ``given``, else ``$MUSE_SERVER_TOKEN`` (the
+    bridge's and server's own rule), else a random one (good for a local server only)."""
+    return resolve_token(given, None) or secrets.token_urlsafe(16)
+
+
+def synthetic_subject(session, minutes, seed):
+    """Generate the synthetic PPG-DaLiA subject (S1) replayed when the user names none."""
+    from muse_sensors.synthetic import write_subject
+    return write_subject(session.subject_dir, 1, minutes, seed)
+
+
+def executable(package, name):
+    """The installed executable, where ``ros2 run`` would find it (lib/<package>/<name>)."""
+    from ament_index_python.packages import get_package_prefix
+    path = Path(get_package_prefix(package)) / 'lib' / package / name
+    if not path.exists():
+        raise FileNotFoundError(f'{package}/{name} is not installed at {path}; run ./muse.sh setup')
+    return path
+
+
 def free_port(host='127.0.0.1'):
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -60,7 +83,7 @@ def local_server(options, port):
     args = ['--host', '127.0.0.1', '--port', str(port), '--backend', options.backend]
     if options.backend == 'musicgen':
         args += ['--model', options.model]
-    return args, {'MUSE_SERVER_TOKEN': options.token}, f'ws://127.0.0.1:{port}'
+    return args, {TOKEN_ENV: options.token}, f'ws://127.0.0.1:{port}'
 
 
 def node_parameters(options, server_url):

@@ -31,15 +31,6 @@ def package_share(package):
     return Path(get_package_share_directory(package))
 
 
-def executable(package, name):
-    """The installed executable, where ``ros2 run`` would find it (lib/<package>/<name>)."""
-    from ament_index_python.packages import get_package_prefix
-    path = Path(get_package_prefix(package)) / 'lib' / package / name
-    if not path.exists():
-        raise FileNotFoundError(f'{package}/{name} is not installed at {path}; run ./muse.sh setup')
-    return path
-
-
 class ManagedProcess:
     """A child process whose output is prefixed on the console and kept in a log file."""
 
@@ -144,7 +135,8 @@ def parse_args(argv):
     parser.add_argument('--server-url', default='',
                         help='ws:// URL of a running music server; default: start a local one')
     parser.add_argument('--token', default=None,
-                        help='server token (default: $MUSE_SERVER_TOKEN, or random for a local server)')
+                        help=f'server token (default: ${graph.TOKEN_ENV}, or random for a local '
+                        'server)')
     parser.add_argument('--backend', choices=graph.BACKENDS, default='synth',
                         help='backend of the local server (default synth)')
     parser.add_argument('--model', default='facebook/musicgen-small',
@@ -171,10 +163,9 @@ def parse_args(argv):
 def prepare_subject(args, session):
     if args.subject:
         return Path(args.subject).expanduser().resolve()
-    from muse_sensors.synthetic import write_subject
     print(f'[muse_run] generating a synthetic PPG-DaLiA subject ({args.synthetic_minutes:g} min, '
           f'seed {args.seed})', flush=True)
-    return write_subject(session.subject_dir, 1, args.synthetic_minutes, args.seed)
+    return graph.synthetic_subject(session, args.synthetic_minutes, args.seed)
 
 
 def run(args):
@@ -184,10 +175,8 @@ def run(args):
     options = graph.GraphOptions(
         subject=str(subject), session=session, rate=args.rate, duration_s=args.duration_s,
         start_offset_s=args.start_offset_s, server_url=args.server_url, backend=args.backend,
-        model=args.model, style=args.style, sink=args.sink, log_level=args.log_level)
-    token = args.token or os.environ.get('MUSE_SERVER_TOKEN')
-    if token:
-        options.token = token
+        model=args.model, style=args.style, sink=args.sink, log_level=args.log_level,
+        token=graph.session_token(args.token))
     options.validate()
     params_file = Path(args.params_file) if args.params_file else \
         package_share('muse_bringup') / 'config' / 'muse.yaml'
@@ -204,7 +193,7 @@ def run(args):
             port = graph.free_port()
             server_args, server_env, server_url = graph.local_server(options, port)
             server = ManagedProcess(
-                'music_server', [executable(*SERVER_EXECUTABLE), *server_args],
+                'music_server', [graph.executable(*SERVER_EXECUTABLE), *server_args],
                 session.logs / 'music_server.log', next(colours), args.quiet, env=server_env)
             processes.append(server)
             health = wait_for_health(f'http://127.0.0.1:{port}/healthz', 120.0, server)
@@ -216,7 +205,7 @@ def run(args):
             if name == 'sensor_replay':
                 wait_for_nodes(options.namespace, [n for _, n in GRAPH_NODES if n != name],
                                60.0, processes)
-            argv = [executable(package, name), *graph.ros_args(
+            argv = [graph.executable(package, name), *graph.ros_args(
                 options.namespace, params_file, overrides[name], options.log_level)]
             proc = ManagedProcess(name, argv, session.logs / f'{name}.log', next(colours),
                                   args.quiet)

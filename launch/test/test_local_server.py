@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from muse_bringup import graph
-from muse_bringup.runner import ManagedProcess, executable, wait_for_health
+from muse_bringup.runner import ManagedProcess, wait_for_health
 from muse_bringup.session import SERVER_EXECUTABLE, SessionPaths
 from muse_cloud_bridge.client import MusicClient, ServerError
 
@@ -17,7 +17,7 @@ def test_local_server_accepts_the_session_token_only(tmp_path):
     port = graph.free_port()
     args, env, url = graph.local_server(options, port)
     assert options.token not in ' '.join(args)
-    server = ManagedProcess('music_server', [executable(*SERVER_EXECUTABLE), *args],
+    server = ManagedProcess('music_server', [graph.executable(*SERVER_EXECUTABLE), *args],
                             tmp_path / 'server.log', colour='', quiet=True, env=env)
     try:
         health = wait_for_health(f'http://127.0.0.1:{port}/healthz', 60.0, server)

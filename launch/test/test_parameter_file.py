@@ -8,13 +8,11 @@ Each node is started as its own process exactly as the runner and the launch fil
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from muse_bringup import graph
-from muse_bringup.runner import executable
 from muse_bringup.session import GRAPH_NODES, SessionPaths
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / 'config' / 'muse.yaml'
@@ -36,45 +34,41 @@ def subject(tmp_path_factory):
     return write_subject(tmp_path_factory.mktemp('subject'), 1, 2.0, 3)
 
 
-def _call(future, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not future.done():
-        assert time.monotonic() < deadline, 'parameter service did not answer'
-        time.sleep(0.02)
-    return future.result()
-
-
 @pytest.mark.parametrize('package,name', GRAPH_NODES, ids=[n for _, n in GRAPH_NODES])
 def test_node_declares_every_yaml_parameter_with_a_description(package, name, subject, tmp_path,
-                                                               spawn, ros_node):
+                                                               spawn, ros_node, wait_until):
     from rclpy.parameter import parameter_value_to_python
     from rclpy.parameter_client import AsyncParameterClient
+
+    def call(future):
+        wait_until(future.done, 20.0, 'an answer from the parameter service')
+        return future.result()
 
     namespace = f'yaml_check_{os.getpid()}'
     options = graph.GraphOptions(subject=str(subject), session=SessionPaths(tmp_path),
                                  rate=1.0, sink='null', namespace=namespace)
     overrides = graph.node_parameters(options, 'ws://127.0.0.1:9')[name]
-    process = spawn([executable(package, name), *graph.ros_args(
+    process = spawn([graph.executable(package, name), *graph.ros_args(
         namespace, PARAMS_FILE, overrides, 'warn')], name=name)
 
     client = AsyncParameterClient(ros_node, f'/{namespace}/{name}')
     assert client.wait_for_services(timeout_sec=30.0), \
         f'{name} offers no parameter services; its output:\n{process.output()}'
-    declared = set(_call(client.list_parameters()).result.names)
+    declared = set(call(client.list_parameters()).result.names)
     expected = yaml_parameters()[name]
 
     unknown = sorted(set(expected) - declared)
     assert not unknown, f'muse.yaml sets parameters {name} does not declare: {unknown}'
 
     names = sorted(expected)
-    values = _call(client.get_parameters(names)).values
+    values = call(client.get_parameters(names)).values
     for key, value in zip(names, values):
         want = overrides.get(key, expected[key])
         got = parameter_value_to_python(value)
         assert type(got) is type(want) and got == want, f'{name}.{key}: {got!r} != {want!r}'
 
     own = sorted(n for n in declared if n not in BUILT_IN and not n.startswith('qos_overrides.'))
-    descriptors = _call(client.describe_parameters(own)).descriptors
+    descriptors = call(client.describe_parameters(own)).descriptors
     undocumented = [d.name for d in descriptors if not d.description.strip()]
     assert not undocumented, f'{name} declares parameters without a description: {undocumented}'
     assert process.proc.poll() is None, f'{name} exited:\n{process.output()}'
