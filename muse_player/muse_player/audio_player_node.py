@@ -17,7 +17,7 @@ from muse_common.node_main import run_node
 from muse_msgs.msg import AudioFragment, PlaybackEvent
 from muse_player.events import EventKind
 from muse_player.jitter_buffer import Fragment, FragmentError
-from muse_player.mixer import TUNABLES
+from muse_player.mixer import TUNABLES, check_tuning
 from muse_player.pcm import PcmFormatError, check_format, decode
 from muse_player.player import Player, PlayerConfig
 from muse_player.sinks import DEVICE_LATENCIES, SINK_KINDS, make_sink
@@ -122,6 +122,7 @@ class AudioPlayerNode(Node):
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._diagnostics = diagnostics.DiagnosticsReporter(self, diagnostics_period_s)
+        self._stats = None  # this tick's Player.stats(), taken by _check_buffer
         self._diagnostics.add('buffer', self._check_buffer)
         self._diagnostics.add('quality', self._check_quality)
         self._diagnostics.add('latency', self._check_latency)
@@ -161,11 +162,12 @@ class AudioPlayerNode(Node):
     # --- parameters --------------------------------------------------------------------------
 
     def _validate_parameters(self, parameters):
+        # Only the tunables can change (the rest is read-only), and the running configuration
+        # was checked whole at start, so the one rule of the changed tunable is all to check.
         for parameter in parameters:
             if parameter.name in TUNABLES:
                 try:
-                    PlayerConfig(**{**vars(self._player.config),
-                                    parameter.name: parameter.value}).check()
+                    check_tuning(parameter.name, parameter.value, self._player.config.declick_s)
                 except ValueError as exc:
                     return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
@@ -178,8 +180,13 @@ class AudioPlayerNode(Node):
 
     # --- diagnostics -------------------------------------------------------------------------
 
+    # Player.stats() takes the audio callback's lock and computes two percentiles: one snapshot
+    # per diagnostics tick. The reporter polls the checks in the order they were added, so the
+    # first one (buffer) takes it and the others read it.
+
     def _check_buffer(self):
-        s = self._player.stats()
+        self._stats = None  # if stats() raises, the other checks try it afresh
+        self._stats = s = self._player.stats()
         level = diagnostics.WARN if s['state'] == 'rebuffering' else diagnostics.OK
         return level, f"{s['state']}, {s.get('depth_s', 0.0):.2f} s buffered", {
             'state': s['state'], 'prompt_id': s.get('prompt_id'),
@@ -188,7 +195,7 @@ class AudioPlayerNode(Node):
             'sample_rate': s['sample_rate']}
 
     def _check_quality(self):
-        s = self._player.stats()
+        s = self._tick_stats()
         keys = ('underruns', 'underrun_s', 'late', 'duplicates', 'missing', 'overflow',
                 'superseded_fragments', 'superseded_prompts', 'received')
         values = {key: s.get(key, 0) for key in keys}
@@ -199,7 +206,7 @@ class AudioPlayerNode(Node):
                        f"{values['duplicates']} duplicate, {values['missing']} missing"), values
 
     def _check_latency(self):
-        s = self._player.stats()
+        s = self._tick_stats()
         if not s['audible_prompts']:
             return diagnostics.OK, 'no prompt audible yet', {'audible_prompts': 0}
         return diagnostics.OK, (f"prompt to audible p50 {s['latency_p50_s'] * 1e3:.0f} ms, "
@@ -208,7 +215,7 @@ class AudioPlayerNode(Node):
                                     'output_latency_s')}
 
     def _check_sink(self):
-        s = self._player.stats()
+        s = self._tick_stats()
         failed = s['sink_state'] == 'failed' or s['recording_error'] or s['sink_note']
         level = diagnostics.ERROR if failed else diagnostics.OK
         message = s['sink_error'] or s['recording_error'] or s['sink_note'] or \
@@ -216,6 +223,10 @@ class AudioPlayerNode(Node):
         keys = ('sink', 'sink_state', 'sink_late_blocks', 'output_latency_s', 'recorded_s',
                 'record_path', 'recording_error', 'output_s')
         return level, message, {key: s.get(key, '') for key in keys}
+
+    def _tick_stats(self):
+        """The snapshot _check_buffer took this tick (taken afresh should that have failed)."""
+        return self._stats if self._stats is not None else self._player.stats()
 
     def destroy_node(self):
         player = getattr(self, '_player', None)  # absent if the constructor failed early

@@ -133,10 +133,6 @@ class JitterBuffer:
         return self._current
 
     @property
-    def next_seq(self):
-        return self._records[self._current].next_seq if self._current is not None else 0
-
-    @property
     def pending_fragments(self):
         return sum(len(frags) for frags in self._pending.values())
 

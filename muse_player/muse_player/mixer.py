@@ -26,6 +26,13 @@ from muse_player.pcm import StreamResampler, check_channel_mapping, convert_chan
 TUNABLES = ('crossfade_s', 'prebuffer_s', 'max_wait_missing_s')
 
 
+def check_declick(declick_s):
+    """Raise ValueError unless ``declick_s`` is a usable declick fade length (the player's
+    configuration and the mixer share this one rule)."""
+    if not 0 < declick_s <= 0.1:
+        raise ValueError(f'declick_s is {declick_s!r}; expected seconds in (0, 0.1]')
+
+
 def check_tuning(name, value, declick_s):
     """Raise ValueError unless ``value`` is usable for the tunable ``name``."""
     low = declick_s if name == 'crossfade_s' else 0.0
@@ -164,8 +171,7 @@ class Mixer:
                             ('block_frames', block_frames)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f'{name} is {value!r}; expected a positive integer')
-        if not 0 < declick_s <= 0.1:
-            raise ValueError(f'declick_s is {declick_s!r}; expected seconds in (0, 0.1]')
+        check_declick(declick_s)
         self.sample_rate = int(sample_rate)
         self.channels = int(channels)
         self.block_frames = int(block_frames)

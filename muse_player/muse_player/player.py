@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from muse_player.events import EventKind
-from muse_player.mixer import Mixer, check_tuning
+from muse_player.mixer import Mixer, check_declick, check_tuning
 from muse_player.sinks import NullSink, SinkUnavailableError
 from muse_player.wav_recorder import CrashSafeWavWriter, RecorderError
 
@@ -46,8 +46,7 @@ class PlayerConfig:
                                  "first fragment's)")
         if not 0.001 <= self.block_s <= 1.0:
             raise ValueError(f'block_s is {self.block_s!r}; expected seconds in [0.001, 1]')
-        if not 0 < self.declick_s <= 0.1:
-            raise ValueError(f'declick_s is {self.declick_s!r}; expected seconds in (0, 0.1]')
+        check_declick(self.declick_s)
         if not self.record_flush_s > 0:
             raise ValueError(f'record_flush_s is {self.record_flush_s!r}; expected seconds > 0')
         for name in ('crossfade_s', 'prebuffer_s', 'max_wait_missing_s'):

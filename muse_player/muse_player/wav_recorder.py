@@ -65,10 +65,6 @@ class CrashSafeWavWriter:
     def seconds(self):
         return (self.frames_written + self._pending_frames) / self.sample_rate
 
-    @property
-    def closed(self):
-        return self._wav is None
-
     def write(self, block):
         if self._wav is None:
             raise RecorderError(f'recording {self.path} is closed')
