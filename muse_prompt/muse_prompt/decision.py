@@ -248,7 +248,7 @@ class PromptDecider:
     def last_prompt(self):
         return self._published
 
-    def status(self, now_ns=None):
+    def status(self):
         """What the decision is based on, for diagnostics."""
         zone = self._zone
         candidate = self._candidate

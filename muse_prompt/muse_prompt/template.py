@@ -28,7 +28,6 @@ WEIGHT_STEP_KG = 0.5
 
 # Optional sentences, dropped first to last when a prompt is over budget.
 TRIM_ORDER = ('intent', 'physiology', 'transition', 'heart_rate', 'instrumentation', 'mood')
-KEPT_SLOTS = ('style', 'activity', 'tempo')
 
 # Upper bounds of energy words, checked in order.
 ENERGY_WORDS = ((0.2, 'very calm'), (0.4, 'calm'), (0.6, 'moderate'), (0.8, 'lively'),
