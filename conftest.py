@@ -30,6 +30,28 @@ os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(1,
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
 
+def wait_until(condition, timeout, what, process=None):
+    """Call ``condition()`` until it returns something true and return that; else raise
+    AssertionError naming ``what``, after ``timeout`` s or as soon as ``process`` (a
+    NodeProcess) exits, with its output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if process is not None and process.proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    said = f'; node said:\n{process.output()}' if process is not None else ''
+    raise AssertionError(f'timed out waiting for {what}{said}')
+
+
+@pytest.fixture(name='wait_until')
+def wait_until_fixture():
+    """The ``wait_until`` helper for tests (root conftest helpers are reached as fixtures)."""
+    return wait_until
+
+
 class TopicCollector:
     """Subscribes to topics in this process and keeps what arrives."""
 

@@ -56,15 +56,6 @@ def player_node(spawn, *params):
     return spawn(args), namespace
 
 
-def wait_until(condition, timeout, what, proc):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f'timed out waiting for {what}; node said:\n{proc.output()}')
-
-
 def heard_sequence(audio):
     """(prompt, fragment index) of each 50 ms window, by its dominant frequency, collapsed."""
     table = [(f, (p, k)) for p, freqs in PROMPT_FREQS.items() for k, f in enumerate(freqs)]
@@ -82,7 +73,7 @@ def heard_sequence(audio):
 
 
 def test_the_node_orders_crossfades_reports_and_records_two_prompts(
-        spawn, collector, ros_node, tmp_path):
+        spawn, collector, ros_node, tmp_path, wait_until):
     from diagnostic_msgs.msg import DiagnosticArray
     from muse_msgs.msg import AudioFragment, PlaybackEvent
     record = tmp_path / 'session.wav'
@@ -181,7 +172,7 @@ def test_sounddevice_sink_without_a_device_stops_the_node_with_a_clear_message(
 
 
 def test_mixer_settings_change_at_runtime_and_bad_values_are_refused(spawn, ros_node,
-                                                                     tmp_path):
+                                                                     tmp_path, wait_until):
     from rclpy.parameter import Parameter, parameter_value_to_python
     from rclpy.parameter_client import AsyncParameterClient
     node, ns = player_node(spawn, 'sink:=null', f'record_path:={tmp_path / "r.wav"}')
@@ -190,18 +181,13 @@ def test_mixer_settings_change_at_runtime_and_bad_values_are_refused(spawn, ros_
 
     def set_one(name, value):
         future = client.set_parameters([Parameter(name, value=value)])
-        deadline = time.monotonic() + 30
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert future.done(), node.output()
+        wait_until(future.done, 30, f'an answer to setting {name}', node)
         return future.result().results[0]
 
     # The shipped parameter file states the node's real defaults.
     shipped = yaml.safe_load(CONFIG.read_text())['/**/audio_player']['ros__parameters']
     future = client.get_parameters(sorted(shipped))
-    deadline = time.monotonic() + 30
-    while not future.done() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(future.done, 30, 'the values of the shipped parameters', node)
     actual = dict(zip(sorted(shipped), map(parameter_value_to_python, future.result().values)))
     overridden = {'sink', 'record_path'}
     assert {k: v for k, v in actual.items() if k not in overridden} == \
@@ -212,15 +198,13 @@ def test_mixer_settings_change_at_runtime_and_bad_values_are_refused(spawn, ros_
     assert not refused.successful and 'crossfade_s is 0.003' in refused.reason
     assert not set_one('record_path', '/tmp/elsewhere.wav').successful  # read-only
     future = client.get_parameters(['crossfade_s'])
-    deadline = time.monotonic() + 30
-    while not future.done() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(future.done, 30, 'the value of crossfade_s', node)
     assert future.result().values[0].double_value == 0.8
     assert node.stop() == 0
     assert 'crossfade_s is now 0.8' in node.log_path.read_text()
 
 
-def test_the_recording_stays_readable_when_the_node_is_killed(spawn, tmp_path):
+def test_the_recording_stays_readable_when_the_node_is_killed(spawn, tmp_path, wait_until):
     record = tmp_path / 'killed.wav'
     node, _ = player_node(spawn, 'sink:=null', f'record_path:={record}',
                           'output_sample_rate:=16000', 'output_channels:=1',

@@ -4,6 +4,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -38,17 +39,6 @@ def start_node(spawn, *parameters):
     for parameter in parameters:
         args += ['-p', parameter]
     return spawn(args, name='prompt_builder')
-
-
-def wait_until(condition, what, node_process, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        if node_process.proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise AssertionError(f'timed out waiting for {what}; node said:\n{node_process.output()}')
 
 
 def diagnostic_values(collector, name):
@@ -89,26 +79,29 @@ class Graph:
         self.activity.publish(msg)
 
 
-def set_parameter(node, name, value):
-    client = node.create_client(SetParameters, f'{NAMESPACE}/prompt_builder/set_parameters')
-    assert client.wait_for_service(timeout_sec=TIMEOUT)
-    request = SetParameters.Request(parameters=[Parameter(name=name, value=ParameterValue(
-        type=ParameterType.PARAMETER_STRING, string_value=value))])
-    future = client.call_async(request)
-    deadline = time.monotonic() + TIMEOUT
-    while not future.done() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert future.done(), f'no answer to setting {name}'
-    return future.result().results[0]
+@pytest.fixture
+def set_parameter(ros_node, wait_until):
+    """``set_parameter(name, value)`` sets a string parameter of the node; returns the result."""
+    def set_one(name, value):
+        client = ros_node.create_client(SetParameters,
+                                        f'{NAMESPACE}/prompt_builder/set_parameters')
+        assert client.wait_for_service(timeout_sec=TIMEOUT)
+        request = SetParameters.Request(parameters=[Parameter(name=name, value=ParameterValue(
+            type=ParameterType.PARAMETER_STRING, string_value=value))])
+        future = client.call_async(request)
+        wait_until(future.done, TIMEOUT, f'an answer to setting {name}')
+        return future.result().results[0]
+    return set_one
 
 
-def test_node_turns_flapping_estimates_into_latched_prompts(spawn, collector, ros_node):
+def test_node_turns_flapping_estimates_into_latched_prompts(spawn, collector, ros_node,
+                                                           wait_until, set_parameter):
     prompt_topic = absolute(topics.PROMPT)
     collector.subscribe(MusicPrompt, prompt_topic, ALL_PROMPTS)
     collector.subscribe(DiagnosticArray, topics.DIAGNOSTICS, 10)
     graph = Graph(ros_node)
     node = start_node(spawn)
-    wait_until(graph.connected, 'the node to subscribe', node)
+    wait_until(graph.connected, TIMEOUT, 'the node to subscribe', node)
 
     graph.profile.publish(UserProfile(user_id='S1', age=34, sex=UserProfile.SEX_MALE,
                                       height_cm=182.3, weight_kg=77.9))
@@ -160,9 +153,9 @@ def test_node_turns_flapping_estimates_into_latched_prompts(spawn, collector, ro
     assert prompts[4].text == prompts[2].text
 
     # style as a parameter, validated at runtime
-    refused = set_parameter(ros_node, 'style', 'polka')
+    refused = set_parameter('style', 'polka')
     assert not refused.successful and "unknown style preset 'polka'" in refused.reason
-    accepted = set_parameter(ros_node, 'style', 'jazz')
+    accepted = set_parameter('style', 'jazz')
     assert accepted.successful, accepted.reason
     prompts = collector.wait_for(prompt_topic, 6, timeout=TIMEOUT)
     assert len(prompts) == 6, node.output()
@@ -172,21 +165,20 @@ def test_node_turns_flapping_estimates_into_latched_prompts(spawn, collector, ro
     # a late subscriber gets the current prompt (latched), and only that
     late = []
     ros_node.create_subscription(MusicPrompt, prompt_topic, late.append, qos.LATCHED)
-    deadline = time.monotonic() + TIMEOUT
-    while not late and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: late, TIMEOUT, 'the latched prompt', node)
     time.sleep(0.5)
     assert [p.prompt_id for p in late] == [6]
 
     wait_until(lambda: diagnostic_values(collector, 'decision').get('prompts') == '6',
-               'diagnostics to count 6 prompts', node)
+               TIMEOUT, 'diagnostics to count 6 prompts', node)
     decision = diagnostic_values(collector, 'decision')
     assert (decision['activity'], decision['style'], decision['last_reason']) == (
         'working', 'jazz', 'manual')
     assert node.stop() == 0, node.output()
 
 
-def test_node_uses_a_user_presets_file(spawn, collector, ros_node, tmp_path):
+def test_node_uses_a_user_presets_file(spawn, collector, ros_node, tmp_path, wait_until,
+                                       set_parameter):
     presets = tmp_path / 'mine.yaml'
     presets.write_text(textwrap.dedent("""\
         presets:
@@ -200,7 +192,7 @@ def test_node_uses_a_user_presets_file(spawn, collector, ros_node, tmp_path):
     collector.subscribe(MusicPrompt, prompt_topic, ALL_PROMPTS)
     graph = Graph(ros_node)
     node = start_node(spawn, f'presets_file:={presets}', 'style:=dark_techno')
-    wait_until(graph.connected, 'the node to subscribe', node)
+    wait_until(graph.connected, TIMEOUT, 'the node to subscribe', node)
     graph.estimate(0, 'cycling', 0.99)
     prompts = collector.wait_for(prompt_topic, 1, timeout=TIMEOUT)
     assert len(prompts) == 1, node.output()
@@ -211,17 +203,17 @@ def test_node_uses_a_user_presets_file(spawn, collector, ros_node, tmp_path):
     # at runtime a broken file is refused, naming the key, and the presets in use stay
     broken = tmp_path / 'broken.yaml'
     broken.write_text('presets:\n  dark_techno: {extends: jazz, moood: grim}\n')
-    refused = set_parameter(ros_node, 'presets_file', str(broken))
+    refused = set_parameter('presets_file', str(broken))
     assert not refused.successful
     assert f"presets file '{broken}': presets.dark_techno.moood: unknown key" in refused.reason
     # a file without the style in use is refused too
     other = tmp_path / 'other.yaml'
     other.write_text('presets:\n  bebop: {extends: jazz, genre: Bebop}\n')
-    refused = set_parameter(ros_node, 'presets_file', str(other))
+    refused = set_parameter('presets_file', str(other))
     assert not refused.successful and "'dark_techno'" in refused.reason
     # a good file that redefines the style in use changes the music at once
     presets.write_text(presets.read_text().replace('Dark techno', 'Industrial techno'))
-    accepted = set_parameter(ros_node, 'presets_file', str(presets))
+    accepted = set_parameter('presets_file', str(presets))
     assert accepted.successful, accepted.reason
     prompts = collector.wait_for(prompt_topic, 2, timeout=TIMEOUT)
     assert [p.prompt_id for p in prompts] == [1, 2], node.output()
