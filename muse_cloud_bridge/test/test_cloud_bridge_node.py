@@ -75,6 +75,10 @@ def test_bridge_streams_ordered_fragments_across_a_server_kill_and_restart(spawn
     prompts.publish(second)
     _wait(lambda: sum(m.prompt_id == 2 for m in audio()) >= 4, what='fragments of prompt 2')
 
+    # Diagnostics are sampled once a second: let them name this server's session before it dies.
+    _wait(lambda: any(s['state'] == 'connected' and s['session_id']
+                      for s in _statuses(collector, 'server connection')),
+          what='diagnostics reporting the first session')
     os.killpg(server.proc.pid, signal.SIGKILL)  # no goodbye: like a crashed GPU box
     server.wait(timeout=10)
     before_restart = len(audio())
