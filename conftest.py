@@ -19,8 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parent
 # pytest's importlib import mode names muse_prompt/test/test_x.py "muse_prompt.test.test_x"
 # and, to do so, registers the source folder muse_prompt/ (no __init__.py) as a stand-in
 # package that hides the installed one. Importing the real packages first prevents that.
-for _package in ('muse_common', 'muse_sensors', 'muse_encoder', 'muse_prompt',
-                 'muse_cloud_bridge', 'muse_player', 'muse_bringup'):
+for _package in ('muse_common', 'muse_protocol', 'muse_server', 'muse_sensors', 'muse_encoder',
+                 'muse_prompt', 'muse_cloud_bridge', 'muse_player', 'muse_bringup'):
     with contextlib.suppress(ImportError):
         importlib.import_module(_package)
 

@@ -16,8 +16,8 @@ VENV="$ROOT/.venv"
 PYTHON="${MUSE_PYTHON:-python3.11}"
 # Bump when the setup steps below change in a way that needs a fresh venv.
 SETUP_VERSION=3
-PACKAGE_DIRS=(muse_msgs muse_sensors muse_encoder muse_prompt muse_cloud_bridge muse_player launch)
-DEBIAN_PACKAGES=(cmake g++ libportaudio2)
+PACKAGE_DIRS=(muse_msgs muse_common muse_protocol muse_server muse_sensors muse_encoder muse_prompt muse_cloud_bridge muse_player launch)
+DEBIAN_PACKAGES=(cmake g++ libportaudio2 libfluidsynth3 fluid-soundfont-gm)
 
 say() { printf '\033[1m[muse]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[31m[muse] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -43,6 +43,8 @@ debian_package_missing() {
     cmake) ! command -v cmake >/dev/null 2>&1 ;;
     g++) ! command -v g++ >/dev/null 2>&1 ;;
     libportaudio2) ! /sbin/ldconfig -p 2>/dev/null | grep 'libportaudio\.so\.2' >/dev/null ;;
+    libfluidsynth3) ! /sbin/ldconfig -p 2>/dev/null | grep 'libfluidsynth\.so\.3' >/dev/null ;;
+    fluid-soundfont-gm) [ ! -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] ;;
   esac
 }
 

@@ -44,10 +44,10 @@ import torch
 from tqdm import tqdm
 from transformers.generation.streamers import BaseStreamer
 
-from muse_cloud_bridge.backends import PromptSpec
-from muse_cloud_bridge.backends.musicgen import MusicGenBackend
-from muse_cloud_bridge.backends.musicgen_codec import StreamingCodecDecoder
-from muse_cloud_bridge.backends.musicgen_random import (build_processor, build_t5_tokenizer,
+from muse_server.backends import PromptSpec
+from muse_server.backends.musicgen import MusicGenBackend
+from muse_server.backends.musicgen_codec import StreamingCodecDecoder
+from muse_server.backends.musicgen_random import (build_processor, build_t5_tokenizer,
                                                         musicgen_small_config, random_musicgen)
 
 PROMPT = 'chill techno with soft pads and steady drums for walking, 118 bpm'

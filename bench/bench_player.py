@@ -159,7 +159,7 @@ def run_loopback(prompts, spacing_s):
 
     from muse_bringup.graph import free_port
     from muse_bringup.runner import ManagedProcess, wait_for_health
-    from muse_cloud_bridge.backends.synth_styles import STYLES
+    from muse_server.backends.synth_styles import STYLES
     from muse_common import qos, stamps
     from muse_msgs.msg import AudioFragment, MusicPrompt, PlaybackEvent
 
@@ -168,7 +168,7 @@ def run_loopback(prompts, spacing_s):
     namespace = f'/muse_bench_{os.getpid()}'
     folder = Path(tempfile.mkdtemp(prefix='muse_bench_player_'))  # kept if something fails
     commands = {
-        'server': [sys.executable, '-m', 'muse_cloud_bridge.server', '--host', '127.0.0.1',
+        'server': [sys.executable, '-m', 'muse_server.server', '--host', '127.0.0.1',
                    '--port', str(port), '--backend', 'synth'],
         'bridge': [sys.executable, '-m', 'muse_cloud_bridge.cloud_bridge_node', '--ros-args',
                    '-r', f'__ns:={namespace}', '-p', f'server_url:=ws://127.0.0.1:{port}'],

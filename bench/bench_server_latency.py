@@ -32,11 +32,11 @@ from tqdm import tqdm
 
 from muse_bringup.graph import free_port
 from muse_bringup.runner import ManagedProcess, wait_for_health
-from muse_cloud_bridge import protocol
-from muse_cloud_bridge.backends import PromptSpec, create_backend
-from muse_cloud_bridge.backends.synth_styles import STYLES
-from muse_cloud_bridge.client import MusicClient
-from muse_cloud_bridge.server import ServerConfig
+from muse_protocol import protocol
+from muse_server.backends import PromptSpec, create_backend
+from muse_server.backends.synth_styles import STYLES
+from muse_protocol.client import MusicClient
+from muse_server.server import ServerConfig
 
 TOKEN = 'bench-token'
 WARMUP = 3  # untimed first runs (style tables, sockets, caches)
@@ -44,7 +44,7 @@ STYLE_NAMES = tuple(STYLES)
 
 
 def start_server(port, fragment_s, max_ahead_s, log_path):
-    command = [sys.executable, '-m', 'muse_cloud_bridge.server', '--host', '127.0.0.1',
+    command = [sys.executable, '-m', 'muse_server.server', '--host', '127.0.0.1',
                '--port', str(port), '--backend', 'synth', '--token', TOKEN,
                '--fragment-s', str(fragment_s), '--max-ahead-s', str(max_ahead_s),
                '--max-sessions', '8', '--log-level', 'WARNING']

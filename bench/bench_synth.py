@@ -33,9 +33,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from muse_cloud_bridge.backends import PromptSpec  # noqa: E402
-from muse_cloud_bridge.backends.synth import SynthBackend  # noqa: E402
-from muse_cloud_bridge.backends.synth_styles import STYLES  # noqa: E402
+from muse_server.backends import PromptSpec  # noqa: E402
+from muse_server.backends.synth import SynthBackend  # noqa: E402
+from muse_server.backends.synth_styles import STYLES  # noqa: E402
 
 ENERGY = 0.6
 BPM = 112.0

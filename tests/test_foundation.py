@@ -11,8 +11,8 @@ import pytest
 from msg_samples import TOPIC_PREFIX, assert_same, latched_qos, sample_messages
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {'muse_msgs', 'muse_sensors', 'muse_encoder', 'muse_prompt', 'muse_cloud_bridge',
-            'muse_player', 'muse_bringup'}
+PACKAGES = {'muse_msgs', 'muse_common', 'muse_protocol', 'muse_server', 'muse_sensors',
+            'muse_encoder', 'muse_prompt', 'muse_cloud_bridge', 'muse_player', 'muse_bringup'}
 
 
 def test_every_message_type_round_trips_between_processes(spawn, collector):
@@ -28,7 +28,7 @@ def test_every_message_type_round_trips_between_processes(spawn, collector):
     assert publisher.stop() == 0, publisher.output()
 
 
-def test_colcon_lists_all_seven_packages():
+def test_colcon_lists_every_package():
     out = subprocess.run(['colcon', 'list', '--names-only', '--base-paths', '.'], cwd=REPO_ROOT,
                          capture_output=True, text=True, check=True).stdout
     assert set(out.split()) == PACKAGES

@@ -101,7 +101,7 @@ def test_whole_graph_with_the_synth_backend(tmp_path):
 def tiny_musicgen_dir(tmp_path):
     """A tiny random-weight MusicGen (musicgen-small's layout) saved like a hub checkpoint, so
     the server loads it through the real from_pretrained / AutoProcessor path."""
-    from muse_cloud_bridge.backends.musicgen_random import (build_processor, build_t5_tokenizer,
+    from muse_server.backends.musicgen_random import (build_processor, build_t5_tokenizer,
                                                             random_musicgen, tiny_musicgen_config)
     tokenizer = build_t5_tokenizer()
     model_dir = tmp_path / 'tiny-musicgen'

@@ -10,7 +10,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from muse_cloud_bridge.client import TOKEN_ENV, resolve_token
+from muse_protocol.tokens import TOKEN_ENV, resolve_token
 
 from muse_bringup.session import NAMESPACE, SessionPaths
 

@@ -21,7 +21,7 @@ GRAPH_NODES = (
     ('muse_sensors', 'sensor_replay'),
 )
 
-SERVER_EXECUTABLE = ('muse_cloud_bridge', 'muse_music_server')
+SERVER_EXECUTABLE = ('muse_server', 'muse_music_server')
 
 # Seconds a node may take to exit after SIGINT before it is terminated; the recorder closes
 # the bag and draws the session report then.

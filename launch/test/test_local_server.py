@@ -8,7 +8,7 @@ import pytest
 from muse_bringup import graph
 from muse_bringup.runner import ManagedProcess, wait_for_health
 from muse_bringup.session import SERVER_EXECUTABLE, SessionPaths
-from muse_cloud_bridge.client import MusicClient, ServerError
+from muse_protocol.client import MusicClient, ServerError
 
 
 def test_local_server_accepts_the_session_token_only(tmp_path):

@@ -1,1 +1,1 @@
-"""The bridge node to the MusicGen server, the wire protocol, and the standalone MusicGen WebSocket server (runs without ROS)."""
+"""The ROS node that links a MUSE graph to a music server (muse_server) over muse_protocol."""

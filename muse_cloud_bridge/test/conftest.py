@@ -1,7 +1,6 @@
 import sys
 from pathlib import Path
 
-# Test-only backends (bridge_test_backends) live beside the tests; servers started as separate
-# processes get this directory on PYTHONPATH (bridge_test_support.server_env).
-TEST_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(TEST_DIR))
+# The bridge node tests run against the real server with the test backends of muse_server/test.
+SERVER_TEST_DIR = Path(__file__).resolve().parents[2] / 'muse_server' / 'test'
+sys.path.insert(0, str(SERVER_TEST_DIR))

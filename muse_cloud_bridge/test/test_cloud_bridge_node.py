@@ -12,7 +12,7 @@ from muse_msgs.msg import AudioFragment, MusicPrompt
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 
-from bridge_test_support import TOKEN, free_port, server_command, server_env, wait_for_health
+from server_test_support import TOKEN, free_port, server_command, server_env, wait_for_health
 from muse_common import qos, stamps
 
 BRIDGE_PARAMETERS = ['-p', 'reconnect_min_s:=0.1', '-p', 'reconnect_max_s:=0.5',
@@ -36,8 +36,9 @@ def _prompt(node, prompt_id, style, bpm):
 def _wait(condition, timeout=60.0, what='condition'):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():
-            return
+        value = condition()
+        if value:
+            return value
         time.sleep(0.05)
     raise AssertionError(f'timed out waiting for {what}')
 
@@ -114,9 +115,11 @@ def test_bridge_streams_ordered_fragments_across_a_server_kill_and_restart(spawn
     sessions = {s['session_id'] for s in _statuses(collector, 'server connection')} - {''}
     assert len(sessions) == 2, sessions  # one per server process
     connection = _statuses(collector, 'server connection')[-1]
-    stream = _statuses(collector, 'stream')[-1]
     assert float(connection['rtt_ms_p50']) >= 0.0 and connection['_level'] == b'\x00'
-    assert int(stream['fragments']) >= len(fragments) - 2
+    # Diagnostics are sampled once a second: wait for a report that has counted what arrived.
+    stream = _wait(lambda: next((s for s in reversed(_statuses(collector, 'stream'))
+                                 if int(s['fragments']) >= len(fragments) - 2), None),
+                   what='stream diagnostics counting the fragments that arrived')
     assert float(stream['first_fragment_ms_p95']) >= float(stream['first_fragment_ms_p50']) > 0
     assert stream['dropped_out_of_order'] == '0'
     assert bridge.stop() == 0, bridge.log_path.read_text()

@@ -1,7 +1,7 @@
 """PCM sample formats and rate/channel conversion for fragments (no ROS).
 
 The wire format is interleaved little-endian PCM, s16le or f32le (``AudioFragment.ENCODING_*``),
-written by ``muse_cloud_bridge.protocol.encode_samples``. Inside the player everything is
+written by ``muse_protocol.protocol.encode_samples``. Inside the player everything is
 float32 shaped ``(frames, channels)`` in [-1, 1].
 """
 
@@ -16,7 +16,7 @@ ENCODING_NAMES = {ENCODING_PCM_S16LE: 's16le', ENCODING_PCM_F32LE: 'f32le'}
 
 MAX_CHANNELS = 64
 MAX_SAMPLE_RATE = 768_000
-# The wire's s16 scale: muse_cloud_bridge.protocol.encode_samples writes round(x * 32767).
+# The wire's s16 scale: muse_protocol.protocol.encode_samples writes round(x * 32767).
 _S16_SCALE = 32767.0
 
 

@@ -15,7 +15,7 @@ import pytest
 import soundfile
 import yaml
 
-from muse_cloud_bridge.protocol import Encoding, encode_samples
+from muse_protocol.protocol import Encoding, encode_samples
 from muse_common import qos, stamps
 from player_signals import crossfade_step_bound, dominant_freq, stepped_sine
 

@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from muse_cloud_bridge.protocol import Encoding, encode_samples
+from muse_protocol.protocol import Encoding, encode_samples
 from muse_player import pcm
 from player_signals import dominant_freq, max_step
 

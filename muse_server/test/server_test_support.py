@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge_test_backends import SAMPLE_RATE, frequency_of
-from muse_cloud_bridge import protocol
-from muse_cloud_bridge.client import ConnectionLost
-from muse_cloud_bridge.server import MusicServer, ServerConfig
+from server_test_backends import SAMPLE_RATE, frequency_of
+from muse_protocol import protocol
+from muse_protocol.client import ConnectionLost
+from muse_server.server import MusicServer, ServerConfig
 
 TEST_DIR = Path(__file__).resolve().parent
 TOKEN = 'test-token'
-SINE_BACKEND = 'bridge_test_backends:SineBackend'
+SINE_BACKEND = 'server_test_backends:SineBackend'
 
 
 def run(coroutine, timeout=90.0):
@@ -143,7 +143,7 @@ def wait_for_health(port, process=None, timeout=60.0):
 
 
 def server_command(port, backend=SINE_BACKEND, *extra):
-    return [sys.executable, '-m', 'muse_cloud_bridge.server', '--host', '127.0.0.1',
+    return [sys.executable, '-m', 'muse_server.server', '--host', '127.0.0.1',
             '--port', str(port), '--backend', backend, '--fragment-s', '0.25',
             '--max-ahead-s', '1.0', '--shutdown-grace-s', '0.3', *extra]
 

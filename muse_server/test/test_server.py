@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from bridge_test_backends import SAMPLE_RATE, SineBackend
-from bridge_test_support import (TOKEN, Received, closed, collect, frames_of, http_get, joined,
+from server_test_backends import SAMPLE_RATE, SineBackend
+from server_test_support import (TOKEN, Received, closed, collect, frames_of, http_get, joined,
                                  message_of, run, serving, sine)
-from muse_cloud_bridge import protocol
-from muse_cloud_bridge.client import ConnectionLost, MusicClient, ServerError
-from muse_cloud_bridge.protocol import ErrorCode
+from muse_protocol import protocol
+from muse_protocol.client import ConnectionLost, MusicClient, ServerError
+from muse_protocol.protocol import ErrorCode
 
 S16_STEP = 1.0 / 32767
 
@@ -499,7 +499,7 @@ def test_shutdown_tells_sessions_refuses_prompts_then_closes_with_going_away():
 
 
 def test_server_config_rejects_bad_values_by_name():
-    from muse_cloud_bridge.server import ServerConfig
+    from muse_server.server import ServerConfig
     with pytest.raises(ValueError, match='max_ahead_s'):
         ServerConfig(fragment_s=1.0, max_ahead_s=0.5)
     with pytest.raises(ValueError, match='max_sessions'):
@@ -539,7 +539,7 @@ def test_a_backend_producing_invalid_audio_is_cut_off_with_backend_error():
 
 
 def test_a_bug_in_one_session_ends_it_with_internal_error_and_spares_the_others(monkeypatch):
-    from muse_cloud_bridge import server_session
+    from muse_server import session as server_session
 
     async def scenario():
         async with serving(SineBackend()) as server:

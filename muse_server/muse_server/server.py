@@ -1,6 +1,6 @@
 """The MUSE music server: a WebSocket endpoint streaming generated music to bridge clients.
 
-Runs without ROS (``pip install ./muse_cloud_bridge`` then ``muse_music_server``); nothing here
+Runs without ROS (``pip install ./muse_protocol ./muse_server`` then ``muse_music_server``); nothing here
 imports rclpy. One session per connection (see :mod:`server_session`), a bounded number of
 them, token authentication, ``GET /healthz`` for monitoring, graceful shutdown on SIGTERM/SIGINT.
 """
@@ -23,10 +23,10 @@ from http import HTTPStatus
 
 from websockets.asyncio.server import serve
 
-from muse_cloud_bridge import protocol
-from muse_cloud_bridge.backends.base import BackendError, MusicBackend, backend_names, create_backend
-from muse_cloud_bridge.client import TOKEN_ENV, resolve_token
-from muse_cloud_bridge.server_session import (Session, SessionConfig, is_connection_closed,
+from muse_protocol import protocol
+from muse_server.backends.base import BackendError, MusicBackend, backend_names, create_backend
+from muse_protocol.tokens import TOKEN_ENV, resolve_token
+from muse_server.session import (Session, SessionConfig, is_connection_closed,
                                               send_fatal)
 
 logger = logging.getLogger('muse_music_server')

@@ -123,12 +123,12 @@ BackendFactory = Callable[..., MusicBackend]
 
 # name -> "module:attribute" (imported on first use) or a factory callable.
 _REGISTRY: dict[str, Union[str, BackendFactory]] = {
-    'synth': 'muse_cloud_bridge.backends.synth:SynthBackend',
-    'musicgen': 'muse_cloud_bridge.backends.musicgen:MusicGenBackend',
+    'synth': 'muse_server.backends.synth:SynthBackend',
+    'musicgen': 'muse_server.backends.musicgen:MusicGenBackend',
 }
 
 _INSTALL_HINTS = {
-    'musicgen': "install the extra: pip install './muse_cloud_bridge[musicgen]' (torch, transformers)",
+    'musicgen': "install the extra: pip install './muse_server[musicgen]' (torch, transformers)",
 }
 
 

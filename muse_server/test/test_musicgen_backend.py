@@ -1,7 +1,7 @@
 """The musicgen backend on a tiny random-weight MusicGen built from a config.
 
 No weights or tokenizer files can be downloaded here, so the fixture builds (with
-muse_cloud_bridge.backends.musicgen_random) a MusicGen with musicgen-small's layout (T5 text
+muse_server.backends.musicgen_random) a MusicGen with musicgen-small's layout (T5 text
 encoder, EnCodec 32 kHz codec with upsampling [8, 5, 4, 4] and 2048-entry codebooks, a
 4-codebook decoder) a few dozen channels wide, and a real T5Tokenizer over a vocabulary made
 there, inside a real MusicgenProcessor. The backend runs exactly the generation path it runs on
@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from muse_cloud_bridge.backends import BackendError, PromptSpec, create_backend
-from muse_cloud_bridge.backends.musicgen import MusicGenBackend, MusicGenInputError
-from muse_cloud_bridge.backends.musicgen_codec import (CodecLayout, StreamingCodecDecoder,
+from muse_server.backends import BackendError, PromptSpec, create_backend
+from muse_server.backends.musicgen import MusicGenBackend, MusicGenInputError
+from muse_server.backends.musicgen_codec import (CodecLayout, StreamingCodecDecoder,
                                                        UnsupportedCodecError)
-from muse_cloud_bridge.backends.musicgen_random import (START_TOKEN, build_processor,
+from muse_server.backends.musicgen_random import (START_TOKEN, build_processor,
                                                         build_t5_tokenizer, random_musicgen,
                                                         tiny_musicgen_config)
 
@@ -350,7 +350,7 @@ def test_concurrent_streams_match_the_same_streams_run_one_after_the_other(tiny)
 
 def test_repeated_prompt_text_is_encoded_once(tiny):
     backend = backend_for(tiny, play_steps=8)
-    from muse_cloud_bridge.backends import musicgen
+    from muse_server.backends import musicgen
     with mock.patch.object(musicgen, 'encode_text', wraps=musicgen.encode_text) as encode:
         for prompt_id in range(3):
             backend.open_stream(PromptSpec(prompt_id, TEXT)).close()
@@ -436,7 +436,7 @@ def test_bad_context_is_rejected_with_a_clear_error(tiny, context, named):
 
 
 def test_a_failing_step_ends_that_stream_with_a_backend_error_and_not_the_backend(tiny):
-    from muse_cloud_bridge.backends.musicgen_generation import CodeGenerator
+    from muse_server.backends.musicgen_generation import CodeGenerator
     backend = backend_for(tiny, play_steps=8)
     broken = backend.open_stream(PromptSpec(1, TEXT))
     with mock.patch.object(CodeGenerator, 'step', side_effect=RuntimeError('CUDA out of memory')):

@@ -38,10 +38,10 @@ import threading
 import numpy as np
 import torch
 
-from muse_cloud_bridge.backends.base import BackendError, MusicBackend, MusicStream, PromptSpec
-from muse_cloud_bridge.backends.musicgen_codec import (CodecLayout, StreamingCodecDecoder,
+from muse_server.backends.base import BackendError, MusicBackend, MusicStream, PromptSpec
+from muse_server.backends.musicgen_codec import (CodecLayout, StreamingCodecDecoder,
                                                        UnsupportedCodecError)
-from muse_cloud_bridge.backends.musicgen_generation import (CodeGenerator, SamplingOptions,
+from muse_server.backends.musicgen_generation import (CodeGenerator, SamplingOptions,
                                                             TextCondition, encode_audio,
                                                             encode_text)
 

@@ -1,6 +1,6 @@
 """Test-only backends for the server tests: a sine whose frequency encodes the prompt, so the
 tests can check continuity and context hand-over exactly, plus knobs for slow or failing
-streams. Served by name ``bridge_test_backends:SineBackend`` (the test directory on sys.path).
+streams. Served by name ``server_test_backends:SineBackend`` (the test directory on sys.path).
 """
 
 import threading
@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from muse_cloud_bridge.backends.base import BackendError, MusicBackend, MusicStream
+from muse_server.backends.base import BackendError, MusicBackend, MusicStream
 
 SAMPLE_RATE = 8000
 

@@ -66,14 +66,14 @@ from pathlib import Path
 
 import numpy as np
 
-from muse_cloud_bridge.backends.base import BackendError, MusicBackend, MusicStream, PromptSpec
-from muse_cloud_bridge.backends.synth_compose import BEATS_PER_BAR, Composer
-from muse_cloud_bridge.backends.synth_dsp import (BlockConvolver, FeedbackEcho, RmsCompressor,
+from muse_server.backends.base import BackendError, MusicBackend, MusicStream, PromptSpec
+from muse_server.backends.synth_compose import BEATS_PER_BAR, Composer
+from muse_server.backends.synth_dsp import (BlockConvolver, FeedbackEcho, RmsCompressor,
                                                   WavetableBank, db_to_gain, make_noise_tables,
                                                   make_reverb_ir, rms_db, soft_clip)
-from muse_cloud_bridge.backends.synth_styles import STYLES, resolve_style
-from muse_cloud_bridge.backends.synth_theory import Key, estimate_key
-from muse_cloud_bridge.backends.synth_voices import Note, VoiceKit
+from muse_server.backends.synth_styles import STYLES, resolve_style
+from muse_server.backends.synth_theory import Key, estimate_key
+from muse_server.backends.synth_voices import Note, VoiceKit
 
 BLOCK = 2048                          # samples rendered at a time (64 ms at 32 kHz)
 TEMPO_RANGE_BPM = (40.0, 240.0)
@@ -477,7 +477,7 @@ def measure_style_levels(seconds=24.0, seeds=(1, 2), iterations=3, bpm=110.0, pr
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog='python -m muse_cloud_bridge.backends.synth',
+        prog='python -m muse_server.backends.synth',
         description='Render example pieces with the synth backend, or re-measure the style levels.')
     sub = parser.add_subparsers(dest='command', required=True)
     examples = sub.add_parser('render', help='write one WAV per style')

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from muse_cloud_bridge.backends.synth_theory import voice_chord
-from muse_cloud_bridge.backends.synth_voices import Note
+from muse_server.backends.synth_theory import voice_chord
+from muse_server.backends.synth_voices import Note
 
 BEATS_PER_BAR = 4
 BARS_PER_SECTION = 8

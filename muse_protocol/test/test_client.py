@@ -7,11 +7,12 @@ import random
 import pytest
 from websockets.asyncio.server import serve
 
-from bridge_test_backends import SineBackend
-from bridge_test_support import TOKEN, run, serving
-from muse_cloud_bridge import protocol
-from muse_cloud_bridge.client import (ExponentialBackoff, LinkState, MusicClient, OrderGuard,
-                                      RateMeter, ReconnectingLink, RollingStats, resolve_token)
+from server_test_backends import SineBackend
+from server_test_support import TOKEN, run, serving
+from muse_protocol import protocol
+from muse_protocol.client import (ExponentialBackoff, LinkState, MusicClient, OrderGuard,
+                                  RateMeter, ReconnectingLink, RollingStats)
+from muse_protocol.tokens import resolve_token
 
 
 # ---------------------------------------------------------------- plain logic
@@ -259,10 +260,10 @@ def test_link_drops_a_frozen_server_and_comes_back_when_it_thaws(spawn):
     import os
     import signal
 
-    from bridge_test_support import free_port, server_command, server_env, wait_for_health
+    from server_test_support import free_port, server_command, server_env, wait_for_health
 
     port = free_port()
-    server = spawn(server_command(port, 'bridge_test_backends:SineBackend', '--token', TOKEN),
+    server = spawn(server_command(port, 'server_test_backends:SineBackend', '--token', TOKEN),
                    name='server', env=server_env())
     wait_for_health(port, server)
 

@@ -8,15 +8,15 @@ import librosa
 import numpy as np
 import pytest
 
-from muse_cloud_bridge.backends import BackendError, PromptSpec, check_fragment, create_backend
-from muse_cloud_bridge.backends.synth import (GLIDE_BARS, KEY_CONFIDENCE, SynthBackend,
+from muse_server.backends import BackendError, PromptSpec, check_fragment, create_backend
+from muse_server.backends.synth import (GLIDE_BARS, KEY_CONFIDENCE, SynthBackend,
                                               SynthConfigError, fold_tempo, loudness_target_db,
                                               render)
-from muse_cloud_bridge.backends.synth_compose import BARS_PER_SECTION, BEATS_PER_BAR
-from muse_cloud_bridge.backends.synth_dsp import (BlockConvolver, FeedbackEcho, MovingAverage,
+from muse_server.backends.synth_compose import BARS_PER_SECTION, BEATS_PER_BAR
+from muse_server.backends.synth_dsp import (BlockConvolver, FeedbackEcho, MovingAverage,
                                                   rms_db, sine, soft_clip)
-from muse_cloud_bridge.backends.synth_styles import DEFAULT_STYLE, STYLES, resolve_style
-from muse_cloud_bridge.backends.synth_theory import Key, estimate_key, voice_chord
+from muse_server.backends.synth_styles import DEFAULT_STYLE, STYLES, resolve_style
+from muse_server.backends.synth_theory import Key, estimate_key, voice_chord
 
 SR = 32000
 HOP = 64                      # onset-envelope hop: 2 ms, fine enough for 1 % tempo resolution

@@ -2,7 +2,7 @@
 (``synth``: procedural, no dependencies; ``musicgen``: transformers' MusicGen), imported lazily
 by :func:`create_backend`."""
 
-from muse_cloud_bridge.backends.base import (BackendError, MusicBackend, MusicStream, PromptSpec,
+from muse_server.backends.base import (BackendError, MusicBackend, MusicStream, PromptSpec,
                                              backend_names, check_fragment, create_backend,
                                              register_backend)
 

@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from muse_cloud_bridge import protocol
-from muse_cloud_bridge.protocol import (CLIENT_MESSAGES, SERVER_MESSAGES, AudioFrame, Encoding,
+from muse_protocol import protocol
+from muse_protocol.protocol import (CLIENT_MESSAGES, SERVER_MESSAGES, AudioFrame, Encoding,
                                         ErrorCode, Flags)
 
 

@@ -1,4 +1,4 @@
-"""The server as its own process (`python -m muse_cloud_bridge.server`, as `muse_music_server`
+"""The server as its own process (`python -m muse_server.server`, as `muse_music_server`
 runs it): the real synth backend, token sources, health, SIGTERM, command-line errors, and that
 nothing it imports needs ROS or torch."""
 
@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from bridge_test_support import (TOKEN, Received, collect, frames_of, free_port, http_get, run,
+from server_test_support import (TOKEN, Received, collect, frames_of, free_port, http_get, run,
                                  server_command, server_env, wait_for_health)
-from muse_cloud_bridge import protocol
-from muse_cloud_bridge.client import MusicClient, ServerError
+from muse_protocol import protocol
+from muse_protocol.client import MusicClient, ServerError
 
 
 def _prompt(prompt_id, style, energy, bpm):
@@ -95,7 +95,7 @@ def test_token_from_the_environment_and_health_without_a_session(spawn):
     (['--backend-option', 'not an option'], 'KEY=VALUE'),
 ])
 def test_command_line_errors_exit_with_a_clear_message(arguments, message):
-    command = [sys.executable, '-m', 'muse_cloud_bridge.server', '--port', '0', *arguments]
+    command = [sys.executable, '-m', 'muse_server.server', '--port', '0', *arguments]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60,
                             env={**server_env(), 'MUSE_SERVER_TOKEN': ''})
     assert result.returncode == 2, result.stderr
@@ -114,8 +114,8 @@ def test_a_port_in_use_is_reported(spawn):
 def test_the_server_side_imports_neither_ros_nor_torch():
     code = (
         'import sys\n'
-        'import muse_cloud_bridge.server, muse_cloud_bridge.client, muse_cloud_bridge.protocol\n'
-        'from muse_cloud_bridge.backends import create_backend\n'
+        'import muse_server.server, muse_protocol.client, muse_protocol.protocol\n'
+        'from muse_server.backends import create_backend\n'
         'backend = create_backend("synth", fragment_s=0.5)\n'
         'assert backend.sample_rate == 32000\n'
         'loaded = sorted(m for m in ("rclpy", "torch", "transformers", "muse_msgs") if m in sys.modules)\n'

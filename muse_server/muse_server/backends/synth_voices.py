@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from muse_cloud_bridge.backends.synth_dsp import lookup, midi_to_hz, sine
+from muse_server.backends.synth_dsp import lookup, midi_to_hz, sine
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from websockets.exceptions import ConnectionClosed
 
-from muse_cloud_bridge import protocol
-from muse_cloud_bridge.backends.base import (BackendError, MusicBackend, MusicStream, PromptSpec,
+from muse_protocol import protocol
+from muse_server.backends.base import (BackendError, MusicBackend, MusicStream, PromptSpec,
                                              check_fragment)
 
 logger = logging.getLogger('muse_music_server')
