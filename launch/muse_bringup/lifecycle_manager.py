@@ -92,7 +92,8 @@ class LifecycleManager:
         ended = threading.Event()
 
         def on_transition(event):
-            if event.start_state.label == 'active' and event.goal_state.label == 'inactive':
+            # Events name the transition states too: active -> deactivating -> inactive.
+            if event.start_state.label == 'deactivating' and event.goal_state.label == 'inactive':
                 ended.set()
 
         self._node.create_subscription(TransitionEvent, f'{self._paths[name]}/transition_event',
@@ -157,6 +158,7 @@ def main(args=None):
         return manager.run()
     finally:
         executor.shutdown()
+        spinner.join(timeout=5.0)
         manager.node.destroy_node()
         rclpy.try_shutdown()
 

@@ -121,9 +121,9 @@ class GraphClient:
 
     def close(self):
         self._executor.shutdown()
+        self._spinner.join(timeout=5)
         self.node.destroy_node()
         self._rclpy.try_shutdown(context=self.context)
-        self._spinner.join(timeout=5)
 
 
 def check_running(processes):

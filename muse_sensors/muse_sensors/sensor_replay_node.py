@@ -254,12 +254,10 @@ class SensorReplayNode(ManagedNode):
         probabilities[event.class_id] = 1.0
         msg = ActivityEstimate(class_id=event.class_id, label=activities.ACTIVITY_NAMES[event.class_id],
                                confidence=1.0, raw_class_id=event.class_id,
-                               probabilities=probabilities, heart_rate_bpm=event.heart_rate_bpm,
-                               inference_ms=0.0)
+                               probabilities=probabilities, heart_rate_bpm=event.heart_rate_bpm)
         msg.header.stamp = stamp
         msg.header.frame_id = self._frame_id
         msg.window_start = stamp     # a label at an instant, not a window
-        msg.window_end = stamp
         return msg
 
     def _profile(self, event, stamp):
