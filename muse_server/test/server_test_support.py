@@ -2,6 +2,7 @@
 an in-process server on a free port, collecting what a client receives, process servers."""
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -152,3 +153,90 @@ def server_env(**extra):
     """Environment for a server process: the test backends importable."""
     path = os.pathsep.join([str(TEST_DIR), os.environ.get('PYTHONPATH', '')])
     return {'PYTHONPATH': path, **extra}
+
+
+class RawClient:
+    """A bare TCP WebSocket client that sends exactly what it is told and reads only when told
+    (websockets' own client always reads and answers pings). Blocking; for hostile tests."""
+
+    def __init__(self, port, receive_buffer=None, source='127.0.0.1', handshake=True):
+        self.sock = socket.socket()
+        if receive_buffer is not None:  # set before connecting, so the TCP window stays small
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.bind((source, 0))
+        self.sock.settimeout(10.0)
+        self.sock.connect(('127.0.0.1', port))
+        if handshake:
+            self.upgrade(port)
+
+    def upgrade(self, port, extra_headers=''):
+        """The HTTP upgrade; -> the status line."""
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f'GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n'
+                           f'Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n'
+                           f'Sec-WebSocket-Version: 13\r\n{extra_headers}\r\n').encode())
+        response = b''
+        while b'\r\n\r\n' not in response:
+            chunk = self.sock.recv(1)
+            if not chunk:
+                break
+            response += chunk
+        return response.split(b'\r\n')[0].decode(errors='replace')
+
+    def send(self, payload, opcode=None):
+        """One frame: ``str`` as text, ``bytes`` as binary unless ``opcode`` says otherwise."""
+        from websockets.frames import Frame, Opcode
+        if opcode is None:
+            opcode = Opcode.TEXT if isinstance(payload, str) else Opcode.BINARY
+        data = payload.encode('utf-8', 'surrogatepass') if isinstance(payload, str) else payload
+        self.sock.sendall(Frame(opcode, data).serialize(mask=True))
+
+    def ping(self, payload=b'ping'):
+        from websockets.frames import Opcode
+        self.send(payload, Opcode.PING)
+
+    def read_until_closed(self, timeout=10.0):
+        """Read frames until the server closes; -> (text messages, close code or None)."""
+        from websockets.frames import Opcode
+        self.sock.settimeout(timeout)
+        data = b''
+        texts, code = [], None
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                while True:
+                    frame, data = _parse_frame(data)
+                    if frame is None:
+                        break
+                    opcode, payload = frame
+                    if opcode == Opcode.TEXT:
+                        texts.append(payload.decode())
+                    elif opcode == Opcode.CLOSE:
+                        code = int.from_bytes(payload[:2], 'big') if len(payload) >= 2 else 1005
+        except (socket.timeout, ConnectionResetError):
+            pass
+        return texts, code
+
+    def close(self):
+        self.sock.close()
+
+
+def _parse_frame(data):
+    """-> ((opcode, payload), rest) of one unmasked server frame, or (None, data)."""
+    if len(data) < 2:
+        return None, data
+    length, offset = data[1] & 0x7F, 2
+    if length == 126:
+        if len(data) < 4:
+            return None, data
+        length, offset = int.from_bytes(data[2:4], 'big'), 4
+    elif length == 127:
+        if len(data) < 10:
+            return None, data
+        length, offset = int.from_bytes(data[2:10], 'big'), 10
+    if len(data) < offset + length:
+        return None, data
+    return (data[0] & 0x0F, data[offset:offset + length]), data[offset + length:]
