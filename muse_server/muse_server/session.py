@@ -398,17 +398,20 @@ class Session:
         """The current stream's next fragment; a prompt arriving meanwhile starts being
         prepared at once instead of after the fragment."""
         generating = asyncio.ensure_future(self._next_of_current())
+        woken = None
         try:
             while not generating.done():
                 woken = asyncio.ensure_future(self._wakeup.wait())
                 await asyncio.wait({generating, woken}, return_when=asyncio.FIRST_COMPLETED)
-                woken.cancel()
-                if woken.done() and not woken.cancelled():
+                if woken.done():
                     self._wakeup.clear()
                     self._start_requested_switch()
+                woken.cancel()
             return generating.result()
         finally:
             generating.cancel()
+            if woken is not None:
+                woken.cancel()
 
     def _start_requested_switch(self):
         """Start preparing the requested prompt, unless a superseded preparation is still
