@@ -249,14 +249,18 @@ def non_reader(server, source, pinging=False):
 
 
 def idle_sockets_vs_valid_clients(port, source, valid=5):
-    """The attack that locked everyone out: idle unauthenticated sockets held open."""
-    idle = [RawClient(port, source=source) for _ in range(3)]
+    """The attack that locked everyone out: idle unauthenticated sockets, as many as the
+    server has sessions (less the honest listener's), from two addresses."""
+    count = MAX_SESSIONS - 1
+    other = source.replace('127.0.0.', '127.0.1.')
+    idle = [RawClient(port, source=source if n < PER_ADDRESS_PENDING else other)
+            for n in range(count)]
     try:
         welcomed = asyncio.run(_valid_clients(port, valid))
     finally:
         for client in idle:
             client.close()
-    return Outcome('3 idle sockets, then valid clients', f'{valid}/{valid} welcomed',
+    return Outcome(f'{count} idle sockets, then valid clients', f'{valid}/{valid} welcomed',
                    f'{welcomed}/{valid} welcomed', welcomed == valid)
 
 
