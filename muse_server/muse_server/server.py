@@ -4,7 +4,7 @@ Runs without ROS (``pip install ./muse_protocol ./muse_server`` then ``muse_musi
 imports rclpy. One session per connection (see :mod:`muse_server.session`), a bounded number of
 them, token authentication with limits on unauthenticated connections
 (:mod:`muse_server.admission`), ``GET /healthz`` for monitoring, graceful shutdown on
-SIGTERM/SIGINT within ``shutdown_grace_s`` + 1 s.
+SIGTERM/SIGINT within ``shutdown_grace_s`` + 2 s.
 """
 
 from __future__ import annotations
@@ -163,8 +163,8 @@ class MusicServer:
     async def shutdown(self, reason: str = 'shutdown requested'):
         """Stop accepting, tell every session, give them ``shutdown_grace_s``, then close.
 
-        Done within grace + CLOSE_TIMEOUT_S + 2 * STOP_WAIT_S whatever clients and backend
-        calls do: connections still open then are aborted, calls still running are left to
+        Done within grace + CLOSE_TIMEOUT_S + 3 * STOP_WAIT_S (2 s) whatever clients and
+        backend calls do: connections still open then are aborted, calls still running are left to
         their daemon threads.
         """
         if self._stopping:
