@@ -11,6 +11,7 @@ def test_a_frame_arriving_after_the_context_shut_down_is_not_published():
 
     rclpy.init(args=['--ros-args', '-p', 'server_url:=ws://127.0.0.1:9', '-p', 'token:=x'])
     node = CloudBridgeNode()
+    node.trigger_configure()  # makes the publisher; not activated, so no server link is opened
     frame = protocol.AudioFrame(prompt_id=1, seq=0, sample_rate=8000, channels=1,
                                 encoding=protocol.Encoding.PCM_S16LE, flags=protocol.Flags.FIRST,
                                 payload=b'\x00\x00' * 8)
