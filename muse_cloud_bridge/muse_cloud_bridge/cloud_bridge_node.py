@@ -1,7 +1,7 @@
 """ROS 2 node ``cloud_bridge``: MusicPrompt in, AudioFragment out, through the music server.
 
 Subscribes ``prompt`` (muse_msgs/MusicPrompt, latched) and holds one WebSocket session with the
-music server (:class:`muse_protocol.client.ReconnectingLink` on an asyncio loop in its own
+music server (:class:`muse_protocol.link.ReconnectingLink` on an asyncio loop in its own
 thread); every audio frame the server streams is published as muse_msgs/AudioFragment on
 ``audio``, in strictly increasing (prompt_id, seq) order. Prompts cross from the executor to the
 loop with ``loop.call_soon_threadsafe``; nothing blocks a callback.
@@ -27,7 +27,7 @@ from muse_msgs.msg import AudioFragment, MusicPrompt
 from rcl_interfaces.msg import SetParametersResult
 
 from muse_protocol import protocol
-from muse_protocol.client import LinkState, ReconnectingLink
+from muse_protocol.link import LinkState, ReconnectingLink
 from muse_protocol.tokens import resolve_token
 from muse_common import diagnostics, qos, stamps, topics
 from muse_common.lifecycle import ManagedNode
@@ -154,6 +154,8 @@ class CloudBridgeNode(ManagedNode):
 
     def _publish_frame(self, frame: protocol.AudioFrame):
         """Called on the asyncio thread for every admitted frame (rclpy publish is thread-safe)."""
+        if not self.context.ok():  # shutting down: the publisher may already be gone
+            return
         msg = AudioFragment()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.prompt_id = frame.prompt_id
