@@ -49,6 +49,7 @@ class ServerConfig:
     max_frame_bytes: int = protocol.DEFAULT_MAX_AUDIO_FRAME_BYTES
     hello_timeout_s: float = 5.0
     shutdown_grace_s: float = 1.0
+    server_name: str = 'muse_music_server'  # announced in every welcome (Serve: the replica)
 
     def __post_init__(self):
         checks = [
@@ -80,7 +81,7 @@ class MusicServer:
         self._session_config = SessionConfig(
             token=config.token, max_ahead_s=config.max_ahead_s, context_s=config.context_s,
             max_frame_bytes=config.max_frame_bytes, fragment_s=config.fragment_s,
-            hello_timeout_s=config.hello_timeout_s)
+            hello_timeout_s=config.hello_timeout_s, server_name=config.server_name)
         self.sessions: dict[str, Session] = {}
         self._connections = 0  # accepted connections, authenticated or not (bounded)
         self.stats = {'prompts': 0, 'fragments': 0, 'errors': 0, 'sessions_total': 0,
@@ -177,6 +178,11 @@ class MusicServer:
         del response.headers['Content-Type']
         response.headers['Content-Type'] = 'application/json'
         return response
+
+    async def handle_connection(self, websocket):
+        """Serve one accepted connection (any object with the ``websockets`` connection's
+        ``recv``/``send``/``close``/async iteration/``remote_address``) until it ends."""
+        await self._handle(websocket)
 
     async def _handle(self, websocket):
         if self._stopping:
