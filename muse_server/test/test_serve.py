@@ -1,0 +1,248 @@
+"""The music server on Ray Serve: a local Ray instance (2 CPUs, no GPU, no dashboard) started
+once for this module, two replicas of the synth backend behind Serve's proxy on a free
+loopback port. Sessions stream through the proxy with the plain server's ordering, spread
+over the replicas, survive a killed replica by reconnecting to the other one, and are refused
+SERVER_BUSY when every replica is full.
+
+Ray and Serve take 10-60 s to start on a busy 2-core machine; the tests after that take
+seconds each (timings in the README's "Serving many listeners").
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+
+import pytest
+
+from server_test_support import TOKEN, Received, collect, frames_of, free_port, http_get, run
+from muse_protocol import protocol
+from muse_protocol.client import MusicClient, ReconnectingLink, ServerError
+from muse_protocol.protocol import ErrorCode
+
+ray = pytest.importorskip('ray', reason='the serve extra (ray[serve]) is not installed')
+serve = pytest.importorskip('ray.serve')
+serve_app = pytest.importorskip('muse_server.serve_app')
+
+pytestmark = pytest.mark.slow
+
+CAPACITY = 2
+REPLICAS = 2
+PREBUFFER_S = 0.5  # the player's default prebuffer
+
+
+@pytest.fixture(scope='module')
+def proxy_url():
+    """ws:// URL of Serve's proxy in front of two synth replicas (token required)."""
+    started = time.monotonic()
+    port = free_port()
+    # the replicas read the token from their environment, which local workers inherit
+    os.environ['MUSE_SERVER_TOKEN'] = TOKEN
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    try:
+        serve.start(http_options={'host': '127.0.0.1', 'port': port})
+        app = serve_app.make_app(
+            {'backend': 'synth', 'capacity': CAPACITY, 'fragment_s': 0.25, 'max_ahead_s': 1.0,
+             'hello_timeout_s': 3.0, 'shutdown_grace_s': 0.2, 'backend_options': {'seed': 7}},
+            # no CPU reserved: a replacement replica starts even while the others run
+            {'num_replicas': REPLICAS, 'ray_actor_options': {'num_cpus': 0}})
+        serve.run(app, name=serve_app.APP_NAME, route_prefix='/')
+        print(f'\nRay + Serve + {REPLICAS} replicas up in {time.monotonic() - started:.1f} s')
+        yield f'ws://127.0.0.1:{port}'
+    finally:
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        ray.shutdown()
+        os.environ.pop('MUSE_SERVER_TOKEN', None)
+
+
+def _running_replicas():
+    status = serve.status().applications[serve_app.APP_NAME].deployments[
+        serve_app.DEPLOYMENT_NAME]
+    return status.replica_states.get('RUNNING', 0)
+
+
+@pytest.fixture
+def url(proxy_url, wait_until):
+    """The proxy, once all replicas run (a test before may have killed one)."""
+    wait_until(lambda: _running_replicas() == REPLICAS, 120, f'{REPLICAS} running replicas')
+    return proxy_url
+
+
+def _replica(welcome: protocol.Welcome) -> str:
+    return welcome.server.partition('@')[2]
+
+
+def _prompt(prompt_id):
+    return protocol.Prompt(prompt_id=prompt_id, text=f'prompt {prompt_id}', style='ambient',
+                           energy=0.4, target_bpm=90.0)
+
+
+def _assert_ordered_and_contiguous(frames):
+    """(prompt_id, seq) strictly increasing, each prompt numbered 0, 1, 2, ... and FIRST on
+    its first frame only (as against a plain server)."""
+    keys = [(f.prompt_id, f.seq) for f in frames]
+    assert keys == sorted(set(keys))
+    for prompt_id in {f.prompt_id for f in frames}:
+        mine = [f for f in frames if f.prompt_id == prompt_id]
+        assert [f.seq for f in mine] == list(range(len(mine)))
+        assert [bool(f.flags & protocol.Flags.FIRST) for f in mine] == [True] + [False] * (
+            len(mine) - 1)
+
+
+async def _open_until(url, count, max_refusals=20):
+    """Open ``count`` sessions, retrying SERVER_BUSY refusals as the bridge would."""
+    clients, refusals = [], 0
+    while len(clients) < count:
+        client = MusicClient(url, token=TOKEN)
+        try:
+            await client.connect()
+        except ServerError as exc:
+            assert exc.code == ErrorCode.SERVER_BUSY, exc
+            refusals += 1
+            assert refusals <= max_refusals, f'{refusals} refusals with {len(clients)} open'
+            await asyncio.sleep(0.05)
+            continue
+        clients.append(client)
+    return clients, refusals
+
+
+# ---------------------------------------------------------------- the tests
+
+
+def test_a_session_streams_through_the_proxy_in_order_with_gap_free_switches(url):
+    async def scenario():
+        async with MusicClient(url, token=TOKEN, client_name='serve-test') as client:
+            assert client.welcome.backend == 'synth'
+            assert _replica(client.welcome).startswith('SERVE_REPLICA::muse#MusicReplica#')
+            assert await client.ping() >= 0.0
+            received = Received()
+            await client.send_prompt(_prompt(1))
+            await collect(client, received, frames_of(1, 6))
+            await client.send_prompt(_prompt(2))
+            await collect(client, received, frames_of(2, 4))
+        frames = [f for _, f in received.frames]
+        _assert_ordered_and_contiguous(frames)
+        # the switch: prompt 1's last frame goes out marked LAST right before prompt 2's first
+        switch = next(i for i, f in enumerate(frames) if f.prompt_id == 2)
+        assert frames[switch - 1].prompt_id == 1 and frames[switch - 1].flags & protocol.Flags.LAST
+        assert all(len(f.samples()) > 0 for f in frames)
+
+        with pytest.raises(ServerError) as refused:
+            await MusicClient(url, token='wrong').connect()
+        assert refused.value.code == ErrorCode.UNAUTHORIZED and refused.value.fatal
+
+    run(scenario())
+    status, _, body = http_get(url.replace('ws://', 'http://') + '/healthz')
+    health = json.loads(body)
+    assert status == 200 and health['status'] == 'ok' and health['backend'] == 'synth'
+    assert health['max_sessions'] == CAPACITY and health['replica'].startswith('SERVE_REPLICA::')
+
+
+def test_sessions_spread_over_the_replicas(url):
+    async def scenario():
+        clients, refusals = await _open_until(url, REPLICAS * CAPACITY)
+        try:
+            replicas = [_replica(c.welcome) for c in clients]
+            print(f'\n{len(clients)} sessions after {refusals} SERVER_BUSY refusal(s): {replicas}')
+            assert len(set(replicas)) == REPLICAS
+            assert all(replicas.count(r) == CAPACITY for r in set(replicas))
+            # every one of them streams
+            for index, client in enumerate(clients):
+                await client.send_prompt(_prompt(1))
+                await collect(client, Received(), frames_of(1, 2))
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))
+
+    run(scenario())
+
+
+def test_a_new_session_is_refused_server_busy_when_every_replica_is_full(url):
+    async def scenario():
+        clients, _ = await _open_until(url, REPLICAS * CAPACITY)
+        try:
+            for _ in range(3):  # whichever replica the proxy picks, it is full
+                with pytest.raises(ServerError) as refused:
+                    await MusicClient(url, token=TOKEN).connect()
+                assert refused.value.code == ErrorCode.SERVER_BUSY and refused.value.fatal
+            # the sessions already open go on
+            await clients[0].send_prompt(_prompt(1))
+            await collect(clients[0], Received(), frames_of(1, 2))
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))
+        # a freed slot is taken again
+        async with MusicClient(url, token=TOKEN) as client:
+            assert client.welcome.session_id
+
+    run(scenario())
+
+
+def test_a_killed_replica_s_session_resumes_on_the_other_replica_in_order(url, wait_until):
+    async def scenario():
+        arrivals = []  # (monotonic arrival, frame) as the bridge hands them on
+        link = ReconnectingLink(url, TOKEN, lambda f: arrivals.append((time.monotonic(), f)),
+                                client_name='serve-failover')
+        runner = asyncio.create_task(link.run())
+        try:
+            link.set_prompt(_prompt(1))
+            await _until(lambda: len(arrivals) >= 8, 30, 'frames from the first replica')
+            first_replica = _replica(link.welcome)
+            ray.kill(ray.get_actor(first_replica, namespace='serve'), no_restart=True)
+            killed_at = time.monotonic()
+            await _until(lambda: link.welcome is not None and link.state.value == 'connected'
+                         and _replica(link.welcome) != first_replica, 60,
+                         'a session on another replica')
+            second_replica = _replica(link.welcome)
+            resumed_from = len(arrivals)
+            await _until(lambda: len(arrivals) >= resumed_from + 6, 30,
+                         'frames from the second replica')
+        finally:
+            await link.close()
+            await asyncio.gather(runner, return_exceptions=True)
+        return arrivals, killed_at, first_replica, second_replica, link.counters
+
+    arrivals, killed_at, first, second, counters = run(scenario())
+    assert first != second
+    frames = [f for _, f in arrivals]
+    keys = [(f.prompt_id, f.seq) for f in frames]
+    # nothing out of order, nothing missing: the resumed stream continues the seq numbering
+    assert keys == sorted(set(keys)) and counters['dropped_out_of_order'] == 0
+    assert [f.seq for f in frames] == list(range(len(frames)))
+    restarts = [i for i, f in enumerate(frames) if f.flags & protocol.Flags.FIRST]
+    assert restarts[0] == 0 and len(restarts) == 2, restarts  # the start and the resume
+    gap = player_underrun_s(arrivals, PREBUFFER_S)
+    print(f'\nfailover {first} -> {second}: longest silence of a player with a '
+          f'{PREBUFFER_S} s prebuffer {gap * 1e3:.0f} ms; last frame before the kill -> first '
+          f'after {failover_gap_s(arrivals, killed_at) * 1e3:.0f} ms')
+
+
+async def _until(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f'timed out waiting for {what}')
+        await asyncio.sleep(0.02)
+
+
+def failover_gap_s(arrivals, killed_at):
+    """Arrival gap between the last frame before ``killed_at`` and the first after it."""
+    before = [t for t, _ in arrivals if t <= killed_at]
+    after = [t for t, _ in arrivals if t > killed_at]
+    return after[0] - before[-1] if before and after else float('nan')
+
+
+def player_underrun_s(arrivals, prebuffer_s):
+    """Longest silence of a player that starts ``prebuffer_s`` after the first frame and then
+    plays every frame at real time, in order, as soon as it is due and has arrived."""
+    if not arrivals:
+        return float('nan')
+    clock = arrivals[0][0] + prebuffer_s
+    longest = 0.0
+    for arrived, frame in arrivals:
+        if arrived > clock:  # the player ran dry until this frame came
+            longest = max(longest, arrived - clock)
+            clock = arrived
+        clock += frame.duration_s
+    return longest
