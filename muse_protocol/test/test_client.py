@@ -10,8 +10,8 @@ from websockets.asyncio.server import serve
 from server_test_backends import SineBackend
 from server_test_support import TOKEN, run, serving
 from muse_protocol import protocol
-from muse_protocol.client import (ExponentialBackoff, LinkState, MusicClient, OrderGuard,
-                                  RateMeter, ReconnectingLink, RollingStats)
+from muse_protocol.client import (ConnectionLost, ExponentialBackoff, LinkState, MusicClient,
+                                  OrderGuard, RateMeter, ReconnectingLink, RollingStats)
 from muse_protocol.tokens import resolve_token
 
 
@@ -251,6 +251,31 @@ def test_a_reply_to_hello_with_an_unhashable_type_is_a_malformed_frame():
             with pytest.raises(protocol.MalformedFrame, match='bad reply to hello'):
                 client = MusicClient(f'ws://127.0.0.1:{port}', token=TOKEN, open_timeout=5.0)
                 await client.connect()
+    run(scenario())
+
+
+def test_a_refused_websocket_handshake_is_a_lost_connection_the_link_retries():
+    """A proxy in front of the servers (Ray Serve's) answers plain HTTP errors while no
+    replica can take the connection."""
+    async def unavailable(reader, writer):
+        await reader.readuntil(b'\r\n\r\n')
+        writer.write(b'HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n')
+        await writer.drain()
+        writer.close()
+
+    async def scenario():
+        proxy = await asyncio.start_server(unavailable, '127.0.0.1', 0)
+        url = f'ws://127.0.0.1:{proxy.sockets[0].getsockname()[1]}'
+        async with proxy:
+            with pytest.raises(ConnectionLost, match='503'):
+                await MusicClient(url, token=TOKEN).connect()
+            recorder = _Recorder()
+            link = _link(url, recorder)
+            runner = asyncio.create_task(link.run())
+            await recorder.wait(lambda r: link.counters['connect_failures'] >= 2)
+            assert not runner.done() and '503' in link.last_error
+            await link.close()
+            await runner
     run(scenario())
 
 
