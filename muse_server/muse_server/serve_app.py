@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--num-cpus', type=int, default=None, help='--local: CPUs Ray may use')
     parser.add_argument('--host', default=None, help='proxy address (default: the file\'s)')
     parser.add_argument('--port', type=int, default=None, help='proxy port (default: the file\'s)')
-    parser.add_argument('--backend', default=None, help='override the file\'s backend')
+    parser.add_argument('--backend', default=None,
+                        help='another backend than the file\'s (drops the file\'s backend_options)')
     parser.add_argument('--replicas', type=int, default=None,
                         help='fixed number of replicas (overrides the file\'s autoscaling)')
     parser.add_argument('--capacity', type=int, default=None, help='sessions per replica')
@@ -218,8 +219,9 @@ def main(argv=None) -> int:
             http_options['host'] = args.host
         if args.port is not None:
             http_options['port'] = args.port
-        if args.backend is not None:
-            app_args['backend'] = args.backend
+        if args.backend is not None and args.backend != app_args.get('backend'):
+            app_args['backend'] = args.backend  # the file's options were for its backend
+            app_args['backend_options'] = {}
         if args.capacity is not None:
             app_args['capacity'] = args.capacity
         if args.no_auth:

@@ -246,3 +246,58 @@ def player_underrun_s(arrivals, prebuffer_s):
             clock = arrived
         clock += frame.duration_s
     return longest
+
+
+# ---------------------------------------------------------------- the config file (no Ray)
+
+
+def test_the_shipped_config_file_is_a_valid_serve_config_of_this_application():
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    path = serve_app.default_config_path()
+    with open(path) as stream:
+        schema = ServeDeploySchema(**yaml.safe_load(stream))
+    (application,) = schema.applications
+    assert application.import_path == 'muse_server.serve_app:build_app'
+    assert [d.name for d in application.deployments] == [serve_app.DEPLOYMENT_NAME]
+    http_options, args, deployment = serve_app.load_config(path)
+    options = serve_app.ServeOptions(**args)
+    assert options.require_token and 'token' not in str(args).lower().replace('require_token', '')
+    assert deployment['autoscaling_config']['target_ongoing_requests'] <= options.capacity
+    assert deployment['ray_actor_options']['num_gpus'] > 0
+    built = serve_app.build_app(args)  # what `serve run/deploy` calls
+    assert built._bound_deployment.max_ongoing_requests == options.capacity + serve_app.REFUSAL_SLOTS
+
+
+class _DeploymentConfig:
+    def __init__(self, max_ongoing_requests, target=None):
+        self.max_ongoing_requests = max_ongoing_requests
+        self.autoscaling_config = None
+        if target is not None:
+            from ray.serve.config import AutoscalingConfig
+            self.autoscaling_config = AutoscalingConfig(target_ongoing_requests=target)
+
+
+def test_settings_that_defeat_session_admission_are_refused_by_name():
+    options = serve_app.ServeOptions(capacity=4)
+    serve_app._check_deployment(options, _DeploymentConfig(6, target=3))
+    with pytest.raises(ValueError, match='max_ongoing_requests is 4 but capacity is 4'):
+        serve_app._check_deployment(options, _DeploymentConfig(4))
+    with pytest.raises(ValueError, match='target_ongoing_requests is 5; expected at most'):
+        serve_app._check_deployment(options, _DeploymentConfig(6, target=5))
+    with pytest.raises(ValueError, match='capacity'):
+        serve_app.ServeOptions(capacity=0)
+    with pytest.raises(ValueError, match='tokn'):
+        serve_app.ServeOptions(tokn='secret')  # a misspelt option is not silently ignored
+
+
+def test_the_serve_application_imports_nothing_of_ros():
+    import subprocess
+    import sys
+    code = ('import sys, muse_server.serve_app; '
+            'print(sorted(m for m in sys.modules if m.split(".")[0] in '
+            '("rclpy", "muse_common", "muse_msgs", "rosidl_runtime_py")))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == '[]', out.stdout
