@@ -21,8 +21,10 @@ import copy
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
+import ray
 import yaml
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse
@@ -211,8 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
-    import ray  # noqa: PLC0415 (only the launcher needs a Ray driver)
-
     try:
         http_options, app_args, deployment = load_config(args.config or default_config_path())
         if args.host is not None:
@@ -233,6 +233,11 @@ def main(argv=None) -> int:
             raise ValueError(f'${TOKEN_ENV} is not set (give --no-auth to accept anyone)')
         ray.init(address=None if args.local else 'auto', num_cpus=args.num_cpus,
                  include_dashboard=False)
+    except (ValueError, FileNotFoundError, ConnectionError) as exc:
+        logger.error('%s', exc)
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)  # stops like Ctrl-C: Serve, then Ray
+    try:
         actor_options = deployment.setdefault('ray_actor_options', {})
         if actor_options.get('num_gpus', 0) > ray.cluster_resources().get('GPU', 0):
             logger.warning('this Ray instance has no GPU for num_gpus=%s: replicas run without one',
@@ -240,23 +245,23 @@ def main(argv=None) -> int:
             actor_options['num_gpus'] = 0
         serve.start(http_options=http_options)
         serve.run(make_app(app_args, deployment), name=APP_NAME, route_prefix='/')
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        logger.info('serving on ws://%s:%s/ (Ctrl-C stops)', http_options.get('host', '127.0.0.1'),
+                    http_options.get('port', 8000))
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        logger.info('stopping')
+    except (ValueError, RuntimeError) as exc:
         logger.error('%s', exc)
         return 2
-    logger.info('serving on ws://%s:%s/ (Ctrl-C stops)', http_options.get('host', '127.0.0.1'),
-                http_options.get('port', 8000))
-    stop = asyncio.Event()
-
-    async def wait():
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-
-    asyncio.run(wait())
-    serve.shutdown()
-    ray.shutdown()
+    finally:
+        serve.shutdown()
+        ray.shutdown()
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == '__main__':

@@ -301,3 +301,10 @@ def test_the_serve_application_imports_nothing_of_ros():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip() == '[]', out.stdout
+
+
+def test_the_launcher_refuses_to_start_without_a_token_unless_told(monkeypatch, caplog):
+    monkeypatch.delenv('MUSE_SERVER_TOKEN', raising=False)
+    assert serve_app.main(['--local', '--backend', 'synth']) == 2
+    assert 'MUSE_SERVER_TOKEN is not set' in caplog.text
+    assert not ray.is_initialized()
