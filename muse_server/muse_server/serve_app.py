@@ -141,6 +141,22 @@ class MusicReplica:
                              return_exceptions=True)
 
 
+def live_replicas(app_name: str = APP_NAME) -> set[str]:
+    """Actor names of the application's live replicas (what welcomes and /healthz name), from
+    a Ray driver connected to the cluster."""
+    prefix = f'SERVE_REPLICA::{app_name}#{DEPLOYMENT_NAME}#'
+    return {a['name'] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a['namespace'] == 'serve' and a['name'].startswith(prefix)}
+
+
+def running_replicas(app_name: str = APP_NAME) -> int:
+    """Replicas Serve's controller counts as running (it may not yet know of a dead one)."""
+    status = serve.status().applications.get(app_name)
+    if status is None or DEPLOYMENT_NAME not in status.deployments:
+        return 0
+    return status.deployments[DEPLOYMENT_NAME].replica_states.get('RUNNING', 0)
+
+
 def make_app(args: dict, deployment_options: dict | None = None):
     """The Serve application for ``args`` (:class:`ServeOptions`), with Serve deployment
     options (num_replicas, autoscaling_config, ray_actor_options, ...) on top."""

@@ -29,7 +29,6 @@ pytestmark = pytest.mark.slow
 
 CAPACITY = 2
 REPLICAS = 2
-PREBUFFER_S = 0.5  # the player's default prebuffer
 
 
 @pytest.fixture(scope='module')
@@ -58,16 +57,12 @@ def proxy_url():
         os.environ.pop('MUSE_SERVER_TOKEN', None)
 
 
-def _running_replicas():
-    status = serve.status().applications[serve_app.APP_NAME].deployments[
-        serve_app.DEPLOYMENT_NAME]
-    return status.replica_states.get('RUNNING', 0)
-
-
 @pytest.fixture
 def url(proxy_url, wait_until):
-    """The proxy, once all replicas run (a test before may have killed one)."""
-    wait_until(lambda: _running_replicas() == REPLICAS, 120, f'{REPLICAS} running replicas')
+    """The proxy, once all replicas run (a test before may have killed one: Serve's controller
+    may still count a dead replica as running, so the live actors are checked too)."""
+    wait_until(lambda: serve_app.running_replicas() == REPLICAS
+               and len(serve_app.live_replicas()) == REPLICAS, 120, f'{REPLICAS} live replicas')
     return proxy_url
 
 
@@ -212,10 +207,9 @@ def test_a_killed_replica_s_session_resumes_on_the_other_replica_in_order(url, w
     assert [f.seq for f in frames] == list(range(len(frames)))
     restarts = [i for i, f in enumerate(frames) if f.flags & protocol.Flags.FIRST]
     assert restarts[0] == 0 and len(restarts) == 2, restarts  # the start and the resume
-    gap = player_underrun_s(arrivals, PREBUFFER_S)
-    print(f'\nfailover {first} -> {second}: longest silence of a player with a '
-          f'{PREBUFFER_S} s prebuffer {gap * 1e3:.0f} ms; last frame before the kill -> first '
-          f'after {failover_gap_s(arrivals, killed_at) * 1e3:.0f} ms')
+    # how long that took is measured by bench/bench_serve.py (no timed assertions here)
+    print(f'\nfailover {first} -> {second}: last frame before the kill -> first after '
+          f'{failover_gap_s(arrivals, killed_at) * 1e3:.0f} ms')
 
 
 async def _until(condition, timeout, what):
@@ -232,20 +226,6 @@ def failover_gap_s(arrivals, killed_at):
     after = [t for t, _ in arrivals if t > killed_at]
     return after[0] - before[-1] if before and after else float('nan')
 
-
-def player_underrun_s(arrivals, prebuffer_s):
-    """Longest silence of a player that starts ``prebuffer_s`` after the first frame and then
-    plays every frame at real time, in order, as soon as it is due and has arrived."""
-    if not arrivals:
-        return float('nan')
-    clock = arrivals[0][0] + prebuffer_s
-    longest = 0.0
-    for arrived, frame in arrivals:
-        if arrived > clock:  # the player ran dry until this frame came
-            longest = max(longest, arrived - clock)
-            clock = arrived
-        clock += frame.duration_s
-    return longest
 
 
 # ---------------------------------------------------------------- the config file (no Ray)
