@@ -15,15 +15,14 @@ import os
 import time
 
 import pytest
+import ray
+from ray import serve
 
 from server_test_support import TOKEN, Received, collect, frames_of, free_port, http_get, run
 from muse_protocol import protocol
 from muse_protocol.client import MusicClient, ReconnectingLink, ServerError
 from muse_protocol.protocol import ErrorCode
-
-ray = pytest.importorskip('ray', reason='the serve extra (ray[serve]) is not installed')
-serve = pytest.importorskip('ray.serve')
-serve_app = pytest.importorskip('muse_server.serve_app')
+from muse_server import serve_app
 
 pytestmark = pytest.mark.slow
 
