@@ -247,7 +247,8 @@ def test_the_shipped_config_file_is_a_valid_serve_config_of_this_application():
     assert deployment['autoscaling_config']['target_ongoing_requests'] <= options.capacity
     assert deployment['ray_actor_options']['num_gpus'] > 0
     built = serve_app.build_app(args)  # what `serve run/deploy` calls
-    assert built._bound_deployment.max_ongoing_requests == options.capacity + serve_app.REFUSAL_SLOTS
+    ongoing = built._bound_deployment.max_ongoing_requests
+    assert ongoing == options.capacity + serve_app.REFUSAL_SLOTS
 
 
 class _DeploymentConfig:
