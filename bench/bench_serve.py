@@ -2,7 +2,8 @@
 
     ./muse.sh exec python bench/bench_serve.py [--quick] [--trials N] [--failovers N]
 
-Starts ``muse_music_server --backend synth`` as its own process, and a local Ray instance
+Starts ``muse_music_server --backend synth`` as its own process (OMP_NUM_THREADS=1, as Ray
+gives its workers), and a local Ray instance
 (``--num-cpus``, no GPU, no dashboard) with Serve and two synth replicas, both on loopback.
 
 - time to first fragment: a fresh session (connect + hello + prompt) -> its first audio
@@ -50,7 +51,10 @@ def start_plain_server(port, log_path):
                '--port', str(port), '--backend', 'synth', '--token', TOKEN,
                '--fragment-s', str(FRAGMENT_S), '--max-ahead-s', str(MAX_AHEAD_S),
                '--max-sessions', '8', '--log-level', 'WARNING']
-    server = ManagedProcess('server', command, log_path, colour='', quiet=True)
+    # Ray starts its workers with OMP_NUM_THREADS=1 (the replicas' CPU share); the plain server
+    # gets the same, else its BLAS threads fight over the cores and it is the slower one
+    server = ManagedProcess('server', command, log_path, colour='', quiet=True,
+                            env={'OMP_NUM_THREADS': '1'})
     try:
         wait_for_health(f'http://127.0.0.1:{port}/healthz', 60.0, server)
     except RuntimeError as exc:
