@@ -3,8 +3,8 @@
     ./muse.sh exec python bench/bench_serve.py [--quick] [--trials N] [--failovers N]
 
 Starts ``muse_music_server --backend synth`` as its own process (OMP_NUM_THREADS=1, as Ray
-gives its workers), and a local Ray instance
-(``--num-cpus``, no GPU, no dashboard) with Serve and two synth replicas, both on loopback.
+gives its workers), and a local Ray instance (``--num-cpus``, no GPU, no dashboard) with Serve
+and two synth replicas, both on loopback.
 
 - time to first fragment: a fresh session (connect + hello + prompt) -> its first audio
   frame, and prompt -> first frame alone, alternating plain and Serve trials so both see the
