@@ -132,9 +132,11 @@ class MusicReplica:
         await self.server.handle_connection(AsgiWebSocket(websocket))
 
     async def __del__(self):
-        """Serve stops the replica (scale-down, redeploy, shutdown): the sessions get the
-        protocol's shutdown notice, then their connections close with 1001 and their clients
-        reconnect to another replica."""
+        """Serve stops the replica (scale-down, redeploy, shutdown) after waiting up to
+        graceful_shutdown_timeout_s for its requests, i.e. sessions, to end. Sessions still
+        open get the protocol's shutdown notice and a 1001 close here, unless that budget is
+        spent and the replica is killed first; either way their clients reconnect to another
+        replica."""
         await self.server.shutdown('replica stopping')
         await asyncio.gather(*(s.ws.close(1001, 'replica stopping')
                                for s in list(self.server.sessions.values())),
