@@ -25,8 +25,6 @@ from muse_protocol.link import ReconnectingLink
 from muse_protocol.protocol import ErrorCode
 from muse_server import serve_app
 
-pytestmark = pytest.mark.slow
-
 CAPACITY = 2
 REPLICAS = 2
 
@@ -107,6 +105,7 @@ async def _open_until(url, count, max_refusals=20):
 # ---------------------------------------------------------------- the tests
 
 
+@pytest.mark.slow  # the module's Ray instance starts with the first of these
 def test_a_session_streams_through_the_proxy_in_order_with_gap_free_switches(url):
     async def scenario():
         async with MusicClient(url, token=TOKEN, client_name='serve-test') as client:
@@ -136,6 +135,7 @@ def test_a_session_streams_through_the_proxy_in_order_with_gap_free_switches(url
     assert health['max_sessions'] == CAPACITY and health['replica'].startswith('SERVE_REPLICA::')
 
 
+@pytest.mark.slow
 def test_sessions_spread_over_the_replicas(url):
     async def scenario():
         clients, refusals = await _open_until(url, REPLICAS * CAPACITY)
@@ -154,6 +154,7 @@ def test_sessions_spread_over_the_replicas(url):
     run(scenario())
 
 
+@pytest.mark.slow
 def test_a_new_session_is_refused_server_busy_when_every_replica_is_full(url):
     async def scenario():
         clients, _ = await _open_until(url, REPLICAS * CAPACITY)
@@ -174,6 +175,7 @@ def test_a_new_session_is_refused_server_busy_when_every_replica_is_full(url):
     run(scenario())
 
 
+@pytest.mark.slow
 def test_a_killed_replica_s_session_resumes_on_the_other_replica_in_order(url, wait_until):
     async def scenario():
         arrivals = []  # (monotonic arrival, frame) as the bridge hands them on
