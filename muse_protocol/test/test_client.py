@@ -326,7 +326,7 @@ def test_a_consumer_that_falls_behind_is_not_taken_for_a_dead_server():
         limit = protocol.AUDIO_HEADER_BYTES + 2 * 64
         async with serving(SineBackend(), max_frame_bytes=limit) as server:
             async with MusicClient(server.url, token=TOKEN, keepalive_interval_s=0.2,
-                                   keepalive_timeout_s=1.0) as client:
+                                   keepalive_timeout_s=5.0) as client:
                 await client.send_prompt(protocol.Prompt(prompt_id=1, text='one'))
                 await client.receive(timeout=10)
                 await asyncio.sleep(2.5)  # the consumer is busy: nothing is taken

@@ -165,8 +165,8 @@ class MusicServer:
         """Stop accepting, tell every session, give them ``shutdown_grace_s``, then close.
 
         Done within grace + CLOSE_TIMEOUT_S + 3 * STOP_WAIT_S (2 s) whatever clients and
-        backend calls do: connections still open then are aborted, calls still running are left to
-        their daemon threads.
+        backend calls do: connections still open then are aborted, calls still running are left
+        to their daemon threads.
         """
         if self._stopping:
             await self._stopped.wait()
@@ -180,6 +180,7 @@ class MusicServer:
         await asyncio.gather(*(s.notify_shutdown(grace) for s in sessions))
         while self.sessions and loop.time() < deadline:  # sessions may end sooner
             await asyncio.sleep(min(0.05, deadline - loop.time()))
+        closed_by = loop.time() + CLOSE_TIMEOUT_S + 3 * STOP_WAIT_S
         if self._server is not None:
             self._server.close(close_connections=True)
             try:
@@ -194,11 +195,12 @@ class MusicServer:
                 except asyncio.TimeoutError:
                     logger.warning('stopping with %d session(s) still releasing their streams',
                                    len(self.sessions))
+        backend_wait_s = max(STOP_WAIT_S, closed_by - loop.time())  # what the bound leaves
         try:
-            await asyncio.wait_for(run_in_daemon_thread(self.backend.close), STOP_WAIT_S)
+            await asyncio.wait_for(run_in_daemon_thread(self.backend.close), backend_wait_s)
         except asyncio.TimeoutError:
-            logger.warning('the backend did not close within %g s; stopping without it',
-                           STOP_WAIT_S)
+            logger.warning('the backend did not close within %.1f s; stopping without it',
+                           backend_wait_s)
         except Exception:
             logger.exception('closing the backend failed')
         logger.info('stopped')
