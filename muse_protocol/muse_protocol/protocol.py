@@ -55,6 +55,7 @@ class ErrorCode(enum.IntEnum):
     HELLO_TIMEOUT = 4013          # no hello within the server's handshake timeout
     SERVER_BUSY = 4020            # max_sessions reached; retry later
     SHUTTING_DOWN = 4021          # the server is stopping; no new prompts are accepted
+    SERVER_OVERLOADED = 4022      # one more stream would not be served in real time; retry later
     BACKEND_ERROR = 4030          # the backend failed to open or continue a stream
     INTERNAL_ERROR = 4031         # a server bug; the session ends
 
@@ -63,7 +64,7 @@ class ErrorCode(enum.IntEnum):
 FATAL_CODES = frozenset({
     ErrorCode.HELLO_REQUIRED, ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION,
     ErrorCode.UNSUPPORTED_ENCODING, ErrorCode.HELLO_TIMEOUT, ErrorCode.SERVER_BUSY,
-    ErrorCode.INTERNAL_ERROR})
+    ErrorCode.SERVER_OVERLOADED, ErrorCode.INTERNAL_ERROR})
 
 
 class Encoding(enum.IntEnum):

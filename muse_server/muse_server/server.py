@@ -25,6 +25,7 @@ from websockets.asyncio.server import serve
 
 from muse_protocol import protocol
 from muse_server.backends.base import BackendError, MusicBackend, backend_names, create_backend
+from muse_server.capacity import Capacity
 from muse_protocol.tokens import TOKEN_ENV, resolve_token
 from muse_server.session import (Session, SessionConfig, is_connection_closed,
                                               send_fatal)
@@ -83,8 +84,9 @@ class MusicServer:
             hello_timeout_s=config.hello_timeout_s)
         self.sessions: dict[str, Session] = {}
         self._connections = 0  # accepted connections, authenticated or not (bounded)
+        self.capacity = Capacity(backend)
         self.stats = {'prompts': 0, 'fragments': 0, 'errors': 0, 'sessions_total': 0,
-                      'rejected_busy': 0, 'switch_latency_s': collections.deque(maxlen=200)}
+                      'rejected_busy': 0, 'rejected_overloaded': 0, 'switch_latency_s': collections.deque(maxlen=200)}
         self._server = None
         self._port = config.port
         self._stopping = False
@@ -165,6 +167,8 @@ class MusicServer:
             'errors': self.stats['errors'],
             'sessions_total': self.stats['sessions_total'],
             'rejected_busy': self.stats['rejected_busy'],
+            'rejected_overloaded': self.stats['rejected_overloaded'],
+            'capacity': self.capacity.snapshot(),
             'prompt_to_first_fragment_ms_p50': (
                 round(statistics.median(latencies) * 1e3, 2) if latencies else None),
         }
@@ -186,6 +190,11 @@ class MusicServer:
             self.stats['rejected_busy'] += 1
             await _refuse(websocket, protocol.ErrorCode.SERVER_BUSY,
                           f'all {self.config.max_sessions} sessions are in use; retry later')
+            return
+        refusal = self.capacity.refusal(self._connections)
+        if refusal is not None:
+            self.stats['rejected_overloaded'] += 1
+            await _refuse(websocket, protocol.ErrorCode.SERVER_OVERLOADED, refusal)
             return
         self._connections += 1
         session = Session(websocket, self.backend, self._session_config, self.stats,

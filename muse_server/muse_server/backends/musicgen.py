@@ -1,8 +1,11 @@
 """The ``musicgen`` backend: transformers' MusicGen streaming PCM while it generates.
 
-Per stream, one :class:`~.musicgen_generation.CodeGenerator` samples code frames (the decoding
-loop of ``generate``, step by step and without end) and one
-:class:`~.musicgen_codec.StreamingCodecDecoder` turns each new frame into samples once. Every
+Code frames come from the decoding loop of ``generate`` run step by step and without end: by
+default in the backend's :class:`~.musicgen_engine.BatchEngine`, which steps every open stream
+together in one forward pass (continuous batching), or (``batching=False``) per stream through
+a :class:`~.musicgen_generation.CodeGenerator` on transformers' decoder. Per stream, one
+:class:`~.musicgen_codec.StreamingCodecDecoder` turns each new frame into samples once, in the
+reader's thread. Every
 :meth:`MusicGenStream.next_fragment` runs ``play_steps`` decoder steps and returns the audio of
 the frames they completed, float32 ``(n, 1)`` at 32 kHz: ``play_steps`` frames
 (``play_steps / 50`` s). A stream's first fragment is shorter by ``num_codebooks - 1`` frames
@@ -20,10 +23,13 @@ Continuity:
   stream's decoder prompt (the new text continues the old music instead of starting over) and
   to prime the codec decoder's state, so the first new samples continue the old waveform.
 
-Concurrency: the backend is shared by all sessions; their streams take turns on the model one
-decoder step at a time through a FIFO lock (a stream waiting for a step is served in arrival
-order). Batching streams into one forward pass would need per-row positions and ragged KV
-caches, which transformers' MusicGen decoder does not support (one cache length per batch).
+Concurrency: the backend is shared by all sessions. Batched, ``next_fragment`` waits for the
+engine thread to have stepped its stream ``play_steps`` times (a seeded stream samples the same
+tokens in a batch as alone); serial, streams take turns on the model one decoder step at a time
+through a FIFO lock (served in arrival order). ``retarget`` moves a running stream to a new
+text without a new piece: batched, over ``morph_s`` seconds (cross-attention of old and new
+text mixed with a rising weight); serial, at once. :meth:`MusicGenBackend.load` says how many
+streams the measured step times carry in real time (the server's admission).
 
 Importing this module needs torch and transformers, never rclpy.
 """
@@ -33,7 +39,9 @@ from __future__ import annotations
 import collections
 import math
 import secrets
+import statistics
 import threading
+import time
 
 import numpy as np
 import torch
@@ -45,6 +53,7 @@ from muse_server.backends.musicgen_engine import BatchEngine, EngineStream, Stre
 from muse_server.backends.musicgen_generation import (CodeGenerator, CodeWindows,
                                                             SamplingOptions, TextCondition,
                                                             encode_audio, encode_text)
+from muse_server.capacity import BackendLoad, realtime_streams, step_time_model
 
 DEFAULT_MODEL = 'facebook/musicgen-small'
 DEFAULT_PLAY_STEPS = 50             # 1 s of audio per fragment at 50 frames/s
@@ -155,7 +164,11 @@ class _SerialSource:
         frames = []
         for _ in range(steps):
             with self._backend.model_lock:
+                started = time.perf_counter()
                 frames.append(self._generator.step())
+                seconds = time.perf_counter() - started
+                self._backend.serial_step_seconds.append(seconds)
+                self._backend.serial_seconds_total += seconds
             self.steps += 1
         return frames
 
@@ -253,6 +266,8 @@ class MusicGenStream(MusicStream):
             self._closed = True
             self._source.close()
             self._codec = None
+            with self._backend._text_lock:
+                self._backend._open_streams -= 1
 
 
 class MusicGenBackend(MusicBackend):
@@ -365,6 +380,10 @@ class MusicGenBackend(MusicBackend):
         if not isinstance(batching, bool):
             raise MusicGenInputError(f'batching must be True or False, got {batching!r}')
         self.engine = BatchEngine(self.model, prefill_chunk=prefill_chunk) if batching else None
+        self.serial_step_seconds = collections.deque(maxlen=256)
+        self.serial_seconds_total = 0.0     # in decoder steps of serial streams, ever
+        self.realtime_margin = 1.2
+        self._open_streams = 0
 
     @classmethod
     def from_model(cls, model, processor, **options) -> 'MusicGenBackend':
@@ -475,7 +494,33 @@ class MusicGenBackend(MusicBackend):
         except Exception as exc:  # noqa: BLE001 - reported as the contract's error
             raise BackendError(f'musicgen could not open a stream for prompt '
                                f'{prompt.prompt_id}: {type(exc).__name__}: {exc}') from exc
+        with self._text_lock:
+            self._open_streams += 1
         return MusicGenStream(self, source, codec)
+
+    def load(self) -> BackendLoad:
+        """Streams open and how many this backend steps in real time (for admission).
+
+        Batched: from the engine's recent (batch size, seconds) passes; serial: streams take
+        turns, so n streams each get one step per n single-stream steps."""
+        if self.engine is not None:
+            model = step_time_model(self.engine.stats.recent)
+            how = 'batched steps'
+        else:
+            samples = list(self.serial_step_seconds)
+            single = statistics.median(samples) if samples else None
+            model = None if single is None else (lambda n: n * single)
+            how = 'serial steps'
+        streams = self._open_streams
+        if model is None:
+            return BackendLoad(streams, None, None, self.frame_rate, self.realtime_margin,
+                               'no step measured yet')
+        carried = realtime_streams(model, self.frame_rate, self.realtime_margin)
+        detail = (f'{how}: {model(1) * 1e3:.1f} ms for 1 stream, '
+                  f'{model(max(streams, 2)) * 1e3:.1f} ms for {max(streams, 2)}; '
+                  f'{self.frame_rate:g} steps/s per stream needed')
+        return BackendLoad(streams, carried, round(1.0 / model(max(streams, 1)), 3),
+                           self.frame_rate, self.realtime_margin, detail)
 
     def close(self) -> None:
         if self.engine is not None:
