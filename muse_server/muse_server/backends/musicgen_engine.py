@@ -192,6 +192,17 @@ class BatchEngine:
                     or any(s.wants_step() for s in self._batch))
 
     def _run(self):
+        try:
+            self._loop()
+        except BaseException as exc:  # an engine bug: end every stream rather than hang them
+            with self._condition:
+                self._stopping = True
+                for stream in [*self._batch, *self._opening, *self._joining]:
+                    stream.failure = stream.failure or f'musicgen engine failed: {exc!r}'
+                self._condition.notify_all()
+            raise
+
+    def _loop(self):
         with torch.inference_mode():
             while True:
                 with self._condition:
@@ -238,8 +249,7 @@ class BatchEngine:
             slot, last = stream.slot, self._batch[-1]
             if last is not stream:
                 rows = stream.rows
-                self._cache.move(last.slot * rows, slot * rows, rows,
-                                 self._cache.length_capacity)
+                self._cache.move(last.slot * rows, slot * rows, rows, last.codes.length)
                 for index in range(len(self._cross.keys)):
                     self._cross.keys[index][slot * rows:(slot + 1) * rows] = \
                         self._cross.keys[index][last.slot * rows:(last.slot + 1) * rows]
@@ -275,7 +285,10 @@ class BatchEngine:
             self.stats.prefill_seconds += time.perf_counter() - started
             if done:
                 self._opening.remove(stream)
-                self._join(stream)
+                try:
+                    self._join(stream)
+                except Exception as exc:  # noqa: BLE001 - no room for it (memory): it alone fails
+                    self._fail(stream, exc)
             return
 
     def _prefill_chunk(self, stream: EngineStream) -> bool:
