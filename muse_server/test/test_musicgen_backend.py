@@ -647,3 +647,22 @@ def test_retarget_at_weight_one_is_the_new_text_on_the_kept_cache(tiny):
     assert ramp == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
     first = weights.index(ramp[0])
     assert weights[first:first + 5] == ramp and weights[first + 5:] == [None] * len(weights[first + 5:])
+
+
+def test_a_stream_morphing_inside_a_batch_leaves_the_others_untouched(tiny):
+    options = dict(play_steps=6)
+    backend = backend_for(tiny, seed=500, morph_s=0.3, **options)
+    backend.engine.prefetch_steps = 30
+    morphing = backend.open_stream(PromptSpec(1, TEXT))
+    steady = backend.open_stream(PromptSpec(2, 'slow piano'))
+    got = pull(steady, 1)
+    pull(morphing, 1)
+    assert morphing.retarget(PromptSpec(3, 'fast drums and bass for stairs'))
+    got += pull(steady, 2)
+    pull(morphing, 3)
+    got += pull(steady, 2)
+    assert backend.engine.stats.morph_steps >= 15
+    assert max(size for size, _ in backend.engine.stats.recent) == 2
+    morphing.close()
+    steady.close()
+    np.testing.assert_array_equal(np.concatenate(got), alone(tiny, 501, 'slow piano', 5, **options))

@@ -119,6 +119,8 @@ class BatchEngine:
                                  self.decoder.head_dim, self.decoder.scaling, self._dtype,
                                  self._device, self._max_positions)
         self._cross = None            # CrossKV padded to the batch: rows x max text length
+        self._morph_targets = None    # (batch composition, CrossKV) while streams morph
+        self._composition = 0         # changes whenever a stream's rows or texts change
         self._batch: list[EngineStream] = []
         self._opening: collections.deque[EngineStream] = collections.deque()
         self._joining: list[EngineStream] = []      # added by readers, taken by the loop
@@ -218,6 +220,7 @@ class BatchEngine:
                     for stream in self._batch:
                         if stream.pending_morph is not None:
                             stream.morph, stream.pending_morph = stream.pending_morph, None
+                            self._composition += 1
                             if stream.morph.steps <= 0:
                                 self._finish_morph(stream)
                             elif stream.morph.target.length > self._cross.length:
@@ -261,6 +264,7 @@ class BatchEngine:
                 last.slot = slot
             self._batch.pop()
             stream.slot = None
+            self._composition += 1
         stream.private = None
         if stream.closed:
             stream.codes.release()
@@ -331,6 +335,7 @@ class BatchEngine:
 
     def _put_cross(self, first_row: int, condition: CrossKV):
         """Write ``condition`` into the batch's padded cross-attention inputs at ``first_row``."""
+        self._composition += 1
         rows, length = condition.bias.shape[0], condition.length
         current = self._cross
         need_rows = first_row + rows
@@ -412,20 +417,24 @@ class BatchEngine:
 
     def _morph_inputs(self, streams, rows, view: CrossKV):
         """The target text of every row (a stream that is not morphing targets its own text,
-        at weight 0) and the weights, for :meth:`DecoderPass.forward`."""
-        keys, values = [], []
-        targets = [None if s.morph is None else self._padded(s.morph.target, view.length)
-                   for s in streams]
-        for index in range(self.decoder.num_layers):
-            keys.append(torch.cat([view.keys[index][i * rows:(i + 1) * rows] if t is None
-                                   else t.keys[index] for i, t in enumerate(targets)]))
-            values.append(torch.cat([view.values[index][i * rows:(i + 1) * rows] if t is None
-                                     else t.values[index] for i, t in enumerate(targets)]))
-        bias = torch.cat([view.bias[i * rows:(i + 1) * rows] if t is None else t.bias
-                          for i, t in enumerate(targets)])
+        at weight 0) and the weights, for :meth:`DecoderPass.forward`. The targets are
+        assembled once per batch composition, not at every step."""
+        key = (self._composition, rows, view.bias.shape[0])
+        if self._morph_targets is None or self._morph_targets[0] != key:
+            keys, values = [], []
+            targets = [None if s.morph is None else self._padded(s.morph.target, view.length)
+                       for s in streams]
+            for index in range(self.decoder.num_layers):
+                keys.append(torch.cat([view.keys[index][i * rows:(i + 1) * rows] if t is None
+                                       else t.keys[index] for i, t in enumerate(targets)]))
+                values.append(torch.cat([view.values[index][i * rows:(i + 1) * rows] if t is None
+                                         else t.values[index] for i, t in enumerate(targets)]))
+            bias = torch.cat([view.bias[i * rows:(i + 1) * rows] if t is None else t.bias
+                              for i, t in enumerate(targets)])
+            self._morph_targets = (key, CrossKV(tuple(keys), tuple(values), bias))
         weight = torch.tensor([0.0 if s.morph is None else s.morph.weight() for s in streams],
                               device=self._device).repeat_interleave(rows)
-        return CrossKV(tuple(keys), tuple(values), bias), weight
+        return self._morph_targets[1], weight
 
     def _retry_alone(self, batch: list[EngineStream]):
         for index, stream in enumerate(list(batch)):
@@ -470,5 +479,6 @@ class BatchEngine:
     def _finish_morph(self, stream: EngineStream):
         stream.condition = stream.morph.target
         stream.morph = None
+        self._composition += 1
         if stream.slot is not None:
             self._put_cross(stream.slot * stream.rows, stream.condition)
