@@ -229,8 +229,8 @@ def test_stream_equals_one_shot_generate_and_decode_for_the_same_seed(tiny, batc
     model, processor = tiny
     max_new_tokens = 40
     window_frames = max_new_tokens + 1 - CODEBOOKS   # what generate returns for that length
-    backend = backend_for(tiny, batching=batching, play_steps=10, window_tokens=max_new_tokens + 1, context_s=0.5,
-                          continuation_s=0.5)
+    backend = backend_for(tiny, batching=batching, play_steps=10,
+                          window_tokens=max_new_tokens + 1, context_s=0.5, continuation_s=0.5)
     with CodecSpy() as codec_spy, backend.open_stream(PromptSpec(prompt_id=1, text=TEXT)) as stream:
         streamed = np.concatenate(pull(stream, 4))[:, 0]
     reference_audio, reference_codes = one_shot_generate(model, processor, TEXT, seed=1234,
@@ -520,7 +520,7 @@ def test_batched_logits_equal_the_logits_of_each_stream_alone(tiny):
     """The forward pass of a ragged batch (positions 3 and 9, texts of different lengths)
     against transformers' decoder run for each stream alone."""
     from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-    from muse_server.backends.musicgen_decoder import BatchCache, PrivateCache
+    from muse_server.backends.musicgen_decoder import BatchCache, CrossKV, PrivateCache
     from muse_server.backends.musicgen_generation import encode_text
     model, processor = tiny
     decoder_pass = DecoderPass(model.decoder)
@@ -539,23 +539,13 @@ def test_batched_logits_equal_the_logits_of_each_stream_alone(tiny):
         batch = BatchCache(decoder_pass.num_layers, decoder_pass.heads, decoder_pass.head_dim,
                            decoder_pass.scaling, torch.float32, 'cpu', 2048)
         crosses = [decoder_pass.cross_kv(c.hidden, c.mask) for c in conditions]
-        text_length = max(c.length for c in crosses)
-        keys, values, bias = [], [], []
         for slot, (ids, length, cross) in enumerate(zip(columns, lengths, crosses)):
             private = PrivateCache(decoder_pass.num_layers, decoder_pass.scaling)
             hidden = decoder_pass.embed(ids[None, :, :length - 1].expand(2, -1, -1),
                                         torch.arange(length - 1)[None].expand(2, -1))
             decoder_pass.forward(hidden, private, cross)
             batch.put(2 * slot, private)
-        pad = [text_length - c.length for c in crosses]
-        from muse_server.backends.musicgen_decoder import CrossKV
-        padded = CrossKV(
-            tuple(torch.cat([torch.nn.functional.pad(c.keys[i], (0, 0, 0, p)) for c, p in zip(crosses, pad)])
-                  for i in range(decoder_pass.num_layers)),
-            tuple(torch.cat([torch.nn.functional.pad(c.values[i], (0, 0, 0, p)) for c, p in zip(crosses, pad)])
-                  for i in range(decoder_pass.num_layers)),
-            torch.cat([torch.nn.functional.pad(c.bias, (0, p), value=torch.finfo(torch.float32).min)
-                       for c, p in zip(crosses, pad)]))
+        padded = CrossKV.stacked(crosses)
         positions = torch.tensor([lengths[0] - 1] * 2 + [lengths[1] - 1] * 2)
         batch.select(slice(0, 4), positions)
         ids = torch.stack([columns[0, :, lengths[0] - 1]] * 2 + [columns[1, :, lengths[1] - 1]] * 2)

@@ -37,6 +37,26 @@ class CrossKV:
     def length(self) -> int:
         return self.bias.shape[-1]
 
+    def padded(self, length: int) -> 'CrossKV':
+        """The same text padded with masked tokens to ``length``."""
+        if length == self.length:
+            return self
+        pad = length - self.length
+        lowest = torch.finfo(self.bias.dtype).min
+        return CrossKV(tuple(torch.nn.functional.pad(k, (0, 0, 0, pad)) for k in self.keys),
+                       tuple(torch.nn.functional.pad(v, (0, 0, 0, pad)) for v in self.values),
+                       torch.nn.functional.pad(self.bias, (0, pad), value=lowest))
+
+    @staticmethod
+    def stacked(conditions) -> 'CrossKV':
+        """Several texts' rows one after the other, padded to the longest."""
+        length = max(condition.length for condition in conditions)
+        padded = [condition.padded(length) for condition in conditions]
+        layers = range(len(padded[0].keys))
+        return CrossKV(tuple(torch.cat([c.keys[i] for c in padded]) for i in layers),
+                       tuple(torch.cat([c.values[i] for c in padded]) for i in layers),
+                       torch.cat([c.bias for c in padded]))
+
 
 class DecoderPass:
     """The decoder of a ``MusicgenForCausalLM`` (``model.decoder``), run layer by layer."""
@@ -192,7 +212,8 @@ class BatchCache:
     def reserve(self, rows: int, length: int):
         """Make room for ``rows`` rows of ``length`` positions (grows by doubling)."""
         if rows > self.row_capacity or length > self.length_capacity:
-            grown_rows = max(rows, min(2 * self.row_capacity, rows + 16)) if rows > self.row_capacity else self.row_capacity
+            grown_rows = (max(rows, min(2 * self.row_capacity, rows + 16))
+                          if rows > self.row_capacity else self.row_capacity)
             grown_length = (min(self._max_length, max(length, 2 * self.length_capacity))
                             if length > self.length_capacity else self.length_capacity)
             self._allocate(grown_rows, max(grown_length, length))

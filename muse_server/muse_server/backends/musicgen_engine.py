@@ -331,7 +331,7 @@ class BatchEngine:
     def _reserve_cross(self, slot: int, length: int):
         """Pad the batch's text inputs to ``length`` tokens (re-putting ``slot``'s own text)."""
         stream = self._batch[slot]
-        self._put_cross(slot * stream.rows, self._padded(stream.condition, length))
+        self._put_cross(slot * stream.rows, stream.condition.padded(length))
 
     def _put_cross(self, first_row: int, condition: CrossKV):
         """Write ``condition`` into the batch's padded cross-attention inputs at ``first_row``."""
@@ -366,15 +366,6 @@ class BatchEngine:
             current.values[index][first_row:first_row + rows, :, :length] = condition.values[index]
         current.bias[first_row:first_row + rows] = torch.finfo(self._dtype).min
         current.bias[first_row:first_row + rows, :, :, :length] = condition.bias
-
-    def _padded(self, condition: CrossKV, length: int) -> CrossKV:
-        if condition.length == length:
-            return condition
-        pad = length - condition.length
-        keys = tuple(torch.nn.functional.pad(k, (0, 0, 0, pad)) for k in condition.keys)
-        values = tuple(torch.nn.functional.pad(v, (0, 0, 0, pad)) for v in condition.values)
-        bias = torch.nn.functional.pad(condition.bias, (0, pad), value=torch.finfo(self._dtype).min)
-        return CrossKV(keys, values, bias)
 
     # batched steps
 
@@ -422,7 +413,7 @@ class BatchEngine:
         key = (self._composition, rows, view.bias.shape[0])
         if self._morph_targets is None or self._morph_targets[0] != key:
             keys, values = [], []
-            targets = [None if s.morph is None else self._padded(s.morph.target, view.length)
+            targets = [None if s.morph is None else s.morph.target.padded(view.length)
                        for s in streams]
             for index in range(self.decoder.num_layers):
                 keys.append(torch.cat([view.keys[index][i * rows:(i + 1) * rows] if t is None
