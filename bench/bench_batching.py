@@ -110,6 +110,36 @@ def morph_cost(model, processor, streams: int, steps: int, device):
     return statistics.median(plain), statistics.median(morphing)
 
 
+def pass_cost(model, counts, repeats: int = 3):
+    """Seconds of one batched decoder pass (no sampling, no codec, no threads) for each N,
+    interleaved and best of ``repeats``: the batching efficiency itself."""
+    from muse_server.backends.musicgen_decoder import BatchCache, CrossKV, DecoderPass
+    from muse_server.backends.musicgen_generation import encode_text
+    decoder_pass = DecoderPass(model.decoder)
+    dtype = next(model.decoder.parameters()).dtype
+    device = next(model.decoder.parameters()).device
+    best = {}
+    with torch.inference_mode():
+        condition = encode_text(model, build_t5_tokenizer(), PROMPTS[0], True)
+        cross = decoder_pass.cross_kv(condition.hidden, condition.mask)
+        for _ in range(repeats):
+            for streams in counts:
+                rows = 2 * streams
+                cache = BatchCache(decoder_pass.num_layers, decoder_pass.heads,
+                                   decoder_pass.head_dim, decoder_pass.scaling, dtype, device,
+                                   model.decoder.config.max_position_embeddings)
+                positions = torch.arange(rows, device=device) + 20      # ragged rows
+                ids = torch.zeros((rows, decoder_pass.num_codebooks, 1), dtype=torch.long,
+                                  device=device)
+                cache.select(slice(0, rows), positions)
+                started = time.perf_counter()
+                decoder_pass.forward(decoder_pass.embed(ids, positions[:, None]), cache,
+                                     CrossKV.stacked([cross] * streams))
+                seconds = time.perf_counter() - started
+                best[streams] = min(best.get(streams, seconds), seconds)
+    return best
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -164,6 +194,12 @@ def main(argv=None):
               f'{max(fit) if fit else 0} (of N measured: {counts})')
 
     largest = counts[-1]
+    passes = pass_cost(model, counts)
+    print('\ndecoder pass alone (best of 3, interleaved): ' + ', '.join(
+        f'N={n}: {seconds * 1000:.0f} ms' for n, seconds in passes.items()))
+    for streams in counts[1:]:
+        print(f'  per-stream throughput N={streams} vs N=1: '
+              f'{streams * passes[1] / passes[streams]:.2f}x')
     plain, morphing = morph_cost(model, processor, largest, steps, device)
     print(f'\nmorphing step, N={largest}: {morphing * 1000:.1f} ms vs plain {plain * 1000:.1f} ms '
           f'({morphing / plain:.2f}x)')
