@@ -128,6 +128,10 @@ class StreamRunner:
             fragment = check_fragment(self._stream.next_fragment(), self._channels)
             return fragment, started, time.time_ns()
 
+    def _retarget_blocking(self, spec: PromptSpec) -> bool:
+        with self._lock:
+            return not self._closed and bool(self._stream.retarget(spec))
+
     def _close_blocking(self):
         with self._lock:
             if not self._closed:
@@ -137,6 +141,11 @@ class StreamRunner:
     async def next_fragment(self):
         """-> (float32 (n, channels), generation start ns, generation end ns)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._next_blocking)
+
+    async def retarget(self, spec: PromptSpec) -> bool:
+        """MusicStream.retarget on the worker thread: True if the stream now plays ``spec``."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._retarget_blocking, spec)
 
     async def close(self):
         try:
@@ -154,6 +163,7 @@ class _Stream:
     next_seq: int
     fresh: bool = True  # its next frame starts a stream (FIRST)
     restarts: int = 0
+    retargeted_at: float | None = None  # prompt received [monotonic s]; its next frame CONTINUES
 
 
 class _Switch:
@@ -369,8 +379,9 @@ class Session:
                 await self._stop()
                 continue
             if self._requested is not None:
-                self._begin_switch(*self._requested)
-                self._requested = None
+                requested, self._requested = self._requested, None
+                if not await self._retarget(*requested):
+                    self._begin_switch(*requested)
             if self._switch is not None and self._switch.task.done():
                 await self._complete_switch()
                 continue
@@ -394,6 +405,31 @@ class Session:
             if self._held is not None:
                 await self._send(self._current, *self._held)
             self._held = generated
+
+    async def _retarget(self, prompt: protocol.Prompt, received_at: float) -> bool:
+        """Steer the running stream to ``prompt`` (no new piece): the held fragment, the last
+        of the old prompt, goes out LAST and the stream's next one CONTINUES it as the new
+        prompt. False when there is nothing to steer or the backend cannot (then a new stream)."""
+        current = self._current
+        if current is None or self._held is None:
+            return False  # with nothing held back, the old prompt could not be ended LAST
+        try:
+            steered = await current.runner.retarget(_to_spec(prompt))
+        except Exception as exc:
+            logger.warning('session %s: retargeting to prompt %d failed, opening a new stream: '
+                           '%s', self.id, prompt.prompt_id, exc)
+            return False
+        if not steered:
+            return False
+        if self._switch is not None:
+            self._detach(self._discard_switch(self._switch))
+            self._switch = None
+        await self._send(current, *self._held, last=True)
+        self._held = None
+        self._current = _Stream(prompt, current.runner, prompt.first_seq, fresh=False,
+                                retargeted_at=received_at)
+        self.stats['retargets'] = self.stats.get('retargets', 0) + 1
+        return True
 
     def _begin_switch(self, prompt: protocol.Prompt, received_at: float):
         if self._switch is not None:
@@ -509,6 +545,13 @@ class Session:
             if stream.fresh:
                 flags |= protocol.Flags.FIRST
                 stream.fresh = False
+            elif stream.retargeted_at is not None:
+                flags |= protocol.Flags.CONTINUES
+                latency = time.monotonic() - stream.retargeted_at
+                self.stats['switch_latency_s'].append(latency)
+                logger.info('session %s: prompt %d retargeted the running stream, sent after '
+                            '%.0f ms', self.id, stream.prompt.prompt_id, latency * 1e3)
+                stream.retargeted_at = None
             if last and index == len(pieces) - 1:
                 flags |= protocol.Flags.LAST
             frame = protocol.AudioFrame(
