@@ -69,12 +69,14 @@ DEFAULT_SOUNDFONT = '/usr/share/sounds/sf2/FluidR3_GM.sf2'
 BLOCK = 1024                          # samples rendered per step (32 ms at 32 kHz)
 TEMPO_RANGE_BPM = (40.0, 240.0)
 LOUDNESS_DB = (-22.0, -14.0)          # output RMS [dBFS] at energy 0 and 1
-LEVEL_TIME_S = 1.5                    # time constant of the loudness levelling [s]
-LEVEL_RANGE_DB = (-12.0, 18.0)        # gain the levelling may apply
+LEVEL_TIME_S = (0.4, 1.5)             # time constant of the loudness levelling [s]: in the
+                                      # first LEVEL_SETTLE_S of a stream, and after
+LEVEL_SETTLE_S = 2.0
+LEVEL_RANGE_DB = (-12.0, 24.0)        # gain the levelling may apply
 SOFT_CLIP = 0.8                       # samples above this are compressed smoothly below 1
 CONTEXT_KEY_S = 4.0                   # seconds of context analysed for its key signature
-KEY_CONFIDENCE = 0.65                 # share of chroma energy in the key's seven notes above
-                                      # which the context is called tonal
+KEY_CONFIDENCE = 0.6                  # share of chroma energy in the key's seven notes above
+                                      # which the context is called tonal (noise: 0.58)
 TEMPO_RAMP_BARS = 2                   # bars over which a tempo change glides
 TRANSITION_BARS = 2                   # bars of an arranged style change
 LOOKAHEAD_BEATS = 1.0                 # notes are planned this far ahead of the render position
@@ -542,25 +544,25 @@ class SynthStream(MusicStream):
         if done < end:
             self._renderer.render_into(stereo[done - pos:])
         self._pos = end
-        return self._level(stereo)
+        if self.channels == 1:
+            return self._level(stereo.mean(axis=1, keepdims=True))
+        return self._level(np.tile(stereo, (1, (self.channels + 1) // 2))[:, :self.channels])
 
-    def _level(self, stereo):
-        """Bring the mix to the energy's loudness, slowly (a gain riding the music, not a
+    def _level(self, mixed):
+        """Bring the output to the energy's loudness, slowly (a gain riding the music, not a
         compressor), and keep peaks below full scale."""
-        power = float(np.mean(np.square(stereo, dtype=np.float64)))
+        power = float(np.mean(np.square(mixed, dtype=np.float64)))
         if self._power is None:
             self._power = max(power, 1e-4)      # a quiet first block must not be boosted
         else:
-            self._power += (power - self._power) * min(1.0, BLOCK / (LEVEL_TIME_S * self.sr))
+            tau = LEVEL_TIME_S[self._pos > LEVEL_SETTLE_S * self.sr]
+            self._power += (power - self._power) * min(1.0, BLOCK / (tau * self.sr))
         before = self._gain_db
         loudness_db = 10.0 * math.log10(max(self._power, 1e-12))
         self._gain_db = float(np.clip(loudness_target_db(self.energy) - loudness_db,
                                       *LEVEL_RANGE_DB))
         gain = 10.0 ** (np.linspace(before, self._gain_db, BLOCK, endpoint=False) / 20.0)
-        mixed = soft_clip(stereo * gain[:, None].astype(np.float32))
-        if self.channels == 1:
-            return mixed.mean(axis=1, keepdims=True)
-        return np.tile(mixed, (1, (self.channels + 1) // 2))[:, :self.channels]
+        return soft_clip(mixed * gain[:, None].astype(np.float32))
 
     def next_fragment(self):
         if self._closed:
