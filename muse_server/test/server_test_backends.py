@@ -43,6 +43,13 @@ class SineStream(MusicStream):
         tone = 0.5 * np.sin(2 * np.pi * frequency_of(self.prompt.prompt_id) * t)
         return tone.astype(np.float32)[:, None]
 
+    def retarget(self, prompt):
+        """With ``retargets``: play on, from the same sample index, at the new prompt's tone."""
+        if not self.backend.retargets:
+            return False
+        self.prompt = prompt
+        return True
+
     def close(self):
         self.closed = True
         with self.backend.lock:
@@ -55,7 +62,7 @@ class SineBackend(MusicBackend):
     channels = 1
 
     def __init__(self, fragment_s=0.25, open_delay_s=0.0, slow_prompts=(), fragment_delay_s=0.0,
-                 fail_prompt_after=None, fail_open_prompts=(), nan_prompts=()):
+                 fail_prompt_after=None, fail_open_prompts=(), nan_prompts=(), retargets=False):
         self.fragment_samples = int(round(fragment_s * SAMPLE_RATE))
         self.open_delay_s = open_delay_s
         self.slow_prompts = set(slow_prompts)
@@ -63,6 +70,7 @@ class SineBackend(MusicBackend):
         self.fail_prompt_after = dict(fail_prompt_after or {})
         self.fail_open_prompts = set(fail_open_prompts)
         self.nan_prompts = set(nan_prompts)  # streams of these produce invalid audio
+        self.retargets = retargets  # streams steer to a new prompt (MusicStream.retarget)
         self.lock = threading.Lock()
         self.opened = []          # (prompt, context) per open_stream call
         self.closed_streams = 0
