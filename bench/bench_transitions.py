@@ -275,7 +275,8 @@ def analyse(y, script, segment_s):
         bar = BEATS_PER_BAR * 60.0 / script[i][3]
         region = (1 + TRANSITION_BARS) * bar + 1.0
         start = i * seg + seg - region - WINDOW_S - 0.5
-        if start - WINDOW_S > i * seg + (2 + TEMPO_RAMP_BARS) * bar:
+        settled = (1 + max(TRANSITION_BARS, TEMPO_RAMP_BARS)) * bar + LOOKAHEAD_BEATS * bar / 4
+        if start - WINDOW_S >= i * seg + settled:
             inside.append(timbre.largest_jump(start, region))
     reference = float(np.median(inside))
     for row in rows:
@@ -285,7 +286,7 @@ def analyse(y, script, segment_s):
         bar = BEATS_PER_BAR * 60.0 / bpm
         settle = (1 + max(TRANSITION_BARS, TEMPO_RAMP_BARS)) * bar + LOOKAHEAD_BEATS * 60 / bpm
         part = y[int((i * seg + settle) * SR):int((i + 1) * seg * SR)]
-        key, _ = estimate_key(part.astype(np.float64)[-4 * SR:], SR)
+        key, _ = estimate_key(part.astype(np.float64), SR)
         segments.append({'style': style, 'bpm': bpm, 'ac': autocorrelation_tempo(part, bpm),
                          'bt': beat_track_tempo(part), 'key': key})
     return rows, segments
@@ -328,7 +329,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true',
                         help=f'{len(QUICK_SCRIPT)} prompts instead of {len(SCRIPT)}')
-    parser.add_argument('--segment-s', type=float, default=16.0, help='seconds per prompt')
+    parser.add_argument('--segment-s', type=float, default=20.0, help='seconds per prompt')
     parser.add_argument('--seed', type=int, default=4)
     parser.add_argument('--wav-dir', type=Path, help='also write both renderings as WAV')
     args = parser.parse_args(argv)

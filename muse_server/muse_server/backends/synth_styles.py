@@ -72,7 +72,7 @@ STYLES = MappingProxyType({preset.name: preset for preset in (
                  hat=drum(42, 0.6), open_hat=drum(46, 0.5), shaker=drum(70, 0.4),
                  crash=drum(49, 0.55, 0.3), synth_bass=(39, 0.85, 0.0), pad=(90, 0.45, 0.5),
                  stab=(81, 0.45, 0.4), pluck=(84, 0.45, 0.4)),
-        drum_kit=25, room=(0.7, 0.4, 0.5)),
+        drum_kit=24, room=(0.7, 0.4, 0.5)),
     StylePreset(
         name='lofi_hiphop',
         keywords=('lofi', 'lo-fi', 'lo fi', 'hip hop', 'hiphop', 'hip-hop', 'boom bap',
