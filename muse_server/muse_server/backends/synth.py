@@ -20,8 +20,8 @@ What a prompt controls
 Prompt changes: retarget, not restart
 -------------------------------------
 :meth:`SynthStream.retarget` steers the running piece; nothing restarts. The change lands on
-the next bar line not yet composed (notes are planned one beat ahead, so at most about one bar
-after the call):
+the next bar line not yet composed (notes are planned a quarter beat ahead, so at most about
+one bar after the call):
 
 - same style: the composer plays on (same section, progression, key, motif) at the new
   energy; a new tempo is reached by a linear ramp of the beat length over ``TEMPO_RAMP_BARS``;
@@ -79,7 +79,9 @@ KEY_CONFIDENCE = 0.6                  # share of chroma energy in the key's seve
                                       # which the context is called tonal (noise: 0.58)
 TEMPO_RAMP_BARS = 2                   # bars over which a tempo change glides
 TRANSITION_BARS = 2                   # bars of an arranged style change
-LOOKAHEAD_BEATS = 1.0                 # notes are planned this far ahead of the render position
+LOOKAHEAD_BEATS = 0.25                # notes are planned this far ahead of the render position:
+                                      # a humanised note may start a little before its bar, and
+                                      # a prompt lands on the first bar line not yet planned
 CHANNELS_PER_BAND = 16                # MIDI channels of one style's band (two during a change)
 DRUM_CHANNEL = 9                      # GM percussion channel within a band
 POOL_SIZE = 2                         # FluidSynth instances kept loaded for new streams
