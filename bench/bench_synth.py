@@ -35,6 +35,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from muse_common.stats import percentile  # noqa: E402
 from muse_server.backends import PromptSpec  # noqa: E402
 import librosa  # noqa: E402
 
@@ -73,10 +74,6 @@ def first_fragment_costs(backend, style, streams, first_id=100):
             stream.next_fragment()
         costs.append(time.perf_counter() - start)
     return costs
-
-
-def p95(values):
-    return float(np.percentile(values, 95))
 
 
 def style_accuracy(soundfont, seeds, tempi, seconds):
@@ -128,8 +125,8 @@ def measure(name, soundfont, seconds, streams, fragment_s, progress):
             time.sleep(0.3)
         backend.close()
         rows.append({'style': style, 'rtf': seconds / sum(costs),
-                     'frag_ms': statistics.median(costs) * 1e3, 'frag_p95_ms': p95(costs) * 1e3,
-                     'ttff_ms': statistics.median(warm) * 1e3, 'ttff_p95_ms': p95(warm) * 1e3})
+                     'frag_ms': statistics.median(costs) * 1e3, 'frag_p95_ms': percentile(costs, 95) * 1e3,
+                     'ttff_ms': statistics.median(warm) * 1e3, 'ttff_p95_ms': percentile(warm, 95) * 1e3})
     return construct_s, rows
 
 
