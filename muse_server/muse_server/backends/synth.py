@@ -334,6 +334,7 @@ class _Band:
         self.first_bar = 0               # global bar at which this band's composer began
         self.bar_offset = 0              # composer bar = global bar - first_bar + bar_offset
         self.drums_from = 0              # global bar from which its drums play
+        self.swell_until = 0             # global bar at which its entry (a transition) ends
         self.until = None                # global bar at which it stops (None: for ever)
 
     def setup_events(self, at, expression=127):
@@ -448,7 +449,8 @@ class SynthStream(MusicStream):
         band = _Band(preset, composer, CHANNELS_PER_BAND - old.base)
         band.first_bar = self._bar
         band.bar_offset = BARS_PER_SECTION - TRANSITION_BARS  # downbeat = its section start
-        band.drums_from = self._bar + TRANSITION_BARS
+        band.swell_until = self._bar + TRANSITION_BARS
+        band.drums_from = band.swell_until - 1   # its drums come in under the old band's fill
         old.until = self._bar + TRANSITION_BARS
         old.composer.retune(old.composer.energy, bpm)
         self._bands.append(band)
@@ -497,6 +499,8 @@ class SynthStream(MusicStream):
         ending = band.until is not None
         composer.force_fill = ending and self._bar == band.until - 1
         drums = self._bar >= band.drums_from
+        if ending or self._bar < band.swell_until:
+            self._transition_levels(band, ending, drums, length)
         for note in composer.plan_bar(local, int(round(self._bar_start)), (spb0, spb1)):
             if note.voice in DRUM_VOICES and not drums:
                 continue
@@ -506,21 +510,28 @@ class SynthStream(MusicStream):
             self._schedule(note.start, 'on', channel, pitch, velocity)
             if key is None:   # drum samples are one-shots: they end by themselves
                 self._schedule(note.start + note.length, 'off', channel, pitch)
+
+    def _transition_levels(self, band, ending, drums, length):
+        """A style change, beat by beat: the leaving band fades and washes into the room (its
+        drums less, they play the fill); the arriving band's harmony swells in, and in the
+        last bar its drums come in under the fill, crossing over on the downbeat."""
         start = int(round(self._bar_start))
-        if ending or (self._bar < band.drums_from):
-            # The transition: the leaving band fades and washes into the room, the arriving
-            # band's harmony swells in, beat by beat, crossing over on the downbeat.
-            passed = self._bar - (band.until - TRANSITION_BARS if ending else band.first_bar)
-            for beat in range(BEATS_PER_BAR):
-                progress = (passed * BEATS_PER_BAR + beat + 1) / (TRANSITION_BARS * BEATS_PER_BAR)
-                at = start + int(beat * length / BEATS_PER_BAR)
-                level = 1.0 - progress if ending else progress
-                for channel in band.melodic:
-                    self._schedule(at, 'cc', channel, _CC_EXPRESSION,
-                                   int(127 * math.sqrt(max(level, 0.0))))
-                    if ending:
-                        self._schedule(at, 'cc', channel, _CC_REVERB,
-                                       int(min(127, 40 + 87 * progress)))
+        passed = self._bar - (band.until - TRANSITION_BARS if ending else band.first_bar)
+        kit = band.base + DRUM_CHANNEL
+        for beat in range(BEATS_PER_BAR):
+            progress = (passed * BEATS_PER_BAR + beat + 1) / (TRANSITION_BARS * BEATS_PER_BAR)
+            at = start + int(beat * length / BEATS_PER_BAR)
+            level = 1.0 - progress if ending else progress
+            for channel in band.melodic:
+                self._schedule(at, 'cc', channel, _CC_EXPRESSION,
+                               int(127 * math.sqrt(max(level, 0.0))))
+                if ending:
+                    self._schedule(at, 'cc', channel, _CC_REVERB, int(min(127, 40 + 87 * progress)))
+            if ending:
+                self._schedule(at, 'cc', kit, _CC_EXPRESSION, int(127 * (1.0 - 0.6 * progress)))
+            elif drums:
+                self._schedule(at, 'cc', kit, _CC_EXPRESSION,
+                               int(127 * math.sqrt((beat + 1) / BEATS_PER_BAR)))
 
     # -- rendering -----------------------------------------------------------------------
 
