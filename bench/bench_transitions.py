@@ -19,6 +19,7 @@ Per change it measures (librosa features; T = the moment the prompt arrives):
 - beat gap: beats tracked (librosa.beat.beat_track) around the change; the worst inter-beat
   interval across the region, as its deviation from the span [old period, new period];
 - level step: RMS of 1 s after the change region against 1 s before T, in dB;
+- key continuity: correlation of the mean chroma of 8 s before T with 8 s after the region;
 - clicks off the beat grid: sample jumps (second difference 4x the largest within 10 ms
   around it and above -40 dBFS) farther than 30 ms from every detected onset.
 
@@ -231,6 +232,15 @@ def clicks_off_grid(y, t0, t1):
     return count
 
 
+def chroma_continuity(y, t, region, span_s=8.0):
+    """Correlation of the mean chroma (pitch-class profile) of ``span_s`` before the change
+    with that of ``span_s`` after its region: 1 = the same key and harmonic colour."""
+    def profile(a, b):
+        part = y[max(0, int(a * SR)):int(b * SR)]
+        return librosa.feature.chroma_stft(y=part, sr=SR, hop_length=HOP).mean(axis=1)
+    return float(np.corrcoef(profile(t - span_s, t), profile(t + region, t + region + span_s))[0, 1])
+
+
 def rms_db(x):
     return 10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-12)
 
@@ -268,6 +278,7 @@ def analyse(y, script, segment_s):
             'level': rms_db(y[int((t + region) * SR):int((t + region + 1) * SR)])
             - rms_db(y[int((t - 1) * SR):int(t * SR)]),
             'clicks': clicks_off_grid(y, t - 0.5, t + region),
+            'chroma': chroma_continuity(y, t, region),
         })
     # reference: the same statistic inside steady music (the second half of each segment)
     inside = []
@@ -295,10 +306,10 @@ def analyse(y, script, segment_s):
 def print_method(name, rows, segments, script):
     print(f'\n--- {name}')
     print(f"{'#':>2s} {'change':7s} {'to':26s} {'timbre':>7s} {'beat gap':>9s} {'level':>7s} "
-          f"{'clicks':>6s}")
+          f"{'clicks':>6s} {'chroma r':>8s}")
     for i, row in enumerate(rows, 1):
         print(f"{i:2d} {row['kind']:7s} {row['to']:26s} {row['timbre']:6.2f}x {row['gap']:8.0%} "
-              f"{row['level']:+6.1f}dB {row['clicks']:6d}")
+              f"{row['level']:+6.1f}dB {row['clicks']:6d} {row['chroma']:8.2f}")
     print(f"{'seg':>3s} {'style':13s} {'target':>6s} {'autocorr':>9s} {'err':>6s} "
           f"{'beat_track':>10s} {'ok':>3s} {'key':>12s}")
     for i, s in enumerate(segments):
@@ -321,6 +332,7 @@ def print_method(name, rows, segments, script):
         'key_walk': walk, 'key_distinct': distinct,
         'level_worst': max(abs(r['level']) for r in rows),
         'clicks': sum(r['clicks'] for r in rows),
+        'chroma_same': float(np.median([r['chroma'] for r in same_rows])),
     }
     return summary
 
@@ -329,7 +341,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true',
                         help=f'{len(QUICK_SCRIPT)} prompts instead of {len(SCRIPT)}')
-    parser.add_argument('--segment-s', type=float, default=20.0, help='seconds per prompt')
+    parser.add_argument('--segment-s', type=float, default=30.0, help='seconds per prompt')
     parser.add_argument('--seed', type=int, default=4)
     parser.add_argument('--wav-dir', type=Path, help='also write both renderings as WAV')
     args = parser.parse_args(argv)
@@ -373,6 +385,7 @@ def main(argv=None):
         ('autocorrelation tempo, worst error', 'ac_err_worst', '{:.2%}', '<= 1 %'),
         ('key walk (longest one-way run)', 'key_walk', '{:d}', 'no monotone walk'),
         ('key signatures in same-style run', 'key_distinct', '{:d}', '1'),
+        ('chroma r across same-style changes', 'chroma_same', '{:.2f}', 'median, 1 = same key'),
         ('level step, worst', 'level_worst', '{:.1f} dB', ''),
         ('clicks off the beat grid', 'clicks', '{:d}', '0'),
         ('prompt -> audible, median', 'latency', '{:.2f} s', 'no worse'),

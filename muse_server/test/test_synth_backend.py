@@ -426,7 +426,7 @@ def test_style_change_hands_the_key_over_in_an_arranged_transition(backend):
     change, and the audio stays continuous."""
     first, then = prompt('chill_techno', energy=0.6, bpm=120.0), \
         prompt('upbeat_pop', energy=0.6, bpm=120.0, prompt_id=2)
-    audio, boundaries, stream = retargeted(backend, first, then, before=8, after=24)
+    audio, boundaries, stream = retargeted(backend, first, then, before=8, after=32)
     with backend.open_stream(first) as alone:
         key = alone.key
     assert stream.style == 'upbeat_pop'

@@ -25,7 +25,7 @@ one bar after the call):
 
 - same style: the composer plays on (same section, progression, key, motif) at the new
   energy; a new tempo is reached by a linear ramp of the beat length over ``TEMPO_RAMP_BARS``;
-- new style: a ``TRANSITION_BARS``-bar arranged transition: the old band plays on, fading and
+- new style: a ``TRANSITION_BARS``-bar (4) arranged transition: the old band plays on, fading and
   washing into the room, and ends with a drum fill; the new band's harmony and bass swell in
   over it in the same key (handed over as the relative major/minor, never re-estimated); on the
   downbeat after the fill the new drums enter with a crash and the old instruments stop;
@@ -78,7 +78,7 @@ CONTEXT_KEY_S = 4.0                   # seconds of context analysed for its key 
 KEY_CONFIDENCE = 0.6                  # share of chroma energy in the key's seven notes above
                                       # which the context is called tonal (noise: 0.58)
 TEMPO_RAMP_BARS = 2                   # bars over which a tempo change glides
-TRANSITION_BARS = 2                   # bars of an arranged style change
+TRANSITION_BARS = 4                   # bars of an arranged style change
 LOOKAHEAD_BEATS = 0.25                # notes are planned this far ahead of the render position:
                                       # a humanised note may start a little before its bar, and
                                       # a prompt lands on the first bar line not yet planned
@@ -458,8 +458,11 @@ class SynthStream(MusicStream):
         self._renderer.room(*preset.room)
 
     def _end_band(self, band, at):
+        """Silence a band's held notes (faded out by then); its drum hits ring out (cutting a
+        cymbal's release would click)."""
         for channel in range(band.base, band.base + CHANNELS_PER_BAND):
-            self._schedule(at, 'cc', channel, _CC_ALL_NOTES_OFF, 0)
+            if channel != band.base + DRUM_CHANNEL:
+                self._schedule(at, 'cc', channel, _CC_ALL_NOTES_OFF, 0)
 
     # -- planning ------------------------------------------------------------------------
 
