@@ -399,7 +399,9 @@ class SynthStream(MusicStream):
         self._bands = [_Band(preset, composer, 0)]
         self._schedule_many(self._bands[0].setup_events(0))
         self._renderer.room(*preset.room)
-        self._transition_downbeat = None  # sample where a style change's new drums enter
+        logger.info('synth stream for prompt %d: seed %d, %s in %s, %.0f BPM, energy %.2f '
+                    '(key from %s)', prompt.prompt_id, backend.seed, preset.name, key,
+                    self.bpm, self.energy, self.key_source)
 
     # -- what is playing -----------------------------------------------------------------
 
@@ -431,6 +433,8 @@ class SynthStream(MusicStream):
         bpm = fold_tempo(prompt.target_bpm)
         energy = float(prompt.energy)
         current = self._bands[-1]
+        logger.info('synth: prompt %d lands at bar %d (sample %d): %s, %.0f BPM, energy %.2f',
+                    prompt.prompt_id, self._bar, int(self._bar_start), preset.name, bpm, energy)
         if abs(bpm - self.bpm) > 1e-6:
             self._spb_target = 60.0 / bpm * self.sr
             self._ramp_bars = TEMPO_RAMP_BARS
