@@ -30,7 +30,6 @@ import argparse  # noqa: E402  (after the thread limits, which must precede nump
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
