@@ -1,7 +1,7 @@
 """Benchmark of the synth music backend on one CPU thread, for each GM SoundFont installed.
 
     ./muse.sh exec python bench/bench_synth.py [--quick] [--seconds S] [--streams N]
-        [--fragment-s F] [--plot out/bench_synth.png]
+        [--fragment-s F]
 
 For every style and SoundFont (FluidR3_GM, the default, and TimGM6mb, 25x smaller: the
 baseline it is chosen against, measured in the same run):
