@@ -34,6 +34,9 @@ class SessionConfig:
 
     token: str | None = None            # None = no authentication
     max_ahead_s: float = 2.0            # audio sent beyond real-time playback [s]
+    # A stream its backend can retarget is kept less far ahead: a prompt change continues it
+    # after the audio already sent, so this is the change's latency (a new stream cuts in).
+    retarget_ahead_s: float = 1.0
     context_s: float = 4.0              # tail of sent audio handed to a new stream [s]
     max_frame_bytes: int = protocol.DEFAULT_MAX_AUDIO_FRAME_BYTES
     fragment_s: float = 0.5             # what the backend was asked for (announced in welcome)
@@ -59,7 +62,7 @@ class _Stream:
     fresh: bool = True  # its next frame starts a stream (FIRST)
     restarts: int = 0
     held: tuple | None = None  # (fragment, started_ns, finished_ns) not yet sent, see _pump
-    retargets: bool = True  # its backend may steer it to a new prompt (until it says no)
+    retargets: bool = False  # its backend may steer it to a new prompt (until it says no)
     retargeted_at: float | None = None  # prompt received [monotonic s]; its next frame CONTINUES
 
 
@@ -383,6 +386,8 @@ class Session:
         # While a switch is prepared, old audio is made only as the listener needs it, so
         # that the old stream competes as little as possible with the new one's start.
         limit = 3 * self._fragment_s if self._switch is not None else None
+        if limit is None and self._current.retargets:
+            limit = self.config.retarget_ahead_s
         delay = self._pacer.delay_before_next(self._fragment_s, limit)
         if delay > 0:
             try:
@@ -447,7 +452,7 @@ class Session:
         held, current.held = current.held, None
         await self._send(current, *held, last=True)
         self._current = _Stream(request.prompt, current.runner, request.prompt.first_seq,
-                                fresh=False, retargeted_at=request.received_at)
+                                fresh=False, retargets=True, retargeted_at=request.received_at)
         self.stats['retargets'] = self.stats.get('retargets', 0) + 1
         return True
 
@@ -508,7 +513,8 @@ class Session:
                                     f'could not start prompt {switch.prompt.prompt_id}: {exc}',
                                     switch.prompt.prompt_id)
             return  # the old stream goes on
-        old, self._current = self._current, _Stream(switch.prompt, runner, switch.prompt.first_seq)
+        old, self._current = self._current, _Stream(switch.prompt, runner, switch.prompt.first_seq,
+                                                    retargets=runner.may_retarget)
         if old is not None:
             self._close_in_background(old.runner)
             if old.held is not None:

@@ -89,6 +89,12 @@ class StreamRunner:
             fragment = check_fragment(self._stream.next_fragment(), self._channels)
             return fragment, started, time.time_ns()
 
+    @property
+    def may_retarget(self) -> bool:
+        """Whether the stream's class implements MusicStream.retarget at all."""
+        return self._stream is not None and \
+            type(self._stream).retarget is not MusicStream.retarget
+
     def _retarget_blocking(self, spec: PromptSpec) -> bool:
         with self._lock:
             return not self._closed and self._stream is not None \

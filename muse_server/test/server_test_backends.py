@@ -46,17 +46,17 @@ class SineStream(MusicStream):
         tone = 0.5 * np.sin(2 * np.pi * frequency_of(self.prompt.prompt_id) * t)
         return tone.astype(np.float32)[:, None]
 
-    def retarget(self, prompt):
-        """With ``retargets``: play on, from the same sample index, at the new prompt's tone."""
-        if not self.backend.retargets:
-            return False
-        self.prompt = prompt
-        return True
-
     def close(self):
         self.closed = True
         with self.backend.lock:
             self.backend.closed_streams += 1
+
+
+class RetargetingSineStream(SineStream):
+    def retarget(self, prompt):
+        """Play on, from the same sample index, at the new prompt's tone."""
+        self.prompt = prompt
+        return True
 
 
 class SineBackend(MusicBackend):
@@ -93,4 +93,4 @@ class SineBackend(MusicBackend):
             time.sleep(self.open_delay_s)
         with self.lock:
             self.opened.append((prompt, None if context is None else context.copy()))
-        return SineStream(self, prompt, context)
+        return (RetargetingSineStream if self.retargets else SineStream)(self, prompt, context)
