@@ -28,7 +28,8 @@ the target lag, parabolic refinement) and by librosa.beat.beat_track (default pr
 the target); the key signature (synth_theory.estimate_key) along the run of same-style changes.
 
 Prompt -> audible: baseline = first fragment's generation time + the player's prebuffer
-(0.3 s); retarget = the audio already sent ahead of the listener (``max_ahead_s``) + the
+(0.3 s); retarget = the audio already sent ahead of the listener (the session's
+``retarget_ahead_s``) + the
 fragment held back + the wait for the bar line where the change lands (all but the first
 measured from this run's audio).
 """
@@ -368,7 +369,7 @@ def main(argv=None):
     for i in range(1, len(script)):
         bpm = script[i - 1][3]
         bar = BEATS_PER_BAR * 60.0 / bpm
-        heard = config.max_ahead_s + config.fragment_s        # sent ahead + the held fragment
+        heard = config.retarget_ahead_s + config.fragment_s   # sent ahead + the held fragment
         ahead = i * args.segment_s + heard + LOOKAHEAD_BEATS * 60.0 / bpm
         waits.append(heard + (-ahead) % bar + LOOKAHEAD_BEATS * 60.0 / bpm)
     results['baseline']['latency'] = baseline_latency
