@@ -192,6 +192,8 @@ class _Stream:
         self.declick_start = None       # stream frame where a declick fade-in began
         self.complete = False           # its is_last fragment is in the queue
         self.resampler = None
+        self.splice = None              # (stream frame, key, prompt_stamp) where a continuing
+                                        # prompt takes over, see Mixer._fill
 
 
 class Mixer:
@@ -359,6 +361,12 @@ class Mixer:
             stream.announce = False
         audio = self._queue.take(count)
         first = stream.played
+        if stream.splice is not None and stream.splice[0] < first + count:
+            at, stream.key, stream.prompt_stamp = stream.splice
+            stream.splice = None
+            events.append(PlayerEvent(EventKind.PROMPT_AUDIBLE, stream.key.prompt_id,
+                                      stream.key.seq, frame=at_frame + at - first,
+                                      prompt_stamp=stream.prompt_stamp))
         if first < stream.fade_in_frames:
             n = min(count, stream.fade_in_frames - first)
             audio[:n] *= fade_in_gain(stream.fade_in_frames, first, n)[:, None]
@@ -388,7 +396,14 @@ class Mixer:
                 self._queue.push(self._convert(fragment, after_gap=True), crossfade=self._reserve)
             else:
                 self._queue.push(self._convert(fragment))
-            if fragment.is_last:
+            follow = self.buffer.continuation() if fragment.is_last else None
+            if follow is not None:
+                # The server retargeted its stream: the next prompt continues this audio
+                # sample-for-sample, so it is appended as is (no fade, no crossfade).
+                stamp = self.buffer.fragment(follow).prompt_stamp
+                events += self._here(self.buffer.start(follow, now))
+                stream.splice = (stream.played + self._queue.frames, follow, stamp)
+            elif fragment.is_last:
                 stream.complete = True
                 fade = min(self._reserve, self._queue.frames)
                 self._queue.scale_tail(fade_out_gain(fade))
@@ -431,6 +446,8 @@ class Mixer:
         candidate = self.buffer.candidate(now)
         if candidate is None or candidate.waiting:
             return
+        if candidate.continues and self.state is MixerState.PLAYING:
+            return  # spliced on when the playing prompt's last fragment is taken (_fill)
         needed_s = max(self._prebuffer, self.block_frames + self._reserve) / self.sample_rate
         if not (candidate.complete or candidate.ready_s >= needed_s):
             return

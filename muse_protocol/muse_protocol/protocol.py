@@ -105,6 +105,8 @@ class Encoding(enum.IntEnum):
 class Flags(enum.IntFlag):
     FIRST = 1   # starts a stream: not sample-continuous with the fragment before it
     LAST = 2    # last fragment of its prompt: the next audio belongs to a newer prompt
+    CONTINUES = 4  # first fragment of a prompt that retargeted the running stream: continues
+                   # the previous prompt's LAST fragment sample-for-sample (never with FIRST)
 
 
 # ---------------------------------------------------------------- errors
@@ -428,6 +430,10 @@ class AudioFrame:
         return bool(self.flags & Flags.LAST)
 
     @property
+    def continues(self) -> bool:
+        return bool(self.flags & Flags.CONTINUES)
+
+    @property
     def n_samples(self) -> int:
         return len(self.payload) // (self.channels * self.encoding.sample_bytes)
 
@@ -507,7 +513,7 @@ def decode_audio_frame(data, max_bytes: int = MAX_AUDIO_FRAME_BYTES) -> AudioFra
         raise MalformedFrame(f'audio payload is {len(payload)} bytes; the header announces '
                              f'{n_samples} x {channels} {encoding.wire_name} samples = {expected}')
     return AudioFrame(prompt_id=prompt_id, seq=seq, sample_rate=sample_rate, channels=channels,
-                      encoding=encoding, flags=Flags(flags & (Flags.FIRST | Flags.LAST)),
+                      encoding=encoding, flags=Flags(flags & (Flags.FIRST | Flags.LAST | Flags.CONTINUES)),
                       payload=bytes(payload), generation_started_ns=started_ns,
                       generation_finished_ns=finished_ns)
 

@@ -367,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='musicgen backend: hub id or local path of the model')
     parser.add_argument('--device', default='auto',
                         help='musicgen backend: torch device (auto = cuda if available)')
+    parser.add_argument('--soundfont', default='/usr/share/sounds/sf2/FluidR3_GM.sf2',
+                        help='synth backend: General MIDI SoundFont its instruments are played '
+                             'from (the server refuses to start without it)')
     parser.add_argument('--backend-option', type=_backend_option, action='append', default=[],
                         metavar='KEY=VALUE',
                         help='extra keyword option for the backend (VALUE parsed as JSON if it can be)')
@@ -408,6 +411,8 @@ def backend_options(args) -> dict:
     options = {'fragment_s': args.fragment_s}
     if args.backend == 'musicgen':
         options.update(model=args.model, device=args.device)
+    elif args.backend == 'synth':
+        options.update(soundfont=args.soundfont)
     options.update(dict(args.backend_option))
     return options
 
