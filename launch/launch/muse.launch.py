@@ -42,6 +42,8 @@ ARGUMENTS = (
      f'Server token (default ${graph.TOKEN_ENV}; random for a local server).'),
     ('backend', 'synth', 'Backend of the local server: synth or musicgen.'),
     ('model', 'facebook/musicgen-small', 'MusicGen hub id or local path (backend musicgen).'),
+    ('retarget', 'false', 'Local server: steer the running music at a prompt change (a '
+     'transition on the bar line, ~1-2.5 s) instead of crossfading to a new stream at once.'),
     ('style', 'chill_techno', 'Style preset of the prompt builder.'),
     ('sink', 'auto', 'Audio output: auto (speakers if present, else null), sounddevice, null.'),
     ('output_dir', 'out', 'Folder for session folders (WAV, bag, timeline.png, metrics.json).'),
@@ -61,6 +63,7 @@ def launch_setup(context):
         subject=subject, session=session, rate=float(arg['rate']),
         duration_s=float(arg['duration_s']), start_offset_s=float(arg['start_offset_s']),
         server_url=arg['server_url'], backend=arg['backend'], model=arg['model'],
+        retarget=arg['retarget'].lower() in ('true', '1', 'yes'),
         style=arg['style'], sink=arg['sink'], log_level=arg['log_level'],
         namespace=arg['namespace'], token=graph.session_token(arg['token']))
     options.validate()

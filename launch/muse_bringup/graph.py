@@ -31,6 +31,7 @@ class GraphOptions:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     backend: str = 'synth'
     model: str = 'facebook/musicgen-small'
+    retarget: bool = False            # local server steers streams at prompt changes
     style: str = 'chill_techno'
     sink: str = 'auto'
     log_level: str = 'info'
@@ -83,6 +84,8 @@ def local_server(options, port):
     args = ['--host', '127.0.0.1', '--port', str(port), '--backend', options.backend]
     if options.backend == 'musicgen':
         args += ['--model', options.model]
+    if options.retarget:
+        args.append('--retarget')
     return args, {TOKEN_ENV: options.token}, f'ws://127.0.0.1:{port}'
 
 

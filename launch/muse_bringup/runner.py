@@ -156,6 +156,10 @@ def parse_args(argv):
                         'server)')
     parser.add_argument('--backend', choices=graph.BACKENDS, default='synth',
                         help='backend of the local server (default synth)')
+    parser.add_argument('--retarget', action='store_true',
+                        help='local server: at a prompt change steer the running music (a '
+                             'transition on the bar line, heard after ~1-2.5 s) instead of '
+                             'crossfading to a new stream at once')
     parser.add_argument('--model', default='facebook/musicgen-small',
                         help='MusicGen hub id or local path for --backend musicgen')
     parser.add_argument('--style', default='chill_techno', help='style preset')
@@ -192,7 +196,7 @@ def run(args):
     options = graph.GraphOptions(
         subject=str(subject), session=session, rate=args.rate, duration_s=args.duration_s,
         start_offset_s=args.start_offset_s, server_url=args.server_url, backend=args.backend,
-        model=args.model, style=args.style, sink=args.sink, log_level=args.log_level,
+        model=args.model, retarget=args.retarget, style=args.style, sink=args.sink, log_level=args.log_level,
         token=graph.session_token(args.token))
     options.validate()
     params_file = Path(args.params_file) if args.params_file else \

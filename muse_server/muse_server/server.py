@@ -64,6 +64,7 @@ class ServerConfig:
     allow_origins: tuple[str, ...] = ()  # browser Origins accepted (none: browsers refused)
     admission: AdmissionLimits = AdmissionLimits()
     server_name: str = 'muse_music_server'  # announced in every welcome (Serve: the replica)
+    retarget: bool = False           # steer running streams at prompt changes (SessionConfig)
 
     def __post_init__(self):
         checks = [
@@ -100,7 +101,8 @@ class MusicServer:
             max_frame_bytes=config.max_frame_bytes, fragment_s=config.fragment_s,
             hello_timeout_s=config.hello_timeout_s, write_timeout_s=config.write_timeout_s,
             messages_per_s=config.messages_per_s,
-            message_burst=max(1, int(2 * config.messages_per_s)), server_name=config.server_name)
+            message_burst=max(1, int(2 * config.messages_per_s)), server_name=config.server_name,
+            retarget=config.retarget)
         self.sessions: dict[str, Session] = {}  # authenticated sessions (max_sessions)
         self.gate = ConnectionGate(config.admission)
         self.capacity = Capacity(backend)   # real-time streams the backend carries (measured)
@@ -380,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help='allow running without a token on a non-loopback address')
     parser.add_argument('--max-sessions', type=int, default=defaults.max_sessions,
                         help='concurrent sessions')
+    parser.add_argument('--retarget', action='store_true',
+                        help='at a prompt change, steer the running stream when the backend can '
+                             '(synth: a transition on the next bar line; musicgen: a morph), '
+                             'heard after the audio already sent (~1-2.5 s), instead of a new '
+                             'stream the player crossfades in at once (~50 ms)')
     parser.add_argument('--max-ahead-s', type=float, default=defaults.max_ahead_s,
                         help='seconds of audio sent ahead of real-time playback')
     parser.add_argument('--fragment-s', type=float, default=defaults.fragment_s,
@@ -446,7 +453,7 @@ def main(argv=None) -> int:
             max_frame_bytes=args.max_frame_bytes, hello_timeout_s=args.hello_timeout_s,
             shutdown_grace_s=args.shutdown_grace_s, keepalive_s=args.keepalive_s,
             write_timeout_s=args.write_timeout_s, messages_per_s=args.messages_per_s,
-            allow_origins=tuple(args.allow_origin))
+            allow_origins=tuple(args.allow_origin), retarget=args.retarget)
         backend = create_backend(args.backend, **backend_options(args))
     except (ValueError, BackendError) as exc:
         logger.error('%s', exc)

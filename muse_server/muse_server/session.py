@@ -34,6 +34,10 @@ class SessionConfig:
 
     token: str | None = None            # None = no authentication
     max_ahead_s: float = 2.0            # audio sent beyond real-time playback [s]
+    # Steer a running stream to a new prompt when its backend can (a musical transition on the
+    # bar line, heard after the audio already sent) instead of opening a new stream that the
+    # player crossfades in at once. Off by default: it trades ~1-2.5 s of latency for music.
+    retarget: bool = False
     # A stream its backend can retarget is kept less far ahead: a prompt change continues it
     # after the audio already sent, so this is the change's latency (a new stream cuts in).
     retarget_ahead_s: float = 1.0
@@ -514,7 +518,7 @@ class Session:
                                     switch.prompt.prompt_id)
             return  # the old stream goes on
         old, self._current = self._current, _Stream(switch.prompt, runner, switch.prompt.first_seq,
-                                                    retargets=runner.may_retarget)
+                                                    retargets=self.config.retarget and runner.may_retarget)
         if old is not None:
             self._close_in_background(old.runner)
             if old.held is not None:

@@ -204,7 +204,7 @@ def test_a_backend_that_retargets_continues_its_stream_flagged_continues():
     new prompt_id flagged CONTINUES (not FIRST), sample-continuous with it."""
     async def scenario():
         backend = SineBackend(fragment_s=0.25, retargets=True)
-        async with serving(backend) as server:
+        async with serving(backend, retarget=True) as server:
             async with MusicClient(server.url, token=TOKEN) as client:
                 received = Received()
                 await client.send_prompt(_prompt(1))
@@ -223,6 +223,23 @@ def test_a_backend_that_retargets_continues_its_stream_flagged_continues():
         _assert_continuous_sine(old, 1)
         _assert_continuous_sine(new, 2, start=sum(f.n_samples for f in old))
         assert len(latencies) == 2   # the first prompt's start, then the retarget
+    run(scenario())
+
+
+def test_without_retarget_a_backend_that_could_steer_still_gets_a_new_stream():
+    """Retargeting is opt-in (ServerConfig.retarget / --retarget): by default a prompt change
+    opens a new stream the player crossfades in at once, whatever the backend could do."""
+    async def scenario():
+        backend = SineBackend(fragment_s=0.25, retargets=True)
+        async with serving(backend) as server:
+            async with MusicClient(server.url, token=TOKEN) as client:
+                received = Received()
+                await client.send_prompt(_prompt(1))
+                await collect(client, received, frames_of(1, 4))
+                await client.send_prompt(_prompt(2))
+                await collect(client, received, frames_of(2, 2))
+        new = received.of_prompt(2)
+        assert len(backend.opened) == 2 and new[0].is_first and not new[0].continues
     run(scenario())
 
 

@@ -27,7 +27,7 @@ def test_synth_server_process_streams_music_switches_without_gap_and_stops_on_si
     token_file = tmp_path / 'token'
     token_file.write_text(TOKEN + '\n')
     server = spawn(server_command(port, 'synth', '--token-file', token_file,
-                                  '--fragment-s', '0.5', '--max-ahead-s', '2.0'),
+                                  '--fragment-s', '0.5', '--max-ahead-s', '2.0', '--retarget'),
                    name='muse_music_server', env=server_env())
     health = wait_for_health(port, server)
     assert (health['backend'], health['sample_rate'], health['auth']) == ('synth', 32000, True)
