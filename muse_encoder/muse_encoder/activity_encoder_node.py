@@ -25,7 +25,8 @@ from sensor_msgs.msg import Imu
 from muse_common import diagnostics, qos, stamps, topics
 from muse_common.node_main import run_node
 from muse_common.params import declare
-from muse_encoder.inference import BACKENDS, SMOOTHING_METHODS, ActivityEncoder, ProbabilitySmoother
+from muse_encoder.inference import (BACKENDS, DEFAULT_BACKEND, SMOOTHING_METHODS, ActivityEncoder,
+                                    ProbabilitySmoother)
 from muse_encoder.statics import Statics, sex_female_from_code
 from muse_sensors import dalia
 
@@ -40,8 +41,8 @@ class ActivityEncoderNode(Node):
         super().__init__('activity_encoder')
         checkpoint = declare(self, 'checkpoint', '', 'Encoder checkpoint (.pt) made by '
                              'muse_train_encoder; empty = the packaged default.', read_only=True)
-        backend = declare(self, 'backend', 'torch', 'Inference engine for the CNN.',
-                          choices=BACKENDS, read_only=True)
+        backend = declare(self, 'backend', DEFAULT_BACKEND, "Inference engine for the CNN: 'onnx' "
+                          '(onnxruntime, torch never imported) or torch.', choices=BACKENDS, read_only=True)
         onnx_model = declare(self, 'onnx_model', '', "ONNX file from muse_export_encoder for "
                              "backend 'onnx' (empty = the checkpoint path with .onnx).", read_only=True)
         threads = declare(self, 'inference_threads', 1, 'CPU threads for the CNN.',
@@ -49,7 +50,7 @@ class ActivityEncoderNode(Node):
         self._imu_rate = declare(self, 'imu_rate_hz', 32.0, 'Nominal IMU sample rate [Hz]: '
                                  'sizes the 8 s window and the stride in samples.',
                                  min_value=16.0, max_value=2000.0, read_only=True)
-        declare(self, 'stride_s', 2.0, 'Data time between estimates [s], counted in IMU samples.',
+        declare(self, 'stride_s', 1.0, 'Data time between estimates [s], counted in IMU samples.',
                 min_value=0.25, max_value=8.0)
         declare(self, 'smoothing', 'ema', 'Temporal smoothing of the published class.',
                 choices=SMOOTHING_METHODS)
