@@ -81,7 +81,7 @@ def test_node_publishes_estimates_that_match_offline_inference(spawn, collector,
     collector.subscribe(ActivityEstimate, f'{NS}/activity', qos.EVENTS)
     node = start_node(spawn, 'smoothing:=none')
     windows = 12
-    samples = 256 + 64 * (windows - 1)
+    samples = 256 + 32 * (windows - 1)
     replay(ros_node, subject, samples, node)
     got = collector.wait_for(f'{NS}/activity', windows, timeout=60)
     # Discovery may still be settling for the first samples on a busy machine.
@@ -90,7 +90,7 @@ def test_node_publishes_estimates_that_match_offline_inference(spawn, collector,
     encoder = ActivityEncoder(threads=1)
     profile = subject.profile
     starts = [round((stamps.to_sec(m.window_start) - T0) * dalia.ACC_HZ) for m in got]
-    assert set(np.diff(starts)) == {64}                       # one window every 2 s of data
+    assert set(np.diff(starts)) == {32}                       # one window every 1 s of data
     for msg, start in zip(got, starts):
         end = round((stamps.to_sec(msg.window_end) - T0) * dalia.ACC_HZ)
         assert end - start == 255                            # 8 s of consecutive samples
@@ -193,7 +193,7 @@ def test_node_recognises_activities_replayed_by_sensor_replay(spawn, collector, 
                          '-r', f'__ns:={NS}', '-p', f'source:={subject.path}', '-p', 'rate:=4.0',
                          '-p', 'duration_s:=90.0', '-p', 'wait_for_subscribers:=1',
                          '-p', 'start_delay_s:=3.0'], name='sensor_replay')
-    expected = (90 * dalia.ACC_HZ - 256) // 64 + 1
+    expected = (90 * dalia.ACC_HZ - 256) // 32 + 1         # one window per second of data
     got = collector.wait_for(f'{NS}/activity', expected, timeout=120)
     assert replay_node.wait(timeout=60) == 0, replay_node.output()
     time.sleep(2.0)
