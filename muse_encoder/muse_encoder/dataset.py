@@ -193,7 +193,7 @@ def load_npz(path, features, num_classes=None):
         raise DatasetError(f"{path}: 'sample_rate' must be one number in Hz, got {rate!r}")
     rate = float(rate.reshape(()))
     if acc.ndim != 3 or acc.shape[2] != 3 or acc.dtype.kind not in 'iuf':
-        raise DatasetError(f"{path}: 'acc' must be numeric, shaped (N, T, 3), got {acc.dtype} {acc.shape}")
+        raise DatasetError(f"{path}: 'acc' must be shaped (N, T, 3) and numeric, got {acc.shape} {acc.dtype}")
     n = acc.shape[0]
     if not (np.isfinite(rate) and rate > 0):
         raise DatasetError(f"{path}: 'sample_rate' must be a positive rate in Hz, got {rate!r}")
@@ -300,19 +300,23 @@ def load_windows(path, features, num_classes=None, progress=True):
     raise DatasetError(f'{path}: expected a folder of PPG-DaLiA subjects, a subject .pkl or a .npz of windows')
 
 
-def stream_windows(acc_g, rate_hz, per_sample_labels, features):
-    """Windows (W, T, 3) of a stream every stride, and each one's majority label."""
+def stream_windows(acc_g, rate_hz, per_sample_labels, features, recent_s=None):
+    """Windows (W, T, 3) of a stream every stride, and each one's label: the majority over the
+    whole window, or over its last ``recent_s`` seconds (what the wearer is doing now, which
+    is what the node should publish at the window's end)."""
     windows, starts = features.sliding_windows(acc_g, rate_hz)
     length = windows.shape[1]
-    labels = np.array([np.bincount(per_sample_labels[s:s + length]).argmax() for s in starts],
+    skip = 0 if recent_s is None else max(0, length - int(round(recent_s * rate_hz)))
+    labels = np.array([np.bincount(per_sample_labels[s + skip:s + length]).argmax() for s in starts],
                       dtype=np.int64)
     return np.ascontiguousarray(windows, dtype=np.float32), labels, starts
 
 
-def windows_from_stream(stream, features):
-    """Windows of one muse_sensors.synthetic.WristStream, converted to g by its declared units."""
+def windows_from_stream(stream, features, recent_s=None):
+    """Windows of one muse_sensors.synthetic.WristStream, converted to g by its declared units
+    (labels as in :func:`stream_windows`)."""
     acc_g = to_g(stream.acc, stream.units)
-    windows, labels, starts = stream_windows(acc_g, stream.rate_hz, stream.activity, features)
+    windows, labels, starts = stream_windows(acc_g, stream.rate_hz, stream.activity, features, recent_s)
     statics = np.full((len(labels), len(STATIC_INPUTS)), np.nan, np.float32)
     if getattr(stream, 'heart_rate_bpm', None) is not None:
         end_s = (starts + windows.shape[1]) / stream.rate_hz

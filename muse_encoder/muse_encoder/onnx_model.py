@@ -40,7 +40,10 @@ def open_onnx_session(path, threads=1):
     options.inter_op_num_threads = 1
     # One window at a time: the arena would only hold on to memory the node never reuses.
     options.enable_cpu_mem_arena = False
-    return onnxruntime.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+    except Exception as exc:   # onnxruntime's own exception types derive from Exception only
+        raise OnnxModelError(f'{path} is not a loadable ONNX model: {exc}') from exc
 
 
 def read_metadata(session, path):

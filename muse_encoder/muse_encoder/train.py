@@ -142,9 +142,11 @@ def load_training_data(args, features, progress):
                           disable=not progress):
             stream = synthetic.generate_wrist_stream(index, args.minutes, args.seed,
                                                      balanced=args.schedule == 'balanced', domain=domain)
-            sets.append(featurise(features, windows_from_stream(stream, features), progress=False))
+            windows = windows_from_stream(stream, features, recent_s=args.label_recent_s)
+            sets.append(featurise(features, windows, progress=False))
         description = (f'synthetic, domain-randomised ({args.domain}): {args.synthetic} subjects x '
-                       f'{args.minutes:g} min, {args.schedule} schedule, seed {args.seed} '
+                       f'{args.minutes:g} min, {args.schedule} schedule, seed {args.seed}, window label = majority of '
+                       f'the last {args.label_recent_s:g} s '
                        f'(muse_sensors.synthetic.generate_wrist_stream; ranges {domain.as_dict()})')
         return concatenate(sets), description
     windows = load_windows(args.data, features, progress=progress)
@@ -265,7 +267,7 @@ def train(args):
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     progress = not args.quiet
-    features = AccelToRGBMel(FeatureParams(representation=args.representation))
+    features = AccelToRGBMel(FeatureParams(representation=args.representation, stride_s=args.stride_s))
     data, description = load_training_data(args, features, progress)
     all_subjects = sorted(set(data.subjects))
     data = apply_transient_policy(data, args.transient)
@@ -398,6 +400,12 @@ def build_parser():
     parser.add_argument('--domain', choices=('randomised', 'shifted'), default='randomised',
                         help='--synthetic: the randomisation ranges (shifted = the independent-check '
                         'ranges, not for training the default)')
+    parser.add_argument('--stride-s', type=float, default=2.0,
+                        help='data time between training windows (default 2 s; the node has its own stride)')
+    parser.add_argument('--label-recent-s', type=float, default=4.0,
+                        help='--synthetic: a window is labelled by the majority activity of its last '
+                        'this many seconds (default 4: the model names what the wearer does now, so '
+                        'the published activity follows a change sooner)')
     parser.add_argument('--cache-dir', type=Path, default=Path('.cache') / 'wheels',
                         help='--watch: where the seglearn wheel is kept (default .cache/wheels)')
     parser.add_argument('--folds', type=int, default=0,
@@ -442,6 +450,10 @@ def build_parser():
 
 def _check(parser, args):
     problems = []
+    if not 0.25 <= args.stride_s <= 8:
+        problems.append('--stride-s must be in [0.25, 8]')
+    if not 0 < args.label_recent_s <= 8:
+        problems.append('--label-recent-s must be in (0, 8]')
     if args.folds and args.folds < 2:
         problems.append('--folds must be >= 2')
     if not 0 <= args.calibration_fraction < 1:
