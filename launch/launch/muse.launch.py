@@ -6,9 +6,12 @@
     ros2 launch muse_bringup muse.launch.py backend:=musicgen model:=facebook/musicgen-small
 
 The same nodes, parameter file and per-node overrides as the runner (`muse_run`), built from
-muse_bringup.graph so the two cannot drift apart. The session ends when the replay reaches
-the end of its data (after `tail_s`), or on Ctrl-C; the session recorder then writes the
-report (timeline.png, metrics.json) beside the bag and the stitched WAV.
+muse_bringup.graph so the two cannot drift apart. Every node is a managed (lifecycle) node;
+`muse_lifecycle_manager` configures and activates them in order (the same manager the runner
+uses). When the replay deactivates itself at the end of its data, the manager waits `tail_s`,
+brings the graph down in reverse order (the recorder closes its bag last) and exits; then
+`muse_report` writes timeline.png and metrics.json beside the bag and the stitched WAV, and
+the launch shuts down. After Ctrl-C, run `ros2 run muse_bringup muse_report <session folder>`.
 """
 
 import os
@@ -16,11 +19,11 @@ import os
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import (DeclareLaunchArgument, EmitEvent, ExecuteProcess, LogInfo,
-                            OpaqueFunction, RegisterEventHandler, TimerAction)
+                            OpaqueFunction, RegisterEventHandler)
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from muse_bringup import graph
 from muse_bringup.session import (GRAPH_NODES, NAMESPACE, SERVER_EXECUTABLE, STOP_TIMEOUT_S,
                                   new_session_dir)
@@ -45,7 +48,6 @@ ARGUMENTS = (
     ('params_file', os.path.join(get_package_share_directory('muse_bringup'), 'config', 'muse.yaml'),
      'Parameter YAML for every node.'),
     ('log_level', 'info', 'Log level of every node.'),
-    ('replay_delay_s', '3.0', 'Start the replay this long after the other nodes [s].'),
     ('tail_s', '3.0', 'Keep playing this long after the replay ends [s].'),
 )
 
@@ -72,24 +74,29 @@ def launch_setup(context):
             additional_env=server_env, output='screen', sigterm_timeout='10'))
 
     overrides = graph.node_parameters(options, server_url)
-    replay = None
     for package, name in GRAPH_NODES:
-        node = Node(
+        actions.append(LifecycleNode(
             package=package, executable=name, name=name, namespace=options.namespace,
             output='screen', parameters=[arg['params_file'], overrides[name]],
             arguments=['--ros-args', '--log-level', options.log_level],
-            # The recorder writes the session report after Ctrl-C: give it time.
-            sigterm_timeout=str(STOP_TIMEOUT_S.get(name, 5)))
-        if name == 'sensor_replay':
-            replay = node
-            actions.append(TimerAction(period=float(arg['replay_delay_s']), actions=[node]))
-        else:
-            actions.append(node)
-    actions.append(RegisterEventHandler(OnProcessExit(target_action=replay, on_exit=[
-        LogInfo(msg=f'replay finished; playing on for {arg["tail_s"]} s'),
-        TimerAction(period=float(arg['tail_s']),
-                    actions=[EmitEvent(event=Shutdown(reason='replay finished'))]),
-    ])))
+            sigterm_timeout=str(STOP_TIMEOUT_S.get(name, 5))))
+    manager = Node(
+        package='muse_bringup', executable='muse_lifecycle_manager', name='lifecycle_manager',
+        namespace=options.namespace, output='screen',
+        parameters=[{'node_names': [name for _, name in GRAPH_NODES],
+                     'end_with': 'sensor_replay', 'tail_s': float(arg['tail_s'])}],
+        arguments=['--ros-args', '--log-level', options.log_level])
+    report = ExecuteProcess(
+        cmd=[str(graph.executable('muse_bringup', 'muse_report')), str(session.root)],
+        name='muse_report', output='screen')
+    actions += [
+        manager,
+        # The manager exits once the graph is down (bag closed): write the report, then stop.
+        RegisterEventHandler(OnProcessExit(target_action=manager, on_exit=[
+            LogInfo(msg='graph down; writing the session report'), report])),
+        RegisterEventHandler(OnProcessExit(target_action=report, on_exit=[
+            EmitEvent(event=Shutdown(reason='session finished'))])),
+    ]
     return actions
 
 

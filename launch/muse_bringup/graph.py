@@ -110,7 +110,6 @@ def node_parameters(options, server_url):
             'rate': float(options.rate),
             'duration_s': float(options.duration_s),
             'start_offset_s': float(options.start_offset_s),
-            'shutdown_on_end': True,
         },
     }
 

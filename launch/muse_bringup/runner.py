@@ -1,9 +1,12 @@
 """``muse_run``: start the whole MUSE graph where ``ros2 launch`` is absent.
 
 Starts the same nodes as ``muse.launch.py`` (each its own process, with the same parameter
-file), optionally a local music server, waits until the replay reaches the end of its data or
-the user presses Ctrl-C, stops everything in reverse order, and leaves the session folder:
-the stitched WAV, the recorded bag, the timeline PNG and metrics.json.
+file), optionally a local music server; brings the managed nodes up in order with the
+lifecycle manager (:class:`muse_bringup.lifecycle_manager.LifecycleManager`); when the replay
+deactivates itself at the end of its data (or on Ctrl-C) it plays on for ``--tail-s``, brings
+the graph down in reverse order, stops the processes, writes the session report from the
+closed bag, and leaves the session folder: the stitched WAV, the recorded bag, the timeline
+PNG and metrics.json.
 """
 
 import argparse
@@ -93,28 +96,42 @@ def wait_for_health(url, timeout_s, server):
     raise RuntimeError(f'the music server did not become healthy at {url} in {timeout_s:.0f} s')
 
 
-def wait_for_nodes(namespace, names, timeout_s, processes):
-    """Block until every node in ``names`` is visible in the ROS graph."""
-    import rclpy
-    context = rclpy.Context()
-    rclpy.init(context=context, args=[])
-    node = rclpy.create_node('muse_run_watcher', context=context)
-    try:
-        deadline = time.monotonic() + timeout_s
-        wanted = {(name, f'/{namespace}') for name in names}
-        while time.monotonic() < deadline:
-            dead = [p.name for p in processes if not p.running()]
-            if dead:
-                raise RuntimeError(f'{", ".join(dead)} exited during start-up; see the logs')
-            seen = set(node.get_node_names_and_namespaces())
-            if wanted <= seen:
-                return
-            time.sleep(0.1)
-        missing = sorted(name for name, _ in wanted - set(node.get_node_names_and_namespaces()))
-        raise RuntimeError(f'nodes did not appear within {timeout_s:.0f} s: {missing}')
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+class GraphClient:
+    """The runner's own ROS context and node, spun in a thread, for the lifecycle manager.
+    Its signal handlers are off: Ctrl-C must reach the runner, not shut this context down
+    before the graph has been brought down."""
+
+    def __init__(self, namespace, names):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+
+        from muse_bringup.lifecycle_manager import LifecycleManager
+        self._rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, args=[], signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node('muse_run', context=self.context)
+        self._executor = SingleThreadedExecutor(context=self.context)
+        self._executor.add_node(self.node)
+        self._spinner = threading.Thread(target=self._executor.spin, daemon=True)
+        self._spinner.start()
+        self.manager = LifecycleManager(
+            self.node, namespace, names,
+            log=lambda text: print(f'[muse_run] lifecycle: {text}', flush=True))
+
+    def close(self):
+        self._executor.shutdown()
+        self.node.destroy_node()
+        self._rclpy.try_shutdown(context=self.context)
+        self._spinner.join(timeout=5)
+
+
+def check_running(processes):
+    """Raise RuntimeError naming the first process that exited."""
+    for proc in processes:
+        if not proc.running():
+            raise RuntimeError(f'{proc.name} exited with code {proc.proc.returncode}; see '
+                               f'{proc.log_path}')
 
 
 def parse_args(argv):
@@ -187,6 +204,7 @@ def run(args):
     started = time.monotonic()
     interrupted = False
     error = None
+    client = None
     try:
         server_url = options.server_url
         if not server_url:
@@ -200,27 +218,20 @@ def run(args):
             print(f'[muse_run] local {options.backend} server ready at {server_url}: {health}',
                   flush=True)
         overrides = graph.node_parameters(options, server_url)
-        replay = None
+        nodes = []
         for package, name in GRAPH_NODES:
-            if name == 'sensor_replay':
-                wait_for_nodes(options.namespace, [n for _, n in GRAPH_NODES if n != name],
-                               60.0, processes)
             argv = [graph.executable(package, name), *graph.ros_args(
                 options.namespace, params_file, overrides[name], options.log_level)]
-            proc = ManagedProcess(name, argv, session.logs / f'{name}.log', next(colours),
-                                  args.quiet)
-            processes.append(proc)
-            replay = proc if name == 'sensor_replay' else replay
-        print('[muse_run] graph running; Ctrl-C stops it', flush=True)
-        while replay.running():
-            crashed = [p for p in processes if not p.running() and p is not replay]
-            if crashed:
-                raise RuntimeError(f'{crashed[0].name} exited with code '
-                                   f'{crashed[0].proc.returncode}; see {crashed[0].log_path}')
-            time.sleep(0.2)
-        if replay.proc.returncode != 0:
-            raise RuntimeError(f'sensor_replay failed with code {replay.proc.returncode}; '
-                               f'see {replay.log_path}')
+            nodes.append(ManagedProcess(name, argv, session.logs / f'{name}.log', next(colours),
+                                        args.quiet))
+        processes += nodes
+        client = GraphClient(options.namespace, [name for _, name in GRAPH_NODES])
+        ended = client.manager.watch_end('sensor_replay')
+        client.manager.wait_for_services(120.0, alive=lambda: check_running(nodes))
+        client.manager.startup()
+        print('[muse_run] graph active; Ctrl-C stops it', flush=True)
+        while not ended.wait(0.2):
+            check_running(processes)
         print(f'[muse_run] replay finished; playing on for {args.tail_s:g} s', flush=True)
         time.sleep(args.tail_s)
     except KeyboardInterrupt:
@@ -229,15 +240,32 @@ def run(args):
     except (RuntimeError, FileNotFoundError) as exc:
         error = exc
     finally:
+        if client is not None:
+            client.manager.shutdown()
+            client.close()
         codes = {}
         for proc in reversed(processes):
             codes[proc.name] = proc.stop(timeout=STOP_TIMEOUT_S.get(proc.name, 15.0))
+        write_report(session)
     failed = {name: code for name, code in codes.items() if code not in (0, -signal.SIGINT)}
     summarise(session, time.monotonic() - started, failed)
     if error is not None:
         print(f'[muse_run] error: {error}', file=sys.stderr, flush=True)
         return 1
     return 1 if failed and not interrupted else 0
+
+
+def write_report(session):
+    """The session report (timeline.png, metrics.json) from the closed bag and the WAV."""
+    if not session.bag.exists():
+        return
+    from muse_bringup.report import write_report as report
+    print('[muse_run] writing the session report', flush=True)
+    try:
+        for line in report(session):
+            print(f'[muse_run]   {line}', flush=True)
+    except Exception as exc:  # noqa: BLE001 - the bag and the WAV are safe; say why
+        print(f'[muse_run] session report failed: {exc!r}', file=sys.stderr, flush=True)
 
 
 def summarise(session, wall_s, failed):
