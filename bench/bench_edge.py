@@ -39,14 +39,18 @@ if variant != 'rclpy':
     from muse_encoder.activity_encoder_node import ActivityEncoderNode
     from muse_encoder.statics import Statics
     node = ActivityEncoderNode()
+    assert node.start(), 'the encoder node did not configure and activate'
     rng = np.random.default_rng(0)
     t = np.arange(256) / 32
     for i in range(windows):
         window = (np.array([0.1, 0.2, 0.97]) + 0.3 * np.sin(2 * np.pi * (1 + i % 7 * 0.2) * t)[:, None]
                   + 0.02 * rng.standard_normal((256, 3))).astype(np.float32)
         node._encoder.predict(window, 32.0, Statics(heart_rate_bpm=90))
+    result = status()
+    node.finish()
     node.destroy_node()
-result = status()
+else:
+    result = status()
 result['torch_imported'] = 'torch' in sys.modules
 print(json.dumps(result))
 '''
