@@ -52,7 +52,7 @@ def note(message):
 
 
 def dalia_class_names():
-    from muse_sensors.dalia import ACTIVITY_NAMES
+    from muse_common.activities import ACTIVITY_NAMES
     return tuple(ACTIVITY_NAMES)
 
 
