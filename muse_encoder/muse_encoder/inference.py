@@ -56,6 +56,8 @@ class ActivityEncoder:
         self.backend = backend
         self._session = self.model = None
         if backend == 'onnx':
+            if onnx_path is None and checkpoint and not Path(checkpoint).exists():
+                raise FileNotFoundError(f'encoder checkpoint {checkpoint} does not exist (nor its .onnx)')
             onnx_path = Path(onnx_path or Path(checkpoint or DEFAULT_CHECKPOINT).with_suffix('.onnx'))
             self._session = open_onnx_session(onnx_path, threads=threads or 1)
             meta = read_metadata(self._session, onnx_path)
