@@ -1,18 +1,20 @@
-"""Benchmark of the synth music backend on one CPU thread.
+"""Benchmark of the synth music backend on one CPU thread, for each GM SoundFont installed.
 
     ./muse.sh exec python bench/bench_synth.py [--quick] [--seconds S] [--streams N]
-        [--fragment-s F] [--plot out/bench_synth.png]
+        [--fragment-s F]
 
-For every style, in one process:
+For every style and SoundFont (FluidR3_GM, the default, and TimGM6mb, 25x smaller: the
+baseline it is chosen against, measured in the same run):
 
 - real-time factor: seconds of audio rendered per second of CPU time (``time.process_time``,
   so other programs on the machine do not count), over one long stream; and the per-fragment
   CPU time (median, p95) against the fragment's duration;
 - time to first fragment: ``open_stream`` + the first ``next_fragment`` for new prompts on a
-  backend that has played before (the server's steady state; median, p95), and on a freshly
-  constructed backend (cold: the first prompt after start-up);
-- baseline, the same renderer with its note cache switched off (``cache_mb=0``: every note
-  rendered as it sounds), measured in the same run; the ratios show what the cache buys.
+  backend that has played before (the server's steady state: a FluidSynth instance waits
+  loaded in the pool; median, p95), and the backend's construction (SoundFont load);
+- style identification: a nearest-centroid classifier on the means of 20 MFCCs over 2 s
+  windows, across seeds and tempi; each rendering is classified against centroids made from
+  the renderings of the other seeds (leave-one-seed-out), so it must generalise.
 
 numpy is limited to one thread before it is imported (BLAS and FFT stay single-threaded),
 so the figures are per core: a server with N cores serves about N times as many streams.
@@ -28,18 +30,21 @@ import argparse  # noqa: E402  (after the thread limits, which must precede nump
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from muse_common.stats import percentile  # noqa: E402
 from muse_server.backends import PromptSpec  # noqa: E402
-from muse_server.backends.synth import SynthBackend  # noqa: E402
+import librosa  # noqa: E402
+
+from muse_server.backends.synth import DEFAULT_SOUNDFONT, SynthBackend, render  # noqa: E402
 from muse_server.backends.synth_styles import STYLES  # noqa: E402
 
 ENERGY = 0.6
 BPM = 112.0
+SOUNDFONTS = {'FluidR3_GM': DEFAULT_SOUNDFONT, 'TimGM6mb': '/usr/share/sounds/sf2/TimGM6mb.sf2'}
+SR = 32000
 
 
 def prompt(style, prompt_id):
@@ -60,102 +65,121 @@ def stream_costs(backend, style, seconds, progress):
 
 
 def first_fragment_costs(backend, style, streams, first_id=100):
-    """Wall seconds from asking for a new prompt to holding its first fragment."""
+    """(wall seconds, CPU seconds of this thread) from asking for a new prompt to holding its
+    first fragment; the CPU time leaves out other programs on a shared machine."""
     costs = []
     for i in range(streams):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         with backend.open_stream(prompt(style, first_id + i)) as stream:
             stream.next_fragment()
-        costs.append(time.perf_counter() - start)
+            costs.append((time.perf_counter() - start, time.thread_time() - cpu))
     return costs
 
 
-def plot(rows, path):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    names = [row['style'] for row in rows]
-    x = np.arange(len(names))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
-    left.bar(x - 0.2, [row['rtf'] for row in rows], 0.4, label='synth (note cache)')
-    left.bar(x + 0.2, [row['rtf_base'] for row in rows], 0.4, label='baseline (no cache)')
-    left.set_ylabel('seconds of audio per CPU second')
-    left.set_title('real-time factor, one thread')
-    right.bar(x - 0.2, [row['ttff_ms'] for row in rows], 0.4, label='warm backend, median')
-    right.bar(x + 0.2, [row['ttff_p95_ms'] for row in rows], 0.4, label='warm backend, p95')
-    right.set_ylabel('ms')
-    right.set_title('time to first fragment')
-    for ax in (left, right):
-        ax.set_xticks(x, names, rotation=20)
-        ax.legend()
-        ax.grid(axis='y', alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    print(f'plot: {path}')
+def style_accuracy(soundfont, seeds, tempi, seconds):
+    """Share of 2 s windows whose MFCC mean is nearest its own style's centroid (centroids
+    from the other seeds' renderings), and the confusions."""
+    windows = {}                         # (style, seed) -> [feature vectors]
+    for style in STYLES:
+        for seed in seeds:
+            backend = SynthBackend(seed=seed, fragment_s=1.0, soundfont=soundfont)
+            feats = []
+            for bpm in tempi:
+                y = render(backend, PromptSpec(1, f'{style} music', style, energy=ENERGY,
+                                               target_bpm=bpm), seconds)[:, 0]
+                for a in range(2 * SR, len(y) - 2 * SR + 1, 2 * SR):
+                    mfcc = librosa.feature.mfcc(y=y[a:a + 2 * SR], sr=SR, n_mfcc=20)
+                    feats.append(mfcc.mean(axis=1))
+            backend.close()
+            windows[(style, seed)] = feats
+    every = np.array([f for feats in windows.values() for f in feats])
+    scale = every.std(axis=0) + 1e-9
+    right = total = 0
+    confusions = {}
+    for (style, seed), feats in windows.items():
+        centroids = {other: np.mean([f for (o, s), fs in windows.items() if o == other
+                                     and s != seed for f in fs], axis=0) / scale
+                     for other in STYLES}
+        for f in feats:
+            guess = min(STYLES, key=lambda other: np.linalg.norm(f / scale - centroids[other]))
+            right += guess == style
+            total += 1
+            if guess != style:
+                confusions[(style, guess)] = confusions.get((style, guess), 0) + 1
+    return right / total, confusions
+
+
+def measure(name, soundfont, seconds, streams, fragment_s, progress):
+    start = time.perf_counter()
+    SynthBackend(seed=1, fragment_s=fragment_s, soundfont=soundfont).close()
+    construct_s = time.perf_counter() - start
+    rows = []
+    for style in STYLES:
+        progress.set_description(f'{name} {style}')
+        backend = SynthBackend(seed=1, fragment_s=fragment_s, soundfont=soundfont)
+        costs = stream_costs(backend, style, seconds, progress)
+        time.sleep(1.0)     # let the pool reload in the background, as between real prompts
+        warm = []
+        for i in range(streams):
+            warm += first_fragment_costs(backend, style, 1, first_id=100 + i)
+            time.sleep(0.3)
+        backend.close()
+        wall, cpu = [w for w, _ in warm], [c for _, c in warm]
+        rows.append({'style': style, 'rtf': seconds / sum(costs),
+                     'frag_ms': statistics.median(costs) * 1e3,
+                     'frag_p95_ms': percentile(costs, 95) * 1e3,
+                     'ttff_ms': statistics.median(wall) * 1e3,
+                     'ttff_p95_ms': percentile(wall, 95) * 1e3,
+                     'ttff_cpu_ms': statistics.median(cpu) * 1e3,
+                     'ttff_cpu_p95_ms': percentile(cpu, 95) * 1e3})
+    return construct_s, rows
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true',
-                        help='20 s of audio and 10 first fragments per style (default 120 s, 40)')
-    parser.add_argument('--seconds', type=float, help='audio per style and method')
+                        help='20 s of audio and 10 first fragments per style (default 60 s, 30)')
+    parser.add_argument('--seconds', type=float, help='audio per style')
     parser.add_argument('--streams', type=int, help='new prompts timed per style')
     parser.add_argument('--fragment-s', type=float, default=0.5)
-    parser.add_argument('--plot', type=Path, help='also draw the figures to this PNG')
     args = parser.parse_args(argv)
-    seconds = args.seconds or (20.0 if args.quick else 120.0)
-    streams = args.streams or (10 if args.quick else 40)
+    seconds = args.seconds or (20.0 if args.quick else 60.0)
+    streams = args.streams or (10 if args.quick else 30)
+    seeds, tempi, class_s = ((1, 2), (90.0, 128.0), 10.0) if args.quick else \
+        ((1, 2, 3), (84.0, 112.0, 140.0), 12.0)
     fragments = int(round(seconds / args.fragment_s))
-    print(f'synth backend: {seconds:.0f} s of audio per style and method, {streams} first '
-          f'fragments per style, {args.fragment_s} s fragments, 32 kHz mono, energy {ENERGY}, '
-          f'{BPM:.0f} BPM, one thread')
-
-    start = time.perf_counter()
-    SynthBackend(seed=1, fragment_s=args.fragment_s)
-    construct_s = time.perf_counter() - start
-
-    rows = []
-    with tqdm(total=2 * fragments * len(STYLES), unit='fragment', file=sys.stdout,
+    print(f'synth backend: {seconds:.0f} s of audio per style, {streams} first fragments per '
+          f'style, {args.fragment_s} s fragments, 32 kHz mono, energy {ENERGY}, {BPM:.0f} BPM, '
+          f'one thread; style classifier on seeds {seeds} x tempi {tempi}')
+    results = {}
+    with tqdm(total=fragments * len(STYLES) * len(SOUNDFONTS), unit='fragment', file=sys.stdout,
               mininterval=0.5) as progress:
-        for style in STYLES:
-            progress.set_description(style)
-            cold = SynthBackend(seed=1, fragment_s=args.fragment_s)
-            cold_ttff = first_fragment_costs(cold, style, 1)[0]
-            costs = stream_costs(cold, style, seconds, progress)
-            warm_ttff = first_fragment_costs(cold, style, streams)
-            base = SynthBackend(seed=1, fragment_s=args.fragment_s, cache_mb=0)
-            base_costs = stream_costs(base, style, seconds, progress)
-            base_ttff = first_fragment_costs(base, style, streams)
-            rows.append({
-                'style': style,
-                'rtf': seconds / sum(costs), 'rtf_base': seconds / sum(base_costs),
-                'frag_ms': statistics.median(costs) * 1e3, 'frag_p95_ms': percentile(costs, 95) * 1e3,
-                'base_frag_ms': statistics.median(base_costs) * 1e3,
-                'ttff_ms': statistics.median(warm_ttff) * 1e3, 'ttff_p95_ms': percentile(warm_ttff, 95) * 1e3,
-                'ttff_cold_ms': cold_ttff * 1e3,
-                'base_ttff_ms': statistics.median(base_ttff) * 1e3,
-                'cache_hit_rate': cold.note_cache.hits / max(cold.note_cache.hits
-                                                             + cold.note_cache.misses, 1),
-            })
-
+        for name, path in SOUNDFONTS.items():
+            results[name] = measure(name, path, seconds, streams, args.fragment_s, progress)
+    accuracy = {name: style_accuracy(path, seeds, tempi, class_s)
+                for name, path in SOUNDFONTS.items()}
     fragment_ms = args.fragment_s * 1e3
-    print(f'\nbackend construction (noise tables, 6 rooms): {construct_s * 1e3:.0f} ms')
-    print(f"\n{'style':13s} {'x realtime':>10s} {'baseline':>9s} {'ratio':>6s} "
-          f"{'frag med':>9s} {'frag p95':>9s} {'(of ' + str(int(fragment_ms)) + ' ms)':>11s} "
-          f"{'TTFF med':>9s} {'TTFF p95':>9s} {'cold':>7s} {'base TTFF':>10s} {'cache hits':>10s}")
-    for row in rows:
-        print(f"{row['style']:13s} {row['rtf']:10.0f} {row['rtf_base']:9.0f} "
-              f"{row['rtf'] / row['rtf_base']:5.1f}x {row['frag_ms']:7.2f}ms "
-              f"{row['frag_p95_ms']:7.2f}ms {'':11s} {row['ttff_ms']:7.2f}ms "
-              f"{row['ttff_p95_ms']:7.2f}ms {row['ttff_cold_ms']:5.1f}ms "
-              f"{row['base_ttff_ms']:8.2f}ms {row['cache_hit_rate']:9.0%}")
-    slowest = min(rows, key=lambda row: row['rtf'])
-    print(f"\nslowest style {slowest['style']}: {slowest['rtf']:.0f}x real time on one core, "
-          f"i.e. about {slowest['rtf']:.0f} concurrent streams per core; worst first-fragment "
-          f"p95 {max(row['ttff_p95_ms'] for row in rows):.1f} ms for {fragment_ms:.0f} ms of audio")
-    if args.plot:
-        plot(rows, args.plot)
+    for name, (construct_s, rows) in results.items():
+        print(f'\n{name}: backend construction (SoundFont load, pool) {construct_s * 1e3:.0f} ms')
+        print(f"{'style':13s} {'x realtime':>10s} {'frag med':>9s} {'frag p95':>9s} "
+              f"{'TTFF med':>9s} {'TTFF p95':>9s} {'CPU med':>9s} {'CPU p95':>9s}"
+              f"   (fragments of {fragment_ms:.0f} ms; TTFF wall clock, CPU of the thread)")
+        for row in rows:
+            print(f"{row['style']:13s} {row['rtf']:10.0f} {row['frag_ms']:7.2f}ms "
+                  f"{row['frag_p95_ms']:7.2f}ms {row['ttff_ms']:7.2f}ms {row['ttff_p95_ms']:7.2f}ms "
+                  f"{row['ttff_cpu_ms']:7.2f}ms {row['ttff_cpu_p95_ms']:7.2f}ms")
+        share, confusions = accuracy[name]
+        worst = sorted(confusions.items(), key=lambda kv: -kv[1])[:3]
+        print(f'style classifier (2 s MFCC means, nearest centroid): {share:.0%}; most confused '
+              + (', '.join(f'{a}->{b} x{n}' for (a, b), n in worst) or 'none'))
+    print('\nsummary (goal: >= 20x real time per core, first fragment p95 <= 15 ms, styles >= 90 %)')
+    base = min(row['rtf'] for row in results['TimGM6mb'][1])
+    for name, (_, rows) in results.items():
+        slowest = min(row['rtf'] for row in rows)
+        print(f"  {name:11s} slowest style {slowest:5.0f}x real time ({slowest / base:.2f}x "
+              f"TimGM6mb's), worst first-fragment p95 {max(r['ttff_p95_ms'] for r in rows):6.1f} ms "
+              f"wall / {max(r['ttff_cpu_p95_ms'] for r in rows):5.1f} ms CPU, "
+              f"styles identified {accuracy[name][0]:.0%}")
     return 0
 
 

@@ -10,7 +10,11 @@ time by hand. The rules (README "Jitter buffer"):
 * fragments of prompts older than the current one, and seqs the play position has passed,
   are dropped on arrival and reported (late or duplicate);
 * a missing seq is waited for while the audio before it lasts, and for at most
-  ``max_wait_missing_s`` after the first fragment behind it arrived; then it is skipped.
+  ``max_wait_missing_s`` after the first fragment behind it arrived; then it is skipped;
+* a newer prompt whose first fragment is not ``is_first`` *continues* the playing one (the
+  server retargeted its stream, protocol flag CONTINUES): it is offered as a candidate like any
+  start (``Candidate.continues``), and :meth:`continuation` finds it when the playing prompt's
+  last fragment is taken, so the mixer can splice it on sample-continuously.
 """
 
 from dataclasses import dataclass
@@ -81,6 +85,7 @@ class Candidate:
     ready_s: float = 0.0    # contiguous audio from key.seq on [s]
     complete: bool = False  # that contiguous run ends the stream (is_last)
     waiting: bool = False   # its first seq has not arrived yet and is still waited for
+    continues: bool = False  # a new prompt continuing the playing one (not is_first)
 
 
 class _PromptRecord:
@@ -199,12 +204,30 @@ class JitterBuffer:
         if starts:
             return Candidate(StreamKey(prompt, max(starts)))
         if 0 in frags:
-            return Candidate(StreamKey(prompt, 0))
+            return Candidate(StreamKey(prompt, 0), continues=True)
         # Its first fragment is missing: wait for it as for any other gap, then start later.
         first_arrival = min(f.arrival for f in frags.values())
         if now - first_arrival >= self._max_wait:
             return Candidate(StreamKey(prompt, min(frags)))
         return Candidate(StreamKey(prompt, 0), waiting=True)
+
+    def continuation(self):
+        """The start of the next prompt if it continues the playing one (its first fragment,
+        not ``is_first``, has arrived), else None."""
+        newer = [p for p in self._pending if self._current is not None and p > self._current
+                 and self._pending[p]]
+        if not newer:
+            return None
+        prompt = min(newer)
+        frags = self._pending[prompt]
+        first = min(frags)
+        if frags[first].is_first or first != 0:
+            return None
+        return StreamKey(prompt, first)
+
+    def fragment(self, key):
+        """The pending fragment at ``key`` (KeyError if it is not there)."""
+        return self._pending[key.prompt_id][key.seq]
 
     def contiguous(self, key):
         """Seconds of gap-free audio from ``key`` on, and whether that run ends the stream."""

@@ -327,3 +327,81 @@ def test_bad_settings_are_refused_naming_them(name, value, words):
     with pytest.raises(ValueError) as caught:
         setattr(mixer, name, value)
     assert words in str(caught.value)
+
+
+def test_a_slow_server_is_covered_by_slower_playback_instead_of_silence():
+    """Fragments of 0.125 s arrive every 0.135 s (the server makes 0.93x real time): without
+    stretching the queue runs dry and the mixer fills silence; with playback down to 0.8x it
+    plays on, slowed while little is buffered, and says how much it stretched."""
+    pieces = sine_stream([300] * 30)
+    signal = np.concatenate(pieces)[:, 0]
+    period_blocks = 13.5     # 0.135 s between arrivals, in 10 ms blocks
+
+    def play(**stretching):
+        player = Clocked(make_mixer(prebuffer_s=0.1, **stretching))
+        items = fragments(1, pieces, RATE)
+        arrivals = [round(index * period_blocks) for index in range(len(items))]
+        for block in range(arrivals[-1] + 1):
+            player.push([item for item, at in zip(items, arrivals) if at == block])
+            player.run(1)
+        return player
+
+    plain = play()
+    stretched = play(min_playback_rate=0.8, stretch_below_s=0.3)
+    assert plain.mixer.underruns > 0 and plain.mixer.stats()['stretched_s'] == 0.0
+    assert stretched.mixer.underruns == 0
+    stats = stretched.mixer.stats()
+    assert stats['stretched_s'] > 0.5 and stats['stretch_gained_s'] > 0.2
+    assert 0.8 <= stats['lowest_playback_rate'] < 1.0
+    # No click: a slowed sine changes by less per sample than the sine itself.
+    out = stretched.out
+    assert np.abs(np.diff(out)).max() <= max_step(300, RATE, AMPLITUDE) + 1e-6
+    # Slower means lower: varispeed plays the 300 Hz sine at 300 x rate.
+    assert 0.8 * 300 - 5 <= dominant_freq(out[-RATE // 2:], RATE) < 300
+
+
+@pytest.mark.parametrize('name, value', [('min_playback_rate', 0.3), ('min_playback_rate', 1.5),
+                                         ('stretch_below_s', -1.0)])
+def test_bad_stretch_settings_are_refused_naming_them(name, value):
+    with pytest.raises(ValueError, match=name):
+        make_mixer(**{name: value})
+
+
+def test_a_continuing_prompt_is_spliced_on_after_the_old_one_without_any_fade():
+    """A retargeted stream (the new prompt's first fragment not is_first) continues the old
+    prompt's LAST fragment sample-for-sample: the output is the input, no fade, no crossfade,
+    and the new prompt is announced at the first frame of its own audio."""
+    pieces, _ = stepped_sine([440] * 8, FRAGMENT, RATE, AMPLITUDE)
+    old = fragments(1, pieces[:4], RATE, is_last=True)
+    new = fragments(2, pieces[4:], RATE)
+    new[0].is_first = False                    # CONTINUES, not FIRST
+    clocked = Clocked(make_mixer())
+    clocked.push(old)
+    clocked.run(5)                             # the old prompt plays ...
+    clocked.push(new)                          # ... when the continuation arrives
+    clocked.run(8 * FRAGMENT // BLOCK)
+    expected = np.concatenate(pieces)[:, 0]
+    out = clocked.out
+    start = int(np.flatnonzero(np.abs(out) > 0)[0]) // BLOCK * BLOCK   # a block starts it
+    played = out[start:start + len(expected) - 2 * RESERVE - CROSSFADE]
+    # Only the stream's very first fade-in shapes the output; after it the input comes out.
+    np.testing.assert_allclose(played[CROSSFADE:], expected[CROSSFADE:len(played)], atol=1e-6)
+    audible = clocked.of(EventKind.PROMPT_AUDIBLE)
+    assert [e.prompt_id for e in audible] == [1, 2]
+    assert audible[1].frame == start + 4 * FRAGMENT
+    assert not clocked.of(EventKind.PROMPT_SUPERSEDED) and not clocked.of(EventKind.UNDERRUN)
+
+
+def test_a_newer_first_stream_still_crossfades_over_a_continuation_in_flight():
+    pieces, _ = stepped_sine([440] * 4, FRAGMENT, RATE, AMPLITUDE)
+    clocked = Clocked(make_mixer())
+    clocked.push(fragments(1, pieces, RATE))
+    clocked.run(5)
+    continuing = fragments(2, sine_stream([660] * 2), RATE)
+    continuing[0].is_first = False
+    clocked.push(continuing)
+    clocked.run(2)
+    assert clocked.mixer.stats()['prompt_id'] == 1   # not spliced before prompt 1 ends
+    clocked.push(fragments(3, sine_stream([880] * 4), RATE))
+    clocked.run(20)
+    assert clocked.mixer.stats()['prompt_id'] == 3

@@ -18,14 +18,19 @@ Rules (times are message header stamps, so replays at any speed decide the same)
   once the heart rate has stayed out of the current zone for ``hr_zone_dwell_s``
   (REASON_HEART_RATE_ZONE). Heart rates that are NaN, not positive or below
   ``min_hr_confidence`` are ignored.
+- Inside a zone the heart rate still steers the tempo (``tempo.target_bpm``): once the tempo
+  it asks for is ``HR_DRIFT_MIN_TEMPO_BPM`` or more away from the last prompt's, a prompt
+  follows (also REASON_HEART_RATE_ZONE). The music server *retargets* its running stream for
+  it (a tempo ramp in the same piece), so drift never starts a new piece.
 - A profile change that changes the prompt makes one (REASON_PROFILE_CHANGE).
 - Overrides (REASON_MANUAL): ``clear`` drops all overrides first; ``style`` switches the
   preset; ``text`` pins this exact text (bounded) until cleared, and while it is pinned no
   automatic prompt is made (state keeps being tracked, so clearing reflects the present).
   Changing the base style, the presets or the rules (the node's parameters) acts like an
   override: a prompt follows where the prompt changes.
-- A trigger only makes a prompt when the prompt would differ from the last one published
-  (text, style, activity, tempo or energy): the music changes only when it should.
+- A trigger only makes a prompt when the prompt would differ *musically* from the last one
+  published: style, activity, tempo, energy, or the text apart from its heart-rate sentence
+  (a heart rate rounded to the next 5 beats/min alone is no reason to re-prompt).
 - Prompt ids are 1, 2, 3, ... in the order prompts are made.
 """
 
@@ -53,6 +58,10 @@ class Reason(enum.IntEnum):
 _NS = 1_000_000_000
 # Probabilities arrive as float32; a softmax maximum may round a hair above 1.
 _FLOAT32_SLACK = 1e-6
+# Tempo change [BPM] that heart-rate drift inside a zone must ask for before it re-prompts:
+# enough that a pulse hovering around a zone boundary or a rounding step does not flap the
+# tempo (tempo gains are at most 0.5 BPM per beat/min: about 12 beats/min of drift).
+HR_DRIFT_MIN_TEMPO_BPM = 6.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,7 @@ class PromptDecider:
         self._zone = None
         self._zone_leaving_since = None       # stamp [ns] since the heart rate left the zone
         self._published = None                # the last Prompt
+        self._published_music = None          # its _music_of
         self._next_id = 1
         self.counts = {'estimates': 0, 'estimates_below_confidence': 0,
                        'estimates_transient': 0, 'heart_rates': 0,
@@ -219,7 +229,7 @@ class PromptDecider:
             return self._maybe_publish(Reason.HEART_RATE_ZONE, stamp_ns)
         if proposed == self._zone:
             self._zone_leaving_since = None
-            return None
+            return self._maybe_drift(stamp_ns)
         if self._zone_leaving_since is None or stamp_ns < self._zone_leaving_since:
             self._zone_leaving_since = stamp_ns
         if stamp_ns - self._zone_leaving_since < self._config.hr_zone_dwell_s * _NS:
@@ -291,6 +301,15 @@ class PromptDecider:
             rendered = replace(rendered, activity='')
         return rendered
 
+    def _maybe_drift(self, stamp_ns):
+        """A prompt when the heart rate inside its zone asks for a clearly different tempo."""
+        if self._published is None or self._text_override is not None or self._activity is None:
+            return None
+        tempo = self._render_current().target_bpm
+        if abs(tempo - self._published.rendered.target_bpm) < HR_DRIFT_MIN_TEMPO_BPM:
+            return None
+        return self._maybe_publish(Reason.HEART_RATE_ZONE, stamp_ns)
+
     def _maybe_publish(self, reason, stamp_ns, manual=False):
         """Make a prompt for the present state if it differs from the last one published."""
         if self._text_override is not None:
@@ -302,9 +321,10 @@ class PromptDecider:
             return None
         else:
             rendered = self._render_current()
-        last = self._published.rendered if self._published else None
-        if last is not None and _music_of(last) == _music_of(rendered):
+        music = self._music_of(rendered, pinned=self._text_override is not None)
+        if self._published is not None and music == self._published_music:
             return None
+        self._published_music = music
         prompt = Prompt(prompt_id=self._next_id, reason=reason, trigger_stamp_ns=int(stamp_ns),
                         rendered=rendered)
         self._next_id += 1
@@ -312,7 +332,12 @@ class PromptDecider:
         return prompt
 
 
-def _music_of(rendered):
-    """What the generator hears of a prompt."""
-    return (rendered.text, rendered.style, rendered.activity, rendered.target_bpm,
-            rendered.energy)
+    def _music_of(self, rendered, pinned):
+        """What of a prompt is music: its numbers, and its text without the heart-rate
+        sentence (a pinned text as it is)."""
+        text = rendered.text
+        if not pinned and self._activity is not None:
+            text = render(self._library.get(self.style), self._activity, math.nan,
+                          self._profile, include_physiology=self._config.include_physiology,
+                          max_chars=self._config.max_prompt_chars).text
+        return (text, rendered.style, rendered.activity, rendered.target_bpm, rendered.energy)

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from muse_prompt.decision import DecisionConfig, PromptDecider, Reason
+from muse_prompt.decision import (HR_DRIFT_MIN_TEMPO_BPM, DecisionConfig, PromptDecider,
+                                   Reason)
 from muse_prompt.presets import UnknownStyleError, load_library
 from muse_common.activities import ACTIVITY_NAMES
 from muse_common.profile import Profile
@@ -188,6 +189,32 @@ def test_a_heart_rate_hovering_on_a_boundary_changes_nothing(library):
     assert [d.on_heart_rate(ns(2 + 2 * i), bpm) for i, bpm in enumerate(hovering)] == \
         [None] * len(hovering)
     assert d.status()['hr_zone'] == 'rest'
+
+
+def test_heart_rate_drift_inside_a_zone_re_prompts_only_for_a_clearly_new_tempo(library):
+    """Inside a zone the heart rate still steers the tempo; the server retargets its running
+    stream for such a prompt, so it is a tempo glide, never a new piece. Small drift is not
+    worth a prompt."""
+    d = decider(library)
+    d.on_profile(0, LISTENER)
+    d.on_heart_rate(0, 109.0)                                     # zone 2 (108-126)
+    first = d.on_activity(ns(0), ID['walking'], 0.9)
+    assert d.on_heart_rate(ns(2), 115.0) is None                  # a few BPM of tempo
+    drift = d.on_heart_rate(ns(4), 124.0)
+    assert (drift.prompt_id, drift.reason) == (2, ZONE)
+    assert drift.rendered.target_bpm - first.rendered.target_bpm >= HR_DRIFT_MIN_TEMPO_BPM
+    assert d.status()['hr_zone'] == 'light'
+
+
+def test_a_change_of_the_heart_rate_sentence_alone_makes_no_prompt(library):
+    """Driving's tempo ignores the pulse: a new zone changes only the heart-rate sentence,
+    which is not music (it used to restart the piece with a new chord progression)."""
+    d = decider(library)
+    d.on_profile(0, LISTENER)
+    d.on_heart_rate(0, 85.0)
+    assert d.on_activity(ns(0), ID['driving'], 0.9).prompt_id == 1
+    assert [d.on_heart_rate(ns(t), 97.0) for t in (2, 4, 6, 8)] == [None] * 4
+    assert d.status()['hr_zone'] == 'very light'
 
 
 def test_a_one_sample_spike_changes_nothing(library):

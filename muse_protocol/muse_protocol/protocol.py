@@ -62,6 +62,7 @@ class ErrorCode(enum.IntEnum):
     SERVER_BUSY = 4020            # max_sessions or a connection limit reached; retry later
     RATE_LIMITED = 4022           # too many messages (non-fatal) or failed hellos (fatal)
     SHUTTING_DOWN = 4021          # the server is stopping; no new prompts are accepted
+    SERVER_OVERLOADED = 4023      # one more stream would not be served in real time; retry later
     BACKEND_ERROR = 4030          # the backend failed to open or continue a stream
     INTERNAL_ERROR = 4031         # a server bug; the session ends
 
@@ -70,7 +71,7 @@ class ErrorCode(enum.IntEnum):
 FATAL_CODES = frozenset({
     ErrorCode.HELLO_REQUIRED, ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION,
     ErrorCode.UNSUPPORTED_ENCODING, ErrorCode.HELLO_TIMEOUT, ErrorCode.SERVER_BUSY,
-    ErrorCode.INTERNAL_ERROR})
+    ErrorCode.SERVER_OVERLOADED, ErrorCode.INTERNAL_ERROR})
 
 
 # Full scale of 16-bit PCM: float x in [-1, 1] is the integer round(x * PCM_S16_SCALE), so
@@ -104,6 +105,8 @@ class Encoding(enum.IntEnum):
 class Flags(enum.IntFlag):
     FIRST = 1   # starts a stream: not sample-continuous with the fragment before it
     LAST = 2    # last fragment of its prompt: the next audio belongs to a newer prompt
+    CONTINUES = 4  # first fragment of a prompt that retargeted the running stream: continues
+                   # the previous prompt's LAST fragment sample-for-sample (never with FIRST)
 
 
 # ---------------------------------------------------------------- errors
@@ -427,6 +430,10 @@ class AudioFrame:
         return bool(self.flags & Flags.LAST)
 
     @property
+    def continues(self) -> bool:
+        return bool(self.flags & Flags.CONTINUES)
+
+    @property
     def n_samples(self) -> int:
         return len(self.payload) // (self.channels * self.encoding.sample_bytes)
 
@@ -506,7 +513,7 @@ def decode_audio_frame(data, max_bytes: int = MAX_AUDIO_FRAME_BYTES) -> AudioFra
         raise MalformedFrame(f'audio payload is {len(payload)} bytes; the header announces '
                              f'{n_samples} x {channels} {encoding.wire_name} samples = {expected}')
     return AudioFrame(prompt_id=prompt_id, seq=seq, sample_rate=sample_rate, channels=channels,
-                      encoding=encoding, flags=Flags(flags & (Flags.FIRST | Flags.LAST)),
+                      encoding=encoding, flags=Flags(flags & (Flags.FIRST | Flags.LAST | Flags.CONTINUES)),
                       payload=bytes(payload), generation_started_ns=started_ns,
                       generation_finished_ns=finished_ns)
 

@@ -34,6 +34,9 @@ class SessionConfig:
 
     token: str | None = None            # None = no authentication
     max_ahead_s: float = 2.0            # audio sent beyond real-time playback [s]
+    # A stream its backend can retarget is kept less far ahead: a prompt change continues it
+    # after the audio already sent, so this is the change's latency (a new stream cuts in).
+    retarget_ahead_s: float = 1.0
     context_s: float = 4.0              # tail of sent audio handed to a new stream [s]
     max_frame_bytes: int = protocol.DEFAULT_MAX_AUDIO_FRAME_BYTES
     fragment_s: float = 0.5             # what the backend was asked for (announced in welcome)
@@ -59,6 +62,8 @@ class _Stream:
     fresh: bool = True  # its next frame starts a stream (FIRST)
     restarts: int = 0
     held: tuple | None = None  # (fragment, started_ns, finished_ns) not yet sent, see _pump
+    retargets: bool = False  # its backend may steer it to a new prompt (until it says no)
+    retargeted_at: float | None = None  # prompt received [monotonic s]; its next frame CONTINUES
 
 
 @dataclass(frozen=True)
@@ -369,6 +374,8 @@ class Session:
             self._command = None
             await self._stop()
             return
+        if await self._retarget_requested():
+            return
         self._start_requested_switch()
         if self._switch is not None and self._switch.task.done():
             await self._complete_switch()
@@ -379,6 +386,8 @@ class Session:
         # While a switch is prepared, old audio is made only as the listener needs it, so
         # that the old stream competes as little as possible with the new one's start.
         limit = 3 * self._fragment_s if self._switch is not None else None
+        if limit is None and self._current.retargets:
+            limit = self.config.retarget_ahead_s
         delay = self._pacer.delay_before_next(self._fragment_s, limit)
         if delay > 0:
             try:
@@ -405,13 +414,47 @@ class Session:
                 await asyncio.wait({generating, woken}, return_when=asyncio.FIRST_COMPLETED)
                 if woken.done():
                     self._wakeup.clear()
-                    self._start_requested_switch()
+                    if not self._may_retarget():  # else tried once the fragment is made
+                        self._start_requested_switch()
                 woken.cancel()
             return generating.result()
         finally:
             generating.cancel()
             if woken is not None:
                 woken.cancel()
+
+    def _may_retarget(self) -> bool:
+        current = self._current
+        return (isinstance(self._command, _PromptRequest) and current is not None
+                and current.retargets and current.held is not None)
+
+    async def _retarget_requested(self) -> bool:
+        """Steer the running stream to the requested prompt (no new piece): the held fragment,
+        the last of the old prompt, goes out LAST and the stream's next one CONTINUES it as the
+        new prompt. False when there is nothing to steer or the backend cannot (then the
+        prompt gets a new stream, as before)."""
+        if not self._may_retarget():
+            return False
+        request, current = self._command, self._current
+        try:
+            steered = await current.runner.retarget(_to_spec(request.prompt))
+        except Exception as exc:
+            logger.warning('session %s: retargeting to prompt %d failed, opening a new stream: '
+                           '%s', self.id, request.prompt.prompt_id, exc)
+            steered = False
+        if not steered:
+            current.retargets = False
+            return False
+        self._command = None
+        if self._switch is not None:
+            self._supersede(self._switch)
+            self._switch = None
+        held, current.held = current.held, None
+        await self._send(current, *held, last=True)
+        self._current = _Stream(request.prompt, current.runner, request.prompt.first_seq,
+                                fresh=False, retargets=True, retargeted_at=request.received_at)
+        self.stats['retargets'] = self.stats.get('retargets', 0) + 1
+        return True
 
     def _start_requested_switch(self):
         """Start preparing the requested prompt, unless a superseded preparation is still
@@ -470,7 +513,8 @@ class Session:
                                     f'could not start prompt {switch.prompt.prompt_id}: {exc}',
                                     switch.prompt.prompt_id)
             return  # the old stream goes on
-        old, self._current = self._current, _Stream(switch.prompt, runner, switch.prompt.first_seq)
+        old, self._current = self._current, _Stream(switch.prompt, runner, switch.prompt.first_seq,
+                                                    retargets=runner.may_retarget)
         if old is not None:
             self._close_in_background(old.runner)
             if old.held is not None:
@@ -541,6 +585,13 @@ class Session:
             if stream.fresh:
                 flags |= protocol.Flags.FIRST
                 stream.fresh = False
+            elif stream.retargeted_at is not None:
+                flags |= protocol.Flags.CONTINUES
+                latency = time.monotonic() - stream.retargeted_at
+                self.stats['switch_latency_s'].append(latency)
+                logger.info('session %s: prompt %d retargeted the running stream, sent after '
+                            '%.0f ms', self.id, stream.prompt.prompt_id, latency * 1e3)
+                stream.retargeted_at = None
             if last and index == len(pieces) - 1:
                 flags |= protocol.Flags.LAST
             frame = protocol.AudioFrame(

@@ -89,6 +89,17 @@ class StreamRunner:
             fragment = check_fragment(self._stream.next_fragment(), self._channels)
             return fragment, started, time.time_ns()
 
+    @property
+    def may_retarget(self) -> bool:
+        """Whether the stream's class implements MusicStream.retarget at all."""
+        return self._stream is not None and \
+            type(self._stream).retarget is not MusicStream.retarget
+
+    def _retarget_blocking(self, spec: PromptSpec) -> bool:
+        with self._lock:
+            return not self._closed and self._stream is not None \
+                and bool(self._stream.retarget(spec))
+
     def _close_blocking(self):
         with self._lock:
             if self._closed:
@@ -106,6 +117,10 @@ class StreamRunner:
     async def next_fragment(self):
         """-> (float32 (n, channels), generation start ns, generation end ns)."""
         return await run_in_daemon_thread(self._next_blocking, name=self._name)
+
+    async def retarget(self, spec: PromptSpec) -> bool:
+        """MusicStream.retarget on a worker thread: True if the stream now plays ``spec``."""
+        return await run_in_daemon_thread(self._retarget_blocking, spec, name=self._name)
 
     async def close(self):
         await run_in_daemon_thread(self._close_logged, name=self._name)

@@ -52,6 +52,13 @@ class SineStream(MusicStream):
             self.backend.closed_streams += 1
 
 
+class RetargetingSineStream(SineStream):
+    def retarget(self, prompt):
+        """Play on, from the same sample index, at the new prompt's tone."""
+        self.prompt = prompt
+        return True
+
+
 class SineBackend(MusicBackend):
     name = 'sine'
     sample_rate = SAMPLE_RATE
@@ -59,7 +66,7 @@ class SineBackend(MusicBackend):
 
     def __init__(self, fragment_s=0.25, open_delay_s=0.0, slow_prompts=(), fragment_delay_s=0.0,
                  fail_prompt_after=None, fail_open_prompts=(), nan_prompts=(),
-                 blocked_prompts=None):
+                 blocked_prompts=None, retargets=False):
         self.fragment_samples = int(round(fragment_s * SAMPLE_RATE))
         self.open_delay_s = open_delay_s
         self.slow_prompts = set(slow_prompts)
@@ -67,6 +74,7 @@ class SineBackend(MusicBackend):
         self.fail_prompt_after = dict(fail_prompt_after or {})
         self.fail_open_prompts = set(fail_open_prompts)
         self.nan_prompts = set(nan_prompts)  # streams of these produce invalid audio
+        self.retargets = retargets  # streams steer to a new prompt (MusicStream.retarget)
         # prompt_id -> fragments made before next_fragment blocks until `unblocked` is set
         # (JSON keys from --backend-option are strings)
         self.blocked_prompts = {int(k): v for k, v in (blocked_prompts or {}).items()}
@@ -85,4 +93,4 @@ class SineBackend(MusicBackend):
             time.sleep(self.open_delay_s)
         with self.lock:
             self.opened.append((prompt, None if context is None else context.copy()))
-        return SineStream(self, prompt, context)
+        return (RetargetingSineStream if self.retargets else SineStream)(self, prompt, context)

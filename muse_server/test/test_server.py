@@ -198,6 +198,34 @@ def test_prompt_switch_has_no_gap_and_grows_out_of_the_sent_audio():
     run(scenario())
 
 
+def test_a_backend_that_retargets_continues_its_stream_flagged_continues():
+    """A prompt change the backend can steer its running stream to opens no new stream: the
+    old prompt's held fragment goes out LAST, and the same stream's next fragment carries the
+    new prompt_id flagged CONTINUES (not FIRST), sample-continuous with it."""
+    async def scenario():
+        backend = SineBackend(fragment_s=0.25, retargets=True)
+        async with serving(backend) as server:
+            async with MusicClient(server.url, token=TOKEN) as client:
+                received = Received()
+                await client.send_prompt(_prompt(1))
+                await collect(client, received, frames_of(1, 6))
+                await client.send_prompt(_prompt(2))
+                await collect(client, received, frames_of(2, 4))
+            latencies = list(server.stats['switch_latency_s'])   # prompt -> its first frame
+        frames = [f for _, f in received.frames]
+        old, new = received.of_prompt(1), received.of_prompt(2)
+        assert len(backend.opened) == 1                       # no second stream
+        boundary = len(old)
+        assert frames[boundary - 1].is_last and frames[boundary].order_key == (2, 0)
+        assert new[0].continues and not new[0].is_first
+        assert not any(f.continues for f in old + new[1:])
+        assert sum(f.is_first for f in frames) == 1 and sum(f.is_last for f in frames) == 1
+        _assert_continuous_sine(old, 1)
+        _assert_continuous_sine(new, 2, start=sum(f.n_samples for f in old))
+        assert len(latencies) == 2   # the first prompt's start, then the retarget
+    run(scenario())
+
+
 def test_a_newer_prompt_supersedes_one_still_being_prepared():
     async def scenario():
         backend = SineBackend(slow_prompts={2}, open_delay_s=0.5)

@@ -49,7 +49,10 @@ def test_synth_server_process_streams_music_switches_without_gap_and_stops_on_si
     keys = [f.order_key for f in frames]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     boundary = len(received.of_prompt(1))
-    assert frames[0].is_first and frames[boundary - 1].is_last and frames[boundary].is_first
+    assert frames[0].is_first and frames[boundary - 1].is_last
+    # the synth retargets its running stream: prompt 2 continues it (CONTINUES, not FIRST)
+    assert frames[boundary].continues and not frames[boundary].is_first
+    assert sum(f.is_first for f in frames) == 1
     assert [f.seq for f in received.of_prompt(2)] == list(range(len(received.of_prompt(2))))
     for prompt_id in (1, 2):
         audio = np.concatenate([f.samples() for f in received.of_prompt(prompt_id)])
@@ -65,6 +68,7 @@ def test_synth_server_process_streams_music_switches_without_gap_and_stops_on_si
     log = server.output()
     assert 'shutting down (SIGTERM)' in log and 'stopped' in log
     assert 'Traceback' not in log
+    assert 'synth backend: seed' in log and 'retargeted the running stream' in log
 
 
 def test_token_from_the_environment_and_health_without_a_session(spawn):

@@ -1,62 +1,54 @@
-"""The ``synth`` backend: procedural music from the prompt's semantics, the server's embedded
-default (no model weights, no GPU, nothing but numpy).
+"""The ``synth`` backend: music composed from the prompt's semantics and played by sampled
+instruments, the server's embedded default (no model weights, no GPU).
+
+The composition layer (``synth_compose``: form, harmony, grooves; ``synth_styles``: the style
+presets as data; ``synth_theory``: keys and voicings) writes notes; FluidSynth plays them from a
+General MIDI SoundFont (default ``/usr/share/sounds/sf2/FluidR3_GM.sf2``, Debian's
+fluid-soundfont-gm), so drums (a GM drum kit per style), bass, keys, pads and strings are real
+instrument samples. FluidSynth renders offline into numpy buffers; no audio driver is started.
 
 What a prompt controls
 ----------------------
 - **Style**: ``PromptSpec.style`` names a preset (``chill_techno``, ``lofi_hiphop``,
   ``ambient``, ``upbeat_pop``, ``cinematic``, ``jazz``; case and separators forgiven).
-  An unknown style falls back on keywords in the style and the prompt text ("orchestral",
-  "lo-fi", "swing", ...), then on ``chill_techno`` (``synth_styles.resolve_style``).
-- **Tempo**: ``PromptSpec.target_bpm`` is the beat. Tempos outside 40-240 BPM are folded
-  by octaves into it (20 -> 40, 300 -> 150): halving or doubling keeps every beat on the
-  listener's steps, as muse_prompt's own folding does.
-- **Energy** in [0, 1]: density (optional notes, hat sixteenths, shakers, fills), dynamics
-  (velocities; target loudness from -22 dBFS RMS at 0 to -14 dBFS at 1), brightness
-  (harmonic richness, hat colour), and drum intensity.
+  An unknown style falls back on keywords in the style and the prompt text, then on
+  ``chill_techno`` (``synth_styles.resolve_style``).
+- **Tempo**: ``PromptSpec.target_bpm``; tempos outside 40-240 BPM are folded by octaves into it.
+- **Energy** in [0, 1]: density, dynamics (velocities) and drum intensity, and the loudness
+  the output is levelled to (-22 dBFS RMS at 0 to -14 dBFS at 1).
 
-``PromptSpec`` itself rejects negative or non-finite tempos and energies outside [0, 1]
-with ``ValueError``; this backend rejects a malformed ``context`` and bad constructor
-options with :class:`BackendError` (:class:`SynthConfigError`, also a ``ValueError``).
+Prompt changes: retarget, not restart
+-------------------------------------
+:meth:`SynthStream.retarget` steers the running piece; nothing restarts. The change lands on
+the next bar line not yet composed (notes are planned a quarter beat ahead, so at most about
+one bar after the call):
 
-Streaming
----------
-A stream renders in fixed blocks of ``BLOCK`` samples with all state carried between them
-(notes in flight, reverb and echo memories, compressor detectors), and fragments are cut
-from that block sequence. So the audio is one continuous signal whatever the fragment size:
-the same seed gives the same samples for any ``fragment_s``, and fragment boundaries cannot
-click. Notes are computed segment by segment as they sound, so opening a stream and
-rendering its first fragment costs a few milliseconds.
+- same style: the composer plays on (same section, progression, key, motif) at the new
+  energy; a new tempo is reached by a linear ramp of the beat length over ``TEMPO_RAMP_BARS``;
+- new style: a ``TRANSITION_BARS``-bar (4) arranged transition: the old band plays on, fading and
+  washing into the room, and ends with a drum fill; the new band's harmony and bass swell in
+  over it in the same key (handed over as the relative major/minor, never re-estimated); on the
+  downbeat after the fill the new drums enter with a crash and the old instruments stop;
+- a prompt whose musical parameters (style, tempo, energy) did not change changes nothing.
 
-Prompt changes (``context``)
-----------------------------
-The server passes the tail of the audio the listener heard. The new stream then:
-
-1. **keeps the key family**: the key signature of the last 4 s is estimated (the seven-note
-   diatonic set holding the most chroma energy); when the context is clearly tonal the new
-   style plays in that signature, as its relative major or minor where the modes differ
-   (A minor techno -> C major pop), so no foreign notes collide in the player's crossfade;
-2. **matches loudness**: it starts at the level of the context (within -12/+6 dB of its
-   own target) and glides to its own target over two bars, so a change of energy is a swell,
-   not a jump;
-3. **carries the room**: the last second of the context is fed through the new stream's
-   reverb, so the old music's tail rings on into the new one;
-4. **starts on a downbeat**: sample 0 of every stream is beat 1 of a section, marked by a
-   crash (a clear, musical entry for the player's crossfade).
+A stream opened with ``context`` (the server's fallback when a stream failed) takes the key
+signature of the context's last seconds when they are clearly tonal.
 
 Determinism
 -----------
-Everything random derives from (backend ``seed``, ``prompt_id``, style), so a seed
-reproduces a session exactly. ``seed=None`` draws one from the OS at start-up
-(``backend.seed`` tells which).
+Everything random derives from (backend ``seed``, ``prompt_id``, style); the seed is logged
+when the backend starts, so a session can be re-rendered. ``seed=None`` draws one from the OS.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
-import dataclasses
+import ctypes
 import heapq
+import logging
 import math
+import os
+import queue
 import secrets
 import sys
 import threading
@@ -67,33 +59,36 @@ from pathlib import Path
 import numpy as np
 
 from muse_server.backends.base import BackendError, MusicBackend, MusicStream, PromptSpec
-from muse_server.backends.synth_compose import BEATS_PER_BAR, Composer
-from muse_server.backends.synth_dsp import (BlockConvolver, FeedbackEcho, RmsCompressor,
-                                                  WavetableBank, db_to_gain, make_noise_tables,
-                                                  make_reverb_ir, rms_db, soft_clip)
+from muse_server.backends.synth_compose import BARS_PER_SECTION, BEATS_PER_BAR, Composer
 from muse_server.backends.synth_styles import STYLES, resolve_style
 from muse_server.backends.synth_theory import Key, estimate_key
-from muse_server.backends.synth_voices import Note, VoiceKit
 
-BLOCK = 2048                          # samples rendered at a time (64 ms at 32 kHz)
+logger = logging.getLogger('muse_music_server')
+
+DEFAULT_SOUNDFONT = '/usr/share/sounds/sf2/FluidR3_GM.sf2'
+BLOCK = 1024                          # samples rendered per step (32 ms at 32 kHz)
 TEMPO_RANGE_BPM = (40.0, 240.0)
 LOUDNESS_DB = (-22.0, -14.0)          # output RMS [dBFS] at energy 0 and 1
+LEVEL_TIME_S = (0.4, 1.5)             # time constant of the loudness levelling [s]: in the
+                                      # first LEVEL_SETTLE_S of a stream, and after
+LEVEL_SETTLE_S = 2.0
+LEVEL_RANGE_DB = (-12.0, 24.0)        # gain the levelling may apply
+SOFT_CLIP = 0.8                       # samples above this are compressed smoothly below 1
 CONTEXT_KEY_S = 4.0                   # seconds of context analysed for its key signature
-KEY_CONFIDENCE = 0.65                 # share of chroma energy in the key's seven notes (noise:
-                                      # 0.58) above which the context is called tonal
-CONTEXT_LEVEL_S = 1.0                 # seconds of context whose loudness is matched
-CONTEXT_TRIM_DB = (-12.0, 6.0)        # how far from its target a stream may start
-GLIDE_BARS = 2                        # bars over which the start level glides to the target
-REVERB_CARRY_S = 1.0                  # seconds of context fed into the new reverb
-REVERB_CARRY_LEVEL = 0.3
-ECHO_TO_REVERB = 0.3
-MAX_DUCK = 0.9
-COMPRESSOR_HEADROOM_DB = 5.0          # threshold above the loudness target
-CACHED_NOTE_S = 3.0                   # notes up to this long are rendered once and reused
-NOTE_VARIANTS = 4                     # round-robin variations of a cached note
-
-# Bus rows of a block being mixed.
-_DRY, _DRY_DUCKED, _REVERB, _ECHO, _DUCK = range(5)
+KEY_CONFIDENCE = 0.6                  # share of chroma energy in the key's seven notes above
+                                      # which the context is called tonal (noise: 0.58)
+TEMPO_RAMP_BARS = 2                   # bars over which a tempo change glides
+TRANSITION_BARS = 4                   # bars of an arranged style change
+LOOKAHEAD_BEATS = 0.25                # notes are planned this far ahead of the render position:
+                                      # a humanised note may start a little before its bar, and
+                                      # a prompt lands on the first bar line not yet planned
+CHANNELS_PER_BAND = 16                # MIDI channels of one style's band (two during a change)
+DRUM_CHANNEL = 9                      # GM percussion channel within a band
+POOL_SIZE = 2                         # FluidSynth instances kept loaded for new streams
+# Voices a drum pattern plays: a new band's drums wait for the transition's downbeat.
+DRUM_VOICES = frozenset({'kick', 'snare', 'clap', 'rim', 'hat', 'open_hat', 'shaker', 'crash',
+                         'ride', 'tom', 'vinyl'})
+_CC_VOLUME, _CC_EXPRESSION, _CC_REVERB, _CC_CHORUS, _CC_ALL_NOTES_OFF = 7, 11, 91, 93, 123
 
 
 class SynthConfigError(BackendError, ValueError):
@@ -117,138 +112,186 @@ def loudness_target_db(energy):
     return LOUDNESS_DB[0] + (LOUDNESS_DB[1] - LOUDNESS_DB[0]) * float(energy)
 
 
-def _duck_at(t, beat_s):
-    """Side-chain ducking after a kick: a 4 ms dip, recovering over the beat, zero after it."""
-    return np.minimum(t / 0.004, 1.0) * np.exp(-t / (0.22 * beat_s)) \
-        * np.clip((beat_s - t) / (0.2 * beat_s), 0.0, 1.0)
+def rms_db(x):
+    return 20.0 * math.log10(max(float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))), 1e-10))
 
 
-class NoteCache:
-    """Rendered notes, shared by every stream of a backend (thread-safe, least recently used
-    evicted beyond ``max_bytes``).
+def soft_clip(x):
+    """Identity below ``SOFT_CLIP``; above it a tanh knee that never reaches 1."""
+    a = np.abs(x)
+    over = a > SOFT_CLIP
+    if over.any():
+        head = 1.0 - SOFT_CLIP
+        x = x.copy()
+        x[over] = np.sign(x[over]) * (SOFT_CLIP + head * np.tanh((a[over] - SOFT_CLIP) / head))
+    return x
 
-    Drums, bass notes, stabs and arpeggios recur bar after bar. A note not yet cached is
-    rendered block by block as it sounds, like any other, and its samples are kept; once it
-    has sounded to its end it enters the cache, and later occurrences are read back. So
-    caching costs the first fragment nothing and makes the steady state many times cheaper.
 
-    Notes are cached in a canonical form: voices linear in velocity at velocity 1 (scaled on
-    reading), the others per velocity step of 1/32; and with ``NOTE_VARIANTS`` noise slices
-    and phases, as a sampler cycles through round-robin samples.
-    """
+# ---------------------------------------------------------------------------------------------
+# FluidSynth, offline
 
-    NONLINEAR_VOICES = frozenset({'epiano', 'piano'})
 
-    def __init__(self, max_bytes):
-        self.max_bytes = max_bytes      # 0 disables the cache
-        self._entries = collections.OrderedDict()
-        self._bytes = 0
+class FluidRenderer:
+    """One FluidSynth synthesizer with the SoundFont loaded, rendered offline (no driver)."""
+
+    def __init__(self, soundfont, sample_rate):
+        import fluidsynth   # pyfluidsynth; imported here so a missing library is a clear error
+        self._fl = fluidsynth
+        self._synth = fluidsynth.Synth(
+            gain=0.6, samplerate=float(sample_rate), channels=2 * CHANNELS_PER_BAND,
+            **{'synth.chorus.active': 0, 'synth.polyphony': 128, 'synth.cpu-cores': 1,
+               'synth.reverb.active': 1})
+        self.sfid = self._synth.sfload(str(soundfont))
+        if self.sfid < 0:
+            self._synth.delete()
+            raise SynthConfigError(f'FluidSynth could not load the SoundFont {soundfont}')
+        write = fluidsynth._fl.fluid_synth_write_float
+        write.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        write.restype = ctypes.c_int
+        self._write = write
+
+    def select(self, channel, program, drum_kit=None):
+        """Give ``channel`` a GM program, or a drum kit (falls back on the standard kit)."""
+        if drum_kit is None:
+            self._synth.program_select(channel, self.sfid, 0, program)
+        elif self._synth.program_select(channel, self.sfid, 128, drum_kit) != 0:
+            self._synth.program_select(channel, self.sfid, 128, 0)
+
+    def event(self, kind, channel, a, b=0):
+        if kind == 'on':
+            self._synth.noteon(channel, a, b)
+        elif kind == 'off':
+            self._synth.noteoff(channel, a)
+        else:
+            self._synth.cc(channel, a, b)
+
+    def room(self, size, damping, level):
+        self._synth.set_reverb(roomsize=size, damping=damping, width=0.8, level=level)
+
+    def render_into(self, out):
+        """Fill ``out`` (C-contiguous float32 (n, 2)) with the next n stereo frames."""
+        self._write(self._synth.synth, len(out), out.ctypes.data, 0, 2, out.ctypes.data, 1, 2)
+
+    def delete(self):
+        self._synth.delete()
+
+
+class _RendererPool:
+    """FluidSynth instances loaded ahead of time, so opening a stream costs no SoundFont load;
+    one taken is replaced in a background thread."""
+
+    def __init__(self, soundfont, sample_rate, size):
+        self._make = lambda: FluidRenderer(soundfont, sample_rate)
+        self._ready = queue.Queue()
+        self._size = size
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+        self._refilling = False
+        self._closed = False
+        self._ready.put(self._make())      # the first synchronously: a bad SoundFont fails here
+        self._refill()
 
-    def canonical(self, kit, note):
-        """(cache key, the note to render, the gain to apply to it)."""
-        linear = note.voice not in self.NONLINEAR_VOICES
-        velocity = 1.0 if linear else round(note.velocity * 32.0) / 32.0
-        variant = note.variant % NOTE_VARIANTS
-        key = (note.voice, note.pitch, note.length, velocity, variant, kit.b, kit.sr)
-        return (key, Note(0, note.voice, note.pitch, note.length, velocity, variant),
-                note.velocity if linear else 1.0)
+    def take(self):
+        try:
+            renderer = self._ready.get_nowait()
+        except queue.Empty:
+            renderer = self._make()
+        self._refill()
+        return renderer
 
-    def get(self, key):
+    def _refill(self):
         with self._lock:
-            wave = self._entries.get(key)
-            if wave is None:
-                self.misses += 1
-            else:
-                self._entries.move_to_end(key)
-                self.hits += 1
-            return wave
-
-    def put(self, key, wave):
-        if self.max_bytes <= 0:
-            return
-        with self._lock:
-            if key in self._entries:
+            if self._refilling or self._closed:
                 return
-            self._entries[key] = wave
-            self._bytes += wave.nbytes
-            while self._bytes > self.max_bytes and len(self._entries) > 1:
-                self._bytes -= self._entries.popitem(last=False)[1].nbytes
+            self._refilling = True
+        threading.Thread(target=self._fill, name='synth-pool', daemon=True).start()
+
+    def _fill(self):
+        try:   # loading runs behind the streams being played (Linux: per-thread nice)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
+        except (AttributeError, OSError):
+            pass
+        try:
+            while not self._closed and self._ready.qsize() < self._size:
+                self._ready.put(self._make())
+        except Exception:   # the next take() builds one itself and reports the error
+            logger.exception('synth: preparing a FluidSynth instance failed')
+        finally:
+            with self._lock:
+                self._refilling = False
+
+    def close(self):
+        self._closed = True
+        while True:
+            try:
+                self._ready.get_nowait().delete()
+            except queue.Empty:
+                return
 
 
-@dataclasses.dataclass
-class _Sounding:
-    """A note in flight: where its samples come from and where they go."""
-
-    start: int
-    end: int
-    mix: object
-    render_note: Note              # the note rendered (canonical when cacheable)
-    gain: float                    # applied to the rendered samples
-    is_kick: bool
-    wave: np.ndarray = None        # the whole note, read from the cache
-    key: tuple = None              # cache key while recording a first occurrence
-    recording: np.ndarray = None
+# ---------------------------------------------------------------------------------------------
+# The backend
 
 
 class SynthBackend(MusicBackend):
-    """Procedural music renderer; one per server, shared by every session. Thread-safe:
-    streams share read-only tables (noise, rooms) and two caches (wavetables, notes) that
-    are safe to fill from several worker threads.
+    """Composed music on sampled GM instruments; one per server, shared by every session.
 
-    Options (keyword only; the server forwards ``--backend-option KEY=VALUE``): ``sample_rate``
-    [Hz], ``channels`` (1 mono; more: the same dry mix with a decorrelated room per channel),
-    ``fragment_s`` (seconds per fragment), ``seed`` (None: drawn from the OS), ``cache_mb``
-    (note cache size; 0 disables it).
+    Options (keyword only; the server forwards ``--soundfont`` and ``--backend-option
+    KEY=VALUE``): ``sample_rate`` [Hz], ``channels`` (1 mono, 2 stereo, more: the stereo pair
+    repeated), ``fragment_s`` (seconds per fragment), ``seed`` (None: drawn from the OS),
+    ``soundfont`` (path of a GM .sf2).
     """
 
     name = 'synth'
 
-    def __init__(self, *, sample_rate=32000, channels=1, fragment_s=0.5, seed=None, cache_mb=64):
+    def __init__(self, *, sample_rate=32000, channels=1, fragment_s=0.5, seed=None,
+                 soundfont=DEFAULT_SOUNDFONT):
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) \
-                or not 8000 <= sample_rate <= 192000:
+                or not 8000 <= sample_rate <= 96000:
             raise SynthConfigError(
-                f'sample_rate must be an int in [8000, 192000] Hz, got {sample_rate!r}')
+                f'sample_rate must be an int in [8000, 96000] Hz, got {sample_rate!r}')
         if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= 8:
             raise SynthConfigError(f'channels must be an int in [1, 8], got {channels!r}')
         if isinstance(fragment_s, bool) or not isinstance(fragment_s, (int, float)) \
                 or not math.isfinite(fragment_s) or not 0.01 <= fragment_s <= 10.0:
             raise SynthConfigError(
                 f'fragment_s must be a number of seconds in [0.01, 10], got {fragment_s!r}')
-        if isinstance(cache_mb, bool) or not isinstance(cache_mb, (int, float)) \
-                or not 0 <= cache_mb <= 65536:
-            raise SynthConfigError(
-                f'cache_mb must be a number of MiB in [0, 65536], got {cache_mb!r}')
         if seed is None:
             seed = secrets.randbits(32)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise SynthConfigError(f'seed must be an int >= 0 or None, got {seed!r}')
+        soundfont = Path(os.fspath(soundfont)) if isinstance(soundfont, (str, os.PathLike)) \
+            else None
+        if soundfont is None or not soundfont.is_file():
+            raise SynthConfigError(
+                f'the synth backend needs a General MIDI SoundFont; {soundfont} does not exist. '
+                'Install Debian\'s fluid-soundfont-gm (./muse.sh setup does) or give '
+                '--soundfont PATH.sf2')
         self.sample_rate = sample_rate
         self.channels = channels
         self.fragment_s = float(fragment_s)
         self.fragment_samples = max(int(round(fragment_s * sample_rate)), 1)
         self.seed = seed
-        rng = np.random.default_rng([seed, 0x5EED])
-        self.bank = WavetableBank(sample_rate)
-        self.noise = make_noise_tables(rng, sample_rate)
-        # One room per style; each output channel gets its own noise, so stereo is wide.
-        self._rooms = {}
-        for name, preset in STYLES.items():
-            irs = [make_reverb_ir(rng, sample_rate, preset.reverb_s, damping=preset.reverb_damping)
-                   for _ in range(channels)]
-            self._rooms[name] = BlockConvolver.prepare(np.stack(irs), BLOCK)
-        self.note_cache = NoteCache(int(cache_mb * (1 << 20)))
-
-    def room(self, style_name):
-        return self._rooms[style_name]
+        self.soundfont = soundfont
+        try:
+            self._pool = _RendererPool(soundfont, sample_rate, POOL_SIZE)
+        except (ImportError, OSError) as exc:
+            raise SynthConfigError(f'FluidSynth is not usable ({exc}); install Debian\'s '
+                                   'libfluidsynth3 and pyfluidsynth') from exc
+        logger.info('synth backend: seed %d (re-render a session with --backend-option '
+                    'seed=%d), SoundFont %s', seed, seed, soundfont)
 
     def open_stream(self, prompt, context=None):
         return SynthStream(self, prompt, context)
 
+    def take_renderer(self):
+        return self._pool.take()
 
-def _mono_context(context, channels, sample_rate):
+    def close(self):
+        self._pool.close()
+
+
+def _mono_context(context, channels):
     """Validate ``context`` ((n, channels) float audio, or None) and return it as mono
     float64, or None when there is none."""
     if context is None:
@@ -266,143 +309,280 @@ def _mono_context(context, channels, sample_rate):
         return None
     if not np.isfinite(context).all():
         raise SynthConfigError('context contains NaN or infinite samples')
-    keep = int((max(CONTEXT_KEY_S, CONTEXT_LEVEL_S, REVERB_CARRY_S)) * sample_rate)
-    return context[-keep:].astype(np.float64).mean(axis=1)
+    return context.astype(np.float64).mean(axis=1)
+
+
+class _Band:
+    """One style's instruments on one group of MIDI channels, with the composer playing them."""
+
+    def __init__(self, preset, composer, base_channel):
+        self.preset = preset
+        self.composer = composer
+        self.base = base_channel
+        self.parts = {}                  # voice -> (channel, drum key or None, part)
+        self.melodic = []                # channels of melodic parts
+        channel = base_channel
+        for voice, part in preset.mix.items():
+            if part.drum is not None:
+                self.parts[voice] = (base_channel + DRUM_CHANNEL, part.drum, part)
+                continue
+            if channel == base_channel + DRUM_CHANNEL:
+                channel += 1
+            self.parts[voice] = (channel, None, part)
+            self.melodic.append(channel)
+            channel += 1
+        self.first_bar = 0               # global bar at which this band's composer began
+        self.bar_offset = 0              # composer bar = global bar - first_bar + bar_offset
+        self.drums_from = 0              # global bar from which its drums play
+        self.swell_until = 0             # global bar at which its entry (a transition) ends
+        self.until = None                # global bar at which it stops (None: for ever)
+
+    def setup_events(self, at, expression=127):
+        """Programs, volumes and sends of the band's channels as events at sample ``at``."""
+        events = []
+        kit_channel = self.base + DRUM_CHANNEL
+        drum_gain = max((p.gain for _, key, p in self.parts.values() if key is not None),
+                        default=0.0)
+        events.append((at, 'program', kit_channel, 0, self.preset.drum_kit))
+        events.append((at, 'cc', kit_channel, _CC_VOLUME, int(127 * drum_gain)))
+        events.append((at, 'cc', kit_channel, _CC_REVERB, 40))
+        events.append((at, 'cc', kit_channel, _CC_EXPRESSION, 127))
+        for channel, key, part in self.parts.values():
+            if key is not None:
+                continue
+            events.append((at, 'program', channel, part.program, None))
+            events.append((at, 'cc', channel, _CC_VOLUME, int(127 * part.gain)))
+            events.append((at, 'cc', channel, _CC_REVERB, int(127 * part.reverb)))
+            events.append((at, 'cc', channel, _CC_CHORUS, 0))
+            events.append((at, 'cc', channel, _CC_EXPRESSION, expression))
+        return events
 
 
 class SynthStream(MusicStream):
-    """One prompt's endless piece. Attributes describe what is playing: ``style`` (the
+    """One session's endless piece. Attributes describe what is playing: ``style`` (the
     preset's name), ``key`` (a synth_theory.Key), ``key_source`` ('context' or 'seed'),
-    ``bpm`` and ``energy``. ``preset`` overrides the prompt's style (level calibration)."""
+    ``bpm``, ``energy`` and ``prompt_id``."""
 
-    def __init__(self, backend, prompt, context=None, preset=None):
+    def __init__(self, backend, prompt, context=None):
         if not isinstance(prompt, PromptSpec):
             raise SynthConfigError(f'prompt must be a PromptSpec, got {type(prompt).__name__}')
-        sr = backend.sample_rate
         self._backend = backend
-        self.prompt_id = prompt.prompt_id
-        self.preset = preset or resolve_style(prompt.style, prompt.text)
-        self.style = self.preset.name
-        self.energy = float(prompt.energy)          # PromptSpec checked it is in [0, 1]
-        self.bpm = fold_tempo(prompt.target_bpm)
+        self.sr = backend.sample_rate
         self.channels = backend.channels
-        rng = np.random.default_rng(
-            [backend.seed, prompt.prompt_id, zlib.crc32(self.style.encode())])
-        mono = _mono_context(context, backend.channels, sr)
-
-        self.key = Key(int(rng.choice(self.preset.tonics)), self.preset.mode)
+        mono = _mono_context(context, backend.channels)
+        self.prompt_id = prompt.prompt_id
+        preset = resolve_style(prompt.style, prompt.text)
+        self.energy = float(prompt.energy)
+        self.bpm = fold_tempo(prompt.target_bpm)
+        rng = self._rng(prompt.prompt_id, preset.name)
+        key = Key(int(rng.choice(preset.tonics)), preset.mode)
         self.key_source = 'seed'
-        if mono is not None and len(mono) >= sr:
-            estimate, in_key = estimate_key(mono[-int(CONTEXT_KEY_S * sr):], sr)
+        if mono is not None and len(mono) >= self.sr:
+            estimate, in_key = estimate_key(mono[-int(CONTEXT_KEY_S * self.sr):], self.sr)
             if in_key >= KEY_CONFIDENCE:
-                self.key, self.key_source = estimate.relative(self.preset.mode), 'context'
-
-        low, high = self.preset.brightness
-        self._voices = VoiceKit(sr, backend.bank, backend.noise, low + (high - low) * self.energy)
-        self._composer = Composer(self.preset, self.key, self.energy, self.bpm, sr, rng)
-        self._beat_s = 60.0 / self.bpm
-        self._lookahead = int(self._beat_s * sr)
-        beat = np.arange(int(self._beat_s * sr) if self.preset.duck_depth else 0) / sr
-        self._duck_curve = self.preset.duck_depth * _duck_at(beat, self._beat_s)   # per kick
-        self._cached_samples = int(CACHED_NOTE_S * sr)
-
-        self._reverb = BlockConvolver(backend.room(self.style), BLOCK)
-        self._echo = FeedbackEcho(int(round(self.preset.echo_beats * self._beat_s * sr)),
-                                  self.preset.echo_feedback)
-        target = loudness_target_db(self.energy)
-        self._compressor = RmsCompressor(sr, target + COMPRESSOR_HEADROOM_DB)
-        self._level_db = float(np.interp(self.energy, (0.0, 0.5, 1.0), self.preset.level_db))
-        self._trim_db = 0.0
-        self._glide_samples = int(GLIDE_BARS * BEATS_PER_BAR * self._beat_s * sr)
-        if mono is not None:
-            context_db = rms_db(mono[-int(CONTEXT_LEVEL_S * sr):])
-            if context_db > -60.0:
-                self._trim_db = float(np.clip(context_db - target, *CONTEXT_TRIM_DB))
-            self._carry_room(mono[-int(REVERB_CARRY_S * sr):])
-
-        self._pos = 0                 # absolute sample index of the next block
-        self._pending = []            # heap of (start, order, note) not yet sounding
+                key, self.key_source = estimate.relative(preset.mode), 'context'
+        self._renderer = backend.take_renderer()
+        self._events = []                 # heap of (sample, order, kind, channel, a, b)
         self._order = 0
-        self._sounding = []           # _Sounding notes in flight
-        self._next_bar = 0
+        self._pos = 0                     # absolute sample of the next block
+        self._bar = 0                     # next bar to plan
+        self._bar_start = 0               # its start sample
+        self._spb = 60.0 / self.bpm * self.sr   # beat length at its start [samples]
+        self._spb_target = self._spb
+        self._ramp_bars = 0
+        self._pending = None              # PromptSpec to apply at the next planned bar
+        self._power = None                # levelling detector: mean square of the mix
+        self._gain_db = 0.0
         self._out = np.zeros((0, self.channels), dtype=np.float32)
         self._closed = False
+        composer = Composer(preset, key, self.energy, self.bpm, self.sr, rng)
+        self._bands = [_Band(preset, composer, 0)]
+        self._schedule_many(self._bands[0].setup_events(0))
+        self._renderer.room(*preset.room)
+        logger.info('synth stream for prompt %d: seed %d, %s in %s, %.0f BPM, energy %.2f '
+                    '(key from %s)', prompt.prompt_id, backend.seed, preset.name, key,
+                    self.bpm, self.energy, self.key_source)
 
-    def _carry_room(self, tail):
-        """Feed the context's tail (faded in) through the reverb, so its room keeps ringing."""
-        blocks = -(-len(tail) // BLOCK)
-        padded = np.zeros(blocks * BLOCK)
-        padded[-len(tail):] = tail * np.linspace(0.0, 1.0, len(tail)) * REVERB_CARRY_LEVEL
-        for i in range(blocks):
-            self._reverb.push(padded[i * BLOCK:(i + 1) * BLOCK])
+    # -- what is playing -----------------------------------------------------------------
 
-    # -- rendering ----------------------------------------------------------------------------
+    @property
+    def style(self):
+        return self._bands[-1].preset.name
+
+    @property
+    def key(self):
+        return self._bands[-1].composer.key
+
+    def _rng(self, prompt_id, style):
+        return np.random.default_rng([self._backend.seed, prompt_id, zlib.crc32(style.encode())])
+
+    # -- retargeting ---------------------------------------------------------------------
+
+    def retarget(self, prompt):
+        """Steer the piece to ``prompt`` from the next bar line on (see the module doc)."""
+        if self._closed or not isinstance(prompt, PromptSpec):
+            return False
+        fold_tempo(prompt.target_bpm)     # a bad tempo is refused now, not at the bar line
+        self.prompt_id = prompt.prompt_id
+        self._pending = prompt
+        return True
+
+    def _apply(self, prompt):
+        """At the bar line ``self._bar``: take on ``prompt``'s style, tempo and energy."""
+        preset = resolve_style(prompt.style, prompt.text)
+        bpm = fold_tempo(prompt.target_bpm)
+        energy = float(prompt.energy)
+        current = self._bands[-1]
+        logger.info('synth: prompt %d lands at bar %d (sample %d): %s, %.0f BPM, energy %.2f',
+                    prompt.prompt_id, self._bar, int(self._bar_start), preset.name, bpm, energy)
+        if abs(bpm - self.bpm) > 1e-6:
+            self._spb_target = 60.0 / bpm * self.sr
+            self._ramp_bars = TEMPO_RAMP_BARS
+        self.bpm, self.energy = bpm, energy
+        if preset.name == current.preset.name:
+            current.composer.retune(energy, bpm)
+            return
+        # A style change: the new band swells in over the old one's last bars.
+        start = self._bar_start
+        while len(self._bands) > 1:       # a change during a change: the oldest band ends now
+            self._end_band(self._bands.pop(0), start)
+        old = self._bands[0]
+        composer = Composer(preset, old.composer.key, energy, bpm, self.sr,
+                            self._rng(prompt.prompt_id, preset.name))
+        composer.continue_from(old.composer)
+        band = _Band(preset, composer, CHANNELS_PER_BAND - old.base)
+        band.first_bar = self._bar
+        band.bar_offset = BARS_PER_SECTION - TRANSITION_BARS  # downbeat = its section start
+        band.swell_until = self._bar + TRANSITION_BARS
+        band.drums_from = band.swell_until - 1   # its drums come in under the old band's fill
+        old.until = self._bar + TRANSITION_BARS
+        old.composer.retune(old.composer.energy, bpm)
+        self._bands.append(band)
+        self._schedule_many(band.setup_events(start, expression=0))
+        self._renderer.room(*preset.room)
+
+    def _end_band(self, band, at):
+        """Silence a band's held notes (faded out by then); its drum hits ring out (cutting a
+        cymbal's release would click)."""
+        for channel in range(band.base, band.base + CHANNELS_PER_BAND):
+            if channel != band.base + DRUM_CHANNEL:
+                self._schedule(at, 'cc', channel, _CC_ALL_NOTES_OFF, 0)
+
+    # -- planning ------------------------------------------------------------------------
+
+    def _schedule(self, at, kind, channel, a, b=0):
+        heapq.heappush(self._events, (int(at), self._order, kind, channel, a, b))
+        self._order += 1
+
+    def _schedule_many(self, events):
+        for at, kind, channel, a, b in events:
+            self._schedule(at, kind, channel, a, b)
 
     def _plan(self, until):
-        while self._composer.bar_start(self._next_bar) < until:
-            for note in self._composer.plan_bar(self._next_bar):
-                heapq.heappush(self._pending, (note.start, self._order, note))
-                self._order += 1
-            self._next_bar += 1
+        while self._bar_start < until:
+            if self._pending is not None:
+                prompt, self._pending = self._pending, None
+                self._apply(prompt)
+            spb0 = self._spb
+            if self._ramp_bars:
+                spb1 = spb0 + (self._spb_target - spb0) / self._ramp_bars
+                self._ramp_bars -= 1
+            else:
+                spb1 = spb0 = self._spb_target
+            length = BEATS_PER_BAR * (spb0 + spb1) / 2.0
+            for band in list(self._bands):
+                if band.until is not None and self._bar >= band.until:
+                    self._bands.remove(band)
+                    self._end_band(band, self._bar_start)
+                    continue
+                self._plan_band_bar(band, spb0, spb1, length)
+            self._spb = spb1
+            self._bar_start += length
+            self._bar += 1
 
-    def _start_note(self, note):
-        duration = self._voices.duration(note)
-        mix = self.preset.mix[note.voice]
-        kick = note.voice == 'kick'
-        if duration > self._cached_samples:             # long notes (pads): always rendered
-            return _Sounding(note.start, note.start + duration, mix, note, 1.0, kick)
-        cache = self._backend.note_cache
-        key, canonical, gain = cache.canonical(self._voices, note)
-        item = _Sounding(note.start, note.start + duration, mix, canonical, gain, kick,
-                         wave=cache.get(key))
-        if item.wave is None:
-            item.key, item.recording = key, np.empty(duration, dtype=np.float32)
-        return item
+    def _plan_band_bar(self, band, spb0, spb1, length):
+        composer = band.composer
+        local = self._bar - band.first_bar + band.bar_offset
+        ending = band.until is not None
+        composer.force_fill = ending and self._bar == band.until - 1
+        drums = self._bar >= band.drums_from
+        if ending or self._bar < band.swell_until:
+            self._transition_levels(band, ending, drums, length)
+        for note in composer.plan_bar(local, int(round(self._bar_start)), (spb0, spb1)):
+            if note.voice in DRUM_VOICES and not drums:
+                continue
+            channel, key, part = band.parts[note.voice]
+            pitch = key if key is not None else int(round(note.pitch))
+            velocity = max(1, min(127, int(round(1 + 126 * note.velocity))))
+            self._schedule(note.start, 'on', channel, pitch, velocity)
+            if key is None:   # drum samples are one-shots: they end by themselves
+                self._schedule(note.start + note.length, 'off', channel, pitch)
+
+    def _transition_levels(self, band, ending, drums, length):
+        """A style change, beat by beat: the leaving band fades and washes into the room (its
+        drums less, they play the fill); the arriving band's harmony swells in, and in the
+        last bar its drums come in under the fill, crossing over on the downbeat."""
+        start = int(round(self._bar_start))
+        passed = self._bar - (band.until - TRANSITION_BARS if ending else band.first_bar)
+        kit = band.base + DRUM_CHANNEL
+        for beat in range(BEATS_PER_BAR):
+            progress = (passed * BEATS_PER_BAR + beat + 1) / (TRANSITION_BARS * BEATS_PER_BAR)
+            at = start + int(beat * length / BEATS_PER_BAR)
+            level = 1.0 - progress if ending else progress
+            for channel in band.melodic:
+                self._schedule(at, 'cc', channel, _CC_EXPRESSION,
+                               int(127 * math.sqrt(max(level, 0.0))))
+                if ending:
+                    self._schedule(at, 'cc', channel, _CC_REVERB, int(min(127, 40 + 87 * progress)))
+            if ending:
+                self._schedule(at, 'cc', kit, _CC_EXPRESSION, int(127 * (1.0 - 0.6 * progress)))
+            elif drums:
+                self._schedule(at, 'cc', kit, _CC_EXPRESSION,
+                               int(127 * math.sqrt((beat + 1) / BEATS_PER_BAR)))
+
+    # -- rendering -----------------------------------------------------------------------
+
+    def _dispatch(self, kind, channel, a, b):
+        if kind == 'program':
+            band_base = channel - channel % CHANNELS_PER_BAND
+            self._renderer.select(channel, a, b if channel - band_base == DRUM_CHANNEL else None)
+        else:
+            self._renderer.event(kind, channel, a, b)
 
     def _render_block(self):
         pos, end = self._pos, self._pos + BLOCK
-        self._plan(end + self._lookahead)
-        while self._pending and self._pending[0][0] < end:
-            self._sounding.append(self._start_note(heapq.heappop(self._pending)[2]))
-        buses = np.zeros((5, BLOCK))
-        still = []
-        for item in self._sounding:
-            first = max(pos, item.start)
-            last = min(end, item.end)
-            a, b = first - item.start, last - item.start
-            if item.wave is not None:
-                segment = item.wave[a:b]
-            else:
-                segment = self._voices.render(item.render_note, a, b - a).astype(np.float32)
-                if item.recording is not None:
-                    item.recording[a:b] = segment
-            where = slice(first - pos, last - pos)
-            mix, gain = item.mix, item.gain
-            buses[_DRY_DUCKED if mix.ducked else _DRY, where] += segment * (gain * mix.gain)
-            if mix.reverb:
-                buses[_REVERB, where] += segment * (gain * mix.reverb)
-            if mix.echo:
-                buses[_ECHO, where] += segment * (gain * mix.echo)
-            if item.is_kick and a < len(self._duck_curve):
-                dip = self._duck_curve[a:b]
-                buses[_DUCK, first - pos:first - pos + len(dip)] += dip * gain
-            if item.end > end:
-                still.append(item)
-            elif item.recording is not None:
-                self._backend.note_cache.put(item.key, item.recording)
-        self._sounding = still
-
-        dry = buses[_DRY] + buses[_DRY_DUCKED] * (1.0 - np.minimum(buses[_DUCK], MAX_DUCK))
-        echo = self._echo.process(buses[_ECHO])
-        wet = self._reverb.process(buses[_REVERB] + ECHO_TO_REVERB * echo)
-        mix = (dry + echo)[None, :] + wet
-        gain_db = self._level_db
-        if self._trim_db and pos < self._glide_samples:
-            progress = (pos + np.arange(BLOCK)) / self._glide_samples
-            gain_db = gain_db + self._trim_db * np.clip(1.0 - progress, 0.0, 1.0)
-        mix = soft_clip(self._compressor.process(mix * db_to_gain(gain_db)))
+        self._plan(end + LOOKAHEAD_BEATS * self._spb)
+        stereo = np.empty((BLOCK, 2), dtype=np.float32)
+        done = pos
+        while self._events and self._events[0][0] < end:
+            at, _, kind, channel, a, b = heapq.heappop(self._events)
+            at = max(at, done)
+            if at > done:
+                self._renderer.render_into(stereo[done - pos:at - pos])
+                done = at
+            self._dispatch(kind, channel, a, b)
+        if done < end:
+            self._renderer.render_into(stereo[done - pos:])
         self._pos = end
-        return mix.T.astype(np.float32)
+        if self.channels == 1:
+            return self._level(stereo.mean(axis=1, keepdims=True))
+        return self._level(np.tile(stereo, (1, (self.channels + 1) // 2))[:, :self.channels])
+
+    def _level(self, mixed):
+        """Bring the output to the energy's loudness, slowly (a gain riding the music, not a
+        compressor), and keep peaks below full scale."""
+        power = float(np.mean(np.square(mixed, dtype=np.float64)))
+        if self._power is None:
+            self._power = max(power, 1e-4)      # a quiet first block must not be boosted
+        else:
+            tau = LEVEL_TIME_S[self._pos > LEVEL_SETTLE_S * self.sr]
+            self._power += (power - self._power) * min(1.0, BLOCK / (tau * self.sr))
+        before = self._gain_db
+        loudness_db = 10.0 * math.log10(max(self._power, 1e-12))
+        self._gain_db = float(np.clip(loudness_target_db(self.energy) - loudness_db,
+                                      *LEVEL_RANGE_DB))
+        gain = 10.0 ** (np.linspace(before, self._gain_db, BLOCK, endpoint=False) / 20.0)
+        return soft_clip(mixed * gain[:, None].astype(np.float32))
 
     def next_fragment(self):
         if self._closed:
@@ -418,28 +598,27 @@ class SynthStream(MusicStream):
             raise BackendError(f'synth stream for prompt {self.prompt_id} failed: {exc!r}') from exc
         joined = np.concatenate(blocks) if len(blocks) > 1 else self._out
         self._out = joined[need:]
-        return np.ascontiguousarray(joined[:need])
+        return np.ascontiguousarray(joined[:need], dtype=np.float32)
 
     def close(self):
-        self._closed = True
-        self._pending = []
-        self._sounding = []
-        self._out = np.zeros((0, self.channels), dtype=np.float32)
+        if not self._closed:
+            self._closed = True
+            self._events = []
+            self._renderer.delete()
 
 
 # ---------------------------------------------------------------------------------------------
-# Tools: rendering examples and calibrating the styles' levels
+# Tools: rendering examples
 
 
-def render(backend, prompt, seconds, context=None, preset=None):
+def render(backend, prompt, seconds, context=None):
     """``seconds`` of one stream as float32 (n, channels)."""
-    stream = SynthStream(backend, prompt, context, preset)
-    n = int(seconds * backend.sample_rate)
-    parts, have = [], 0
-    while have < n:
-        parts.append(stream.next_fragment())
-        have += len(parts[-1])
-    stream.close()
+    with SynthStream(backend, prompt, context) as stream:
+        n = int(seconds * backend.sample_rate)
+        parts, have = [], 0
+        while have < n:
+            parts.append(stream.next_fragment())
+            have += len(parts[-1])
     return np.concatenate(parts)[:n]
 
 
@@ -453,55 +632,26 @@ def write_wav(path, audio, sample_rate):
         out.writeframes(pcm.tobytes())
 
 
-def measure_style_levels(seconds=24.0, seeds=(1, 2), iterations=3, bpm=110.0, progress=None):
-    """The ``level_db`` table (gain at energy 0, 0.5, 1) that brings every style to
-    ``loudness_target_db``: renders each style and corrects its gain until the output's RMS
-    meets the target (a few rounds, since the compressor is not linear)."""
-    energies = (0.0, 0.5, 1.0)
-    backends = [SynthBackend(seed=seed, fragment_s=1.0) for seed in seeds]
-    table = {}
-    for name, preset in STYLES.items():
-        levels = list(preset.level_db)
-        for i, energy in enumerate(energies):
-            for _ in range(iterations):
-                trial = dataclasses.replace(preset, level_db=(levels[i],) * 3)
-                measured = np.mean([
-                    rms_db(render(b, PromptSpec(1, '', name, energy=energy, target_bpm=bpm),
-                                  seconds, preset=trial)) for b in backends])
-                levels[i] += loudness_target_db(energy) - measured
-            if progress:
-                progress(name, energy, levels[i])
-        table[name] = tuple(round(float(level), 2) for level in levels)
-    return table
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog='python -m muse_server.backends.synth',
-        description='Render example pieces with the synth backend, or re-measure the style levels.')
-    sub = parser.add_subparsers(dest='command', required=True)
-    examples = sub.add_parser('render', help='write one WAV per style')
-    examples.add_argument('--out', type=Path, required=True, help='output folder')
-    examples.add_argument('--seconds', type=float, default=20.0)
-    examples.add_argument('--energy', type=float, default=0.6)
-    examples.add_argument('--bpm', type=float, default=112.0)
-    examples.add_argument('--seed', type=int, default=1)
-    sub.add_parser('calibrate', help='print the level_db table for synth_styles.py')
+        description='Render one example WAV per style with the synth backend.')
+    parser.add_argument('--out', type=Path, required=True, help='output folder')
+    parser.add_argument('--seconds', type=float, default=20.0)
+    parser.add_argument('--energy', type=float, default=0.6)
+    parser.add_argument('--bpm', type=float, default=112.0)
+    parser.add_argument('--seed', type=int, default=1)
+    parser.add_argument('--soundfont', default=DEFAULT_SOUNDFONT)
     args = parser.parse_args(argv)
-    if args.command == 'render':
-        args.out.mkdir(parents=True, exist_ok=True)
-        backend = SynthBackend(seed=args.seed)
-        for name in STYLES:
-            prompt = PromptSpec(1, f'{name} music', name, energy=args.energy, target_bpm=args.bpm)
-            audio = render(backend, prompt, args.seconds)
-            path = args.out / f'{name}.wav'
-            write_wav(path, audio, backend.sample_rate)
-            print(f'{path}: {rms_db(audio):.1f} dBFS RMS, peak {np.max(np.abs(audio)):.2f}')
-    else:
-        table = measure_style_levels(
-            progress=lambda n, e, level: print(f'{n} energy {e}: {level:+.2f} dB', file=sys.stderr))
-        for name, levels in table.items():
-            print(f'{name}: level_db={levels}')
+    args.out.mkdir(parents=True, exist_ok=True)
+    backend = SynthBackend(seed=args.seed, soundfont=args.soundfont)
+    for name in STYLES:
+        prompt = PromptSpec(1, f'{name} music', name, energy=args.energy, target_bpm=args.bpm)
+        audio = render(backend, prompt, args.seconds)
+        path = args.out / f'{name}.wav'
+        write_wav(path, audio, backend.sample_rate)
+        print(f'{path}: {rms_db(audio):.1f} dBFS RMS, peak {np.max(np.abs(audio)):.2f}')
+    backend.close()
     return 0
 
 

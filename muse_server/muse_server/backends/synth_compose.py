@@ -14,6 +14,10 @@ the-floor in pop); brightness is the VoiceKit's.
 
 All randomness comes from one generator, consumed in bar order only, so the notes depend
 on the seed and never on how the audio is cut into fragments.
+
+Time: the stream owns the timeline and hands each bar its start sample and its tempo at the
+bar's start and end (a tempo ramp changes the beat length linearly within the bar), so a
+retargeted stream can glide to a new tempo, energy or style without a new piece.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from muse_server.backends.synth_theory import voice_chord
-from muse_server.backends.synth_voices import Note
 
 BEATS_PER_BAR = 4
 BARS_PER_SECTION = 8
@@ -40,6 +43,15 @@ ARP_ORDERS = ((0, 1, 2, 3, 4, 5), (0, 1, 2, 3, 2, 1), (0, 2, 1, 3, 2, 4, 3, 5), 
 BOOM_BAP_KICKS = ((1.75,), (2.5,), (1.75, 2.5), (2.25,), (2.75,), (1.5, 2.75))
 PENTATONIC = {'major': (0, 1, 2, 4, 5), 'minor': (0, 2, 3, 4, 6)}
 CYMBALS = frozenset({'hat', 'open_hat', 'shaker', 'ride', 'crash'})
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    start: int          # absolute sample index of the attack
+    voice: str          # a voice of the style's mix (synth_styles.Part)
+    pitch: float        # MIDI pitch (drums: ignored unless the part is melodic, e.g. timpani)
+    length: int         # samples the note is held
+    velocity: float     # 0..1
 
 
 @dataclass
@@ -66,16 +78,29 @@ class Composer:
         self.sr = sample_rate
         self.rng = rng
         self.samples_per_beat = 60.0 / bpm * sample_rate
+        self._origin = 0              # start sample of the bar being planned
+        self._spb = (self.samples_per_beat, self.samples_per_beat)  # its beat length, start/end
+        self.force_fill = False       # the next bar ends in a fill (a transition's drum fill)
         self._section = None
         self._voicing = None          # the last chord voicing, for voice leading
         self._bass_pitch = None       # the walking bass's last note
         self._phrase_on = False       # the bebop line plays in this bar pair
         self._line_pitch = 74
-        self._variant = int(rng.integers(0, 1 << 30))
         self._notes = []
 
-    def bar_start(self, bar):
-        return int(round(bar * BEATS_PER_BAR * self.samples_per_beat))
+    def retune(self, energy, bpm):
+        """Play on at another energy and tempo from the next planned bar (same section,
+        progression, key and motif: the same piece)."""
+        self.energy = float(energy)
+        self.bpm = float(bpm)
+        self.samples_per_beat = 60.0 / self.bpm * self.sr
+
+    def continue_from(self, other):
+        """Take over the harmonic state of ``other`` (a composer of the style playing before):
+        its key (as this style's mode, relative major/minor) and its voicing, so a style
+        change hands the harmony over instead of starting in a new key."""
+        self.key = other.key.relative(self.preset.mode)
+        self._voicing = other._voicing
 
     # -- building blocks ------------------------------------------------------------------
 
@@ -93,15 +118,16 @@ class Composer:
             beat = (whole + u) * unit
         jitter = self.rng.normal(0.0, self.preset.humanize_s) * self.sr \
             if humanize and self.preset.humanize_s > 0 else 0.0
-        return max(int(round((bar * BEATS_PER_BAR + beat) * self.samples_per_beat + jitter)), 0)
+        start, end = self._spb
+        offset = start * beat + (end - start) * beat * beat / (2 * BEATS_PER_BAR)
+        return max(int(round(self._origin + offset + jitter)), 0)
 
     def _play(self, voice, bar, beat, beats, pitch, velocity, swing=True, humanize=True):
         if voice not in self.preset.mix:
             raise KeyError(f'style {self.preset.name!r} has no mix entry for voice {voice!r}')
-        self._variant += 1
         self._notes.append(Note(self._at(bar, beat, swing, humanize), voice, float(pitch),
-                                max(int(beats * self.samples_per_beat), 1),
-                                float(min(max(velocity, 0.0), 1.0)), self._variant))
+                                max(int(beats * sum(self._spb) / 2), 1),
+                                float(min(max(velocity, 0.0), 1.0))))
 
     def _hit(self, voice, bar, beat, velocity, decay_s=0.0, pitch=0.0, swing=True, humanize=True):
         """A drum hit; ``decay_s`` is the decay time (seconds, not beats). Cymbals are played
@@ -193,15 +219,19 @@ class Composer:
 
     # -- the bar ------------------------------------------------------------------------------
 
-    def plan_bar(self, bar):
-        """The notes of bar ``bar`` (bars are planned strictly in order, from 0)."""
+    def plan_bar(self, bar, origin, samples_per_beat):
+        """The notes of bar ``bar`` (bars are planned strictly in order), which starts at
+        sample ``origin`` with beats ``samples_per_beat`` = (at its start, at its end) long."""
+        self._origin, self._spb = origin, samples_per_beat
         bar_in_section = bar % BARS_PER_SECTION
         if bar_in_section == 0 or self._section is None:
             self._section = self._new_section(bar // BARS_PER_SECTION)
         section = self._section
         self._notes = []
         full = not (section.kind == 'break' and bar_in_section < 4)
-        getattr(self, '_drums_' + self.preset.drums)(bar, bar_in_section, section, full)
+        # A transition's last bar is drummed as a section's last bar: its fill or roll.
+        drum_bar = BARS_PER_SECTION - 1 if self.force_fill else bar_in_section
+        getattr(self, '_drums_' + self.preset.drums)(bar, drum_bar, section, full)
         getattr(self, '_bass_' + self.preset.bass)(bar, bar_in_section, section, full)
         getattr(self, '_harmony_' + self.preset.harmony)(bar, bar_in_section, section, full)
         getattr(self, '_lead_' + self.preset.lead)(bar, bar_in_section, section, full)
@@ -212,7 +242,7 @@ class Composer:
     def _fill(self, bar, bar_in_section, voice='snare', pitches=None):
         """A sixteenth-note fill into the next bar: the last beat after bars 4, the last two
         after the section's eighth bar when the energy is up."""
-        e = self.energy
+        e = max(self.energy, 0.6) if self.force_fill else self.energy
         if bar_in_section % 4 != 3 or e < 0.3:
             return
         beats = 2.0 if bar_in_section == BARS_PER_SECTION - 1 and e > 0.55 else 1.0

@@ -1,8 +1,9 @@
 """The ``synth`` backend's style presets (the same names muse_prompt's presets use, see
 docs/INTERFACES.md "Style presets") and how a prompt picks one.
 
-A preset is data: key and harmony, which pattern family each part plays, the voices'
-mix, and the room. The patterns themselves live in ``synth_compose``.
+A preset is data: key and harmony, which pattern family each part plays, which General MIDI
+instrument plays each voice (rendered by FluidSynth from a GM SoundFont), and the room. The
+patterns themselves live in ``synth_compose``.
 """
 
 from __future__ import annotations
@@ -15,13 +16,19 @@ DEFAULT_STYLE = 'chill_techno'
 
 
 @dataclass(frozen=True)
-class Mix:
-    """Where a voice goes: its level on the dry bus and its effect sends (linear gains)."""
+class Part:
+    """The General MIDI instrument that plays a voice: a melodic ``program`` (0-127), or, with
+    ``drum`` set, that key (GM percussion map, 35-81) of the style's drum kit; its level
+    (``gain``, 0-1, the channel volume) and reverb send (0-1)."""
 
-    gain: float
-    reverb: float = 0.0
-    echo: float = 0.0
-    ducked: bool = False     # pumped by the kick (side-chain), the dance-music glue
+    program: int = 0
+    gain: float = 0.8
+    reverb: float = 0.2
+    drum: int | None = None
+
+
+def drum(key, gain=0.8, reverb=0.1):
+    return Part(0, gain, reverb, key)
 
 
 @dataclass(frozen=True)
@@ -40,21 +47,15 @@ class StylePreset:
     bass: str
     harmony: str
     lead: str
-    mix: MappingProxyType = field(repr=False)
-    reverb_s: float = 1.6    # RT60 of the room [s]
-    reverb_damping: float = 0.5
-    echo_beats: float = 0.75  # echo time in beats (0.75 = dotted eighth)
-    echo_feedback: float = 0.35
-    duck_depth: float = 0.0
-    brightness: tuple = (0.3, 0.9)  # voice brightness at energy 0 and 1
+    mix: MappingProxyType = field(repr=False)   # voice -> Part
+    drum_kit: int = 0        # GM drum kit (bank 128 preset): 0 standard, 8 room, 16 power,
+                             # 24 electronic, 25 TR-808, 32 jazz, 40 brush, 48 orchestra
+    room: tuple = (0.5, 0.4, 0.6)   # FluidSynth reverb (room size, damping, level)
     raised_dominant: bool = False
-    # Gain [dB] that brings this style's mix to the loudness target at energy 0, 0.5, 1;
-    # measured by synth.measure_style_levels() and checked by the tests.
-    level_db: tuple = (0.0, 0.0, 0.0)
 
 
 def _mix(**voices):
-    return MappingProxyType({name: Mix(*spec) if isinstance(spec, tuple) else spec
+    return MappingProxyType({name: Part(*spec) if isinstance(spec, tuple) else spec
                              for name, spec in voices.items()})
 
 
@@ -67,12 +68,11 @@ STYLES = MappingProxyType({preset.name: preset for preset in (
         progressions=((0, 5, 2, 6), (0, 3, 0, 4), (0, 0, 5, 6), (0, 5, 3, 4), (0, 6, 5, 6)),
         chord_size=3, bars_per_chord=1, swing=0.5, swing_unit=0.5, humanize_s=0.0,
         drums='four_floor', bass='rolling', harmony='pad_stabs', lead='arp',
-        mix=_mix(kick=(1.3,), clap=(2.8, 0.25), snare=(1.2, 0.2), hat=(3.3, 0.05),
-                 open_hat=(1.5, 0.1), shaker=(0.9, 0.1), crash=(1.5, 0.3),
-                 synth_bass=(0.95, 0.0, 0.0, True), pad=(0.06, 0.5, 0.0, True),
-                 stab=(0.16, 0.35, 0.2, True), pluck=(0.13, 0.3, 0.25, True)),
-        reverb_s=2.2, echo_beats=0.75, echo_feedback=0.35, duck_depth=0.55,
-        brightness=(0.25, 0.85), level_db=(-18.36, -16.48, -13.58)),
+        mix=_mix(kick=drum(36, 1.0, 0.0), clap=drum(39, 0.75, 0.3), snare=drum(40, 0.6, 0.2),
+                 hat=drum(42, 0.6), open_hat=drum(46, 0.5), shaker=drum(70, 0.4),
+                 crash=drum(49, 0.55, 0.3), synth_bass=(39, 0.85, 0.0), pad=(90, 0.45, 0.5),
+                 stab=(81, 0.45, 0.4), pluck=(84, 0.45, 0.4)),
+        drum_kit=24, room=(0.7, 0.4, 0.5)),
     StylePreset(
         name='lofi_hiphop',
         keywords=('lofi', 'lo-fi', 'lo fi', 'hip hop', 'hiphop', 'hip-hop', 'boom bap',
@@ -81,11 +81,11 @@ STYLES = MappingProxyType({preset.name: preset for preset in (
         progressions=((0, 5, 1, 4), (3, 2, 1, 0), (1, 4, 0, 5), (3, 4, 2, 5), (0, 3, 1, 4)),
         chord_size=4, bars_per_chord=1, swing=0.6, swing_unit=0.5, humanize_s=0.008,
         drums='boom_bap', bass='lofi', harmony='epiano_comp', lead='sparse_melody',
-        mix=_mix(kick=(1.0,), snare=(1.5, 0.15), rim=(0.9, 0.1), hat=(2.1, 0.03),
-                 open_hat=(1.2, 0.05), crash=(1.2, 0.2), vinyl=(0.6,), upright_bass=(0.9,),
-                 epiano=(0.22, 0.3, 0.05), bell=(0.24, 0.4, 0.2)),
-        reverb_s=1.4, reverb_damping=0.8, echo_beats=1.5, echo_feedback=0.3,
-        brightness=(0.15, 0.7), level_db=(-9.53, -8.84, -7.0)),
+        mix=_mix(kick=drum(36, 0.95, 0.0), snare=drum(38, 0.8, 0.15), rim=drum(37, 0.7, 0.1),
+                 hat=drum(42, 0.55, 0.05), open_hat=drum(46, 0.45, 0.05),
+                 crash=drum(57, 0.4, 0.2), vinyl=(122, 0.12, 0.0), upright_bass=(32, 0.85, 0.05),
+                 epiano=(4, 0.6, 0.3), bell=(10, 0.45, 0.4)),
+        drum_kit=8, room=(0.4, 0.8, 0.4)),
     StylePreset(
         name='ambient',
         keywords=('ambient', 'drone', 'meditat', 'atmospher', 'sleep', 'peaceful',
@@ -94,10 +94,9 @@ STYLES = MappingProxyType({preset.name: preset for preset in (
         progressions=((0, 3, 5, 4), (0, 5, 3, 0), (3, 0, 4, 5), (0, 2, 3, 0)),
         chord_size=4, bars_per_chord=2, swing=0.5, swing_unit=1.0, humanize_s=0.01,
         drums='pulse', bass='drone', harmony='pad_swell', lead='bells',
-        mix=_mix(kick=(0.9, 0.2), shaker=(2.2, 0.3), sub_bass=(1.1, 0.1),
-                 pad=(0.39, 0.9), piano=(0.5, 0.8, 0.2), bell=(0.13, 0.9, 0.35)),
-        reverb_s=5.0, reverb_damping=0.4, echo_beats=1.5, echo_feedback=0.5,
-        brightness=(0.2, 0.7), level_db=(-18.85, -17.28, -15.16)),
+        mix=_mix(kick=drum(35, 0.6, 0.3), shaker=drum(70, 0.35, 0.4), sub_bass=(38, 0.6, 0.1),
+                 pad=(89, 0.7, 0.8), piano=(0, 0.55, 0.8), bell=(14, 0.4, 0.9)),
+        drum_kit=0, room=(0.95, 0.3, 0.9)),
     StylePreset(
         name='upbeat_pop',
         keywords=('pop', 'upbeat', 'happy', 'cheerful', 'catchy', 'bright', 'sunny',
@@ -106,13 +105,12 @@ STYLES = MappingProxyType({preset.name: preset for preset in (
         progressions=((0, 4, 5, 3), (5, 3, 0, 4), (0, 5, 3, 4), (3, 4, 0, 5), (0, 3, 4, 4)),
         chord_size=3, bars_per_chord=1, swing=0.5, swing_unit=0.5, humanize_s=0.0,
         drums='pop', bass='pop', harmony='pluck_chords', lead='hook',
-        mix=_mix(kick=(1.6,), snare=(2.4, 0.2), clap=(4.2, 0.2), hat=(2.9, 0.05),
-                 open_hat=(2.5, 0.08), shaker=(1.2, 0.05), tom=(0.8, 0.2),
-                 crash=(1.6, 0.25), synth_bass=(1.25, 0.0, 0.0, True),
-                 pad=(0.12, 0.4, 0.0, True), stab=(0.5, 0.25, 0.15, True),
-                 lead=(0.95, 0.3, 0.25), pluck=(0.26, 0.25, 0.3)),
-        reverb_s=1.5, echo_beats=0.75, echo_feedback=0.3, duck_depth=0.3,
-        brightness=(0.4, 1.0), level_db=(-18.4, -17.47, -15.17)),
+        mix=_mix(kick=drum(36, 1.0, 0.05), snare=drum(38, 0.85, 0.2), clap=drum(39, 0.6, 0.2),
+                 hat=drum(42, 0.55, 0.05), open_hat=drum(46, 0.5, 0.1), shaker=drum(82, 0.45, 0.05),
+                 tom=drum(45, 0.7, 0.2), crash=drum(49, 0.55, 0.25), synth_bass=(33, 0.85, 0.0),
+                 pad=(1, 0.35, 0.3), stab=(27, 0.6, 0.25), lead=(80, 0.5, 0.25),
+                 pluck=(46, 0.45, 0.3)),
+        drum_kit=16, room=(0.5, 0.5, 0.4)),
     StylePreset(
         name='cinematic',
         keywords=('cinematic', 'orchestral', 'orchestra', 'epic', 'film', 'score',
@@ -121,11 +119,10 @@ STYLES = MappingProxyType({preset.name: preset for preset in (
         progressions=((0, 5, 2, 6), (0, 3, 5, 4), (5, 3, 0, 4), (0, 6, 5, 4), (0, 3, 6, 2)),
         chord_size=3, bars_per_chord=1, swing=0.5, swing_unit=1.0, humanize_s=0.006,
         drums='cinematic', bass='ostinato', harmony='strings', lead='theme',
-        mix=_mix(tom=(0.67, 0.45), crash=(0.8, 0.5), snare=(1.7, 0.4), cello=(0.73, 0.35),
-                 sub_bass=(0.63, 0.1), strings=(0.24, 0.6), piano=(0.7, 0.45),
-                 lead_strings=(0.39, 0.6), bell=(0.15, 0.7)),
-        reverb_s=3.2, reverb_damping=0.5, echo_beats=1.0, echo_feedback=0.2,
-        brightness=(0.25, 0.8), raised_dominant=True, level_db=(-15.69, -14.56, -13.48)),
+        mix=_mix(tom=(47, 0.85, 0.5), crash=drum(49, 0.5, 0.5), snare=drum(38, 0.6, 0.4),
+                 cello=(42, 0.75, 0.4), sub_bass=(43, 0.6, 0.3), strings=(48, 0.7, 0.6),
+                 piano=(0, 0.55, 0.45), lead_strings=(40, 0.7, 0.6), bell=(9, 0.4, 0.7)),
+        drum_kit=48, room=(0.85, 0.5, 0.7), raised_dominant=True),
     StylePreset(
         name='jazz',
         keywords=('jazz', 'swing', 'bebop', 'bossa', 'saxophone', 'sax', 'walking bass',
@@ -134,10 +131,10 @@ STYLES = MappingProxyType({preset.name: preset for preset in (
         progressions=((1, 4, 0, 0), (0, 5, 1, 4), (2, 5, 1, 4), (3, 6, 2, 5), (1, 4, 2, 5)),
         chord_size=5, bars_per_chord=1, swing=0.64, swing_unit=1.0, humanize_s=0.007,
         drums='jazz', bass='walking', harmony='rootless_comp', lead='bebop',
-        mix=_mix(ride=(0.45, 0.15), hat=(0.5, 0.05), kick=(0.18,), snare=(0.38, 0.15),
-                 upright_bass=(0.46, 0.05), epiano=(0.15, 0.25), vibes=(0.26, 0.3, 0.1)),
-        reverb_s=1.6, reverb_damping=0.6, echo_beats=1.0, echo_feedback=0.2,
-        brightness=(0.2, 0.7), raised_dominant=True, level_db=(-3.57, -5.05, -3.38)),
+        mix=_mix(ride=drum(51, 0.6, 0.15), hat=drum(44, 0.5, 0.05), kick=drum(35, 0.45, 0.0),
+                 snare=drum(38, 0.4, 0.15), upright_bass=(32, 0.9, 0.05), epiano=(0, 0.6, 0.25),
+                 vibes=(11, 0.6, 0.3)),
+        drum_kit=40, room=(0.5, 0.6, 0.4), raised_dominant=True),
 )})
 
 _KEYWORD_PATTERNS = {
