@@ -26,6 +26,7 @@ setup(
             'activity_encoder = muse_encoder.activity_encoder_node:main',
             'muse_train_encoder = muse_encoder.train:main',
             'muse_export_encoder = muse_encoder.export:main',
+            'muse_evaluate_encoder = muse_encoder.evaluate:main',
         ],
     },
 )

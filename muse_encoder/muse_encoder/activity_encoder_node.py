@@ -26,7 +26,8 @@ from muse_common.lifecycle import ManagedNode
 from muse_common.node_main import run_node
 from muse_common.params import declare
 from muse_common.stats import RollingStats
-from muse_encoder.inference import BACKENDS, SMOOTHING_METHODS, ActivityEncoder, ProbabilitySmoother
+from muse_encoder.inference import (BACKENDS, DEFAULT_BACKEND, SMOOTHING_METHODS, ActivityEncoder,
+                                    ProbabilitySmoother)
 from muse_encoder.statics import Statics, sex_female_from_code
 from muse_encoder.stream import LatestQueue, WindowStream
 from muse_sensors import dalia
@@ -41,8 +42,9 @@ class ActivityEncoderNode(ManagedNode):
         super().__init__('activity_encoder')
         self._checkpoint = declare(self, 'checkpoint', '', 'Encoder checkpoint (.pt) made by '
                              'muse_train_encoder; empty = the packaged default.', read_only=True)
-        self._backend = declare(self, 'backend', 'torch', 'Inference engine for the CNN.',
-                          choices=BACKENDS, read_only=True)
+        self._backend = declare(self, 'backend', DEFAULT_BACKEND, "Inference engine for the CNN: "
+                                "'onnx' (onnxruntime, torch never imported) or torch.",
+                                choices=BACKENDS, read_only=True)
         self._onnx_model = declare(self, 'onnx_model', '', "ONNX file from muse_export_encoder for "
                              "backend 'onnx' (empty = the checkpoint path with .onnx).", read_only=True)
         self._threads = declare(self, 'inference_threads', 1, 'CPU threads for the CNN.',
@@ -50,7 +52,7 @@ class ActivityEncoderNode(ManagedNode):
         self._imu_rate = declare(self, 'imu_rate_hz', 32.0, 'Nominal IMU sample rate [Hz]: '
                                  'sizes the 8 s window and the stride in samples.',
                                  min_value=16.0, max_value=2000.0, read_only=True)
-        declare(self, 'stride_s', 2.0, 'Data time between estimates [s], counted in IMU samples.',
+        declare(self, 'stride_s', 1.0, 'Data time between estimates [s], counted in IMU samples.',
                 min_value=0.25, max_value=8.0)
         declare(self, 'smoothing', 'ema', 'Temporal smoothing of the published class.',
                 choices=SMOOTHING_METHODS)

@@ -9,7 +9,11 @@ A checkpoint is one ``torch.save`` file holding plain data only (loaded with
 - ``feature_params``: ``FeatureParams.as_dict()`` of the AccelToRGBMel that made the inputs,
 - ``normalisation``: the same statistics in readable form, plus ``static_defaults`` (the
   training means, used where an input such as heart rate is unknown),
+- ``temperature``: divides the logits before the softmax (temperature scaling fitted on
+  held-out calibration subjects; 1.0 = uncalibrated),
 - ``training``: how it was made (arguments, data, metrics summary), informational.
+
+Format 1 (before the device-invariant features) still loads: its features are the raw axes.
 """
 
 from dataclasses import dataclass, field
@@ -19,10 +23,11 @@ import torch
 
 from muse_encoder.features import FeatureParams
 from muse_encoder.model import ActivityCNN, ModelConfig
+from muse_encoder.onnx_model import DEFAULT_CHECKPOINT
 from muse_encoder.statics import STATIC_INPUTS
 
-CHECKPOINT_FORMAT = 1
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / 'models' / 'default.pt'
+CHECKPOINT_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 class CheckpointError(ValueError):
@@ -35,6 +40,7 @@ class EncoderCheckpoint:
     feature_params: FeatureParams
     static_defaults: dict                      # STATIC_INPUTS name -> value used when unknown
     training: dict = field(default_factory=dict)
+    temperature: float = 1.0                   # logits / temperature before the softmax
 
     @property
     def class_names(self):
@@ -53,6 +59,7 @@ class EncoderCheckpoint:
                 'static_mean': model.static_mean.tolist(), 'static_std': model.static_std.tolist(),
                 'static_defaults': {k: float(self.static_defaults[k]) for k in STATIC_INPUTS},
             },
+            'temperature': float(self.temperature),
             'training': self.training,
         }
 
@@ -74,17 +81,22 @@ def load_checkpoint(path=None):
         data = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:
         raise CheckpointError(f'cannot read encoder checkpoint {path}: {exc}') from exc
-    if not isinstance(data, dict) or data.get('format') != CHECKPOINT_FORMAT:
+    if not isinstance(data, dict) or data.get('format') not in READABLE_FORMATS:
         found = data.get('format') if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(
             f'{path} is not a muse_encoder checkpoint of format {CHECKPOINT_FORMAT} (found {found!r})')
     try:
         model = ActivityCNN(ModelConfig.from_dict(data['model_config']))
         model.load_state_dict(data['state_dict'])
-        feature_params = FeatureParams(**data['feature_params'])
+        stored = dict(data['feature_params'])
+        if data['format'] == 1:
+            stored.setdefault('representation', 'axes')   # format 1 fed the raw axes
+        feature_params = FeatureParams(**stored)
+        temperature = float(data.get('temperature', 1.0))
         defaults = data['normalisation']['static_defaults']
         static_defaults = {name: float(defaults[name]) for name in STATIC_INPUTS}
-    except (KeyError, TypeError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f'encoder checkpoint {path} is incomplete or inconsistent: {exc}') from exc
     model.eval()
-    return EncoderCheckpoint(model, feature_params, static_defaults, data.get('training', {}))
+    return EncoderCheckpoint(model, feature_params, static_defaults, data.get('training', {}),
+                             temperature)

@@ -5,7 +5,7 @@ The graph takes the raw log-mel image ``mel`` (B, 3, 64, 64) and the raw static 
 inside the graph. Features (AccelToRGBMel, numpy) stay outside: they are cheap, and an edge
 device can reproduce them from the parameters stored in the file's metadata
 (``muse_encoder.feature_params``, ``class_names``, ``static_inputs``, ``static_defaults``,
-all JSON).
+``temperature``, all JSON); muse_encoder.onnx_model reads them without torch.
 
 Console script ``muse_export_encoder``::
 
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from muse_encoder.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from muse_encoder.onnx_model import open_onnx_session
 from muse_encoder.statics import STATIC_INPUTS
 
 INPUT_NAMES = ('mel', 'statics')
@@ -58,6 +59,7 @@ def export_onnx(checkpoint_path, output_path, opset=17):
         'muse_encoder.feature_params': json.dumps(checkpoint.feature_params.as_dict()),
         'muse_encoder.static_inputs': json.dumps(list(STATIC_INPUTS)),
         'muse_encoder.static_defaults': json.dumps(checkpoint.static_defaults),
+        'muse_encoder.temperature': json.dumps(float(checkpoint.temperature)),
     }
     for key, value in metadata.items():
         entry = graph.metadata_props.add()
@@ -65,17 +67,6 @@ def export_onnx(checkpoint_path, output_path, opset=17):
     onnx.checker.check_model(graph)
     onnx.save(graph, str(output_path))
     return output_path
-
-
-def open_onnx_session(path, threads=1):
-    import onnxruntime
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'ONNX model {path} does not exist (make it with muse_export_encoder)')
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = int(threads)
-    options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
 
 
 def compare_with_torch(checkpoint_path, onnx_path, batch=16, seed=0, atol=1e-4, rtol=1e-4):

@@ -1,9 +1,32 @@
 """AccelToRGBMel: wrist acceleration windows -> 3-channel log-mel "images" for the activity CNN.
 
-One 8 s window of 3-axis acceleration (in g) is resampled to 64 Hz (512 samples), each axis
-becomes a 64 x 64 log-mel spectrogram (64 mel bands from 0 to 32 Hz by 64 frames), and the
-three axes are stacked as the channels of one image. Training and the encoder node both call
-this class, so the model always sees exactly the features it was trained on.
+One 8 s window of 3-axis acceleration (in g) is resampled to 64 Hz (512 samples), turned into
+three device-invariant motion channels (below), each channel becomes a 64 x 64 log-mel
+spectrogram (64 mel bands from 0 to 32 Hz by 64 frames), and the three are stacked as the
+channels of one image. Training and the encoder node both call this class, so the model
+always sees exactly the features it was trained on.
+
+Device invariance (``representation='invariant'``, the default). Wrist sensors disagree on
+conventions: the Empatica E4 reports gravity plus motion in 1/64 g, phone and watch APIs
+usually linear acceleration (gravity removed) in m/s^2, on either wrist, in any mounting.
+So, after resampling:
+
+1. gravity and posture are removed: the window mean (a constant gravity vector) is
+   subtracted and a zero-phase Butterworth high-pass (``gravity_cutoff_hz``) removes slow
+   posture drift. What is left is the same whether or not the device removed gravity;
+2. the dynamic acceleration is expressed in its own principal axes (eigenvectors of its
+   3 x 3 covariance over the window), which rotate with the sensor, so any fixed rotation or
+   mirror (the other wrist) gives the same projections up to sign, which the power spectrum
+   does not see;
+3. the channels are the projection on the principal axis (the direction the wrist moves
+   most: the swing or step direction), the magnitude across the two other axes, and the
+   magnitude of the whole dynamic vector (the latter two with their window mean removed).
+
+Units are converted to g before all this (:func:`to_g`; ``'auto'`` recognises m/s^2 by a
+resting magnitude near 9.8). A ``log_floor`` of 1e-2 g^2 sits above the E4's 1/64 g
+quantisation noise and typical sensor noise, so a still wrist looks the same on every device.
+What the invariant channels cannot know: the forearm's posture (gravity direction), which
+an unknown mounting makes unknowable anyway. ``representation='axes'`` keeps the raw axes.
 
 Why these numbers: an FFT of 128 samples (2 s at 64 Hz, 0.5 Hz bins) resolves gait and
 pedalling cadences (0.5-3 Hz) and their harmonics; a hop of 8 samples with ``n_fft - hop``
@@ -24,9 +47,20 @@ import threading
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.signal import get_window, resample_poly
+from scipy.signal import butter, get_window, resample_poly, sosfiltfilt
 
 AXES = ('x', 'y', 'z')
+REPRESENTATIONS = ('invariant', 'axes')
+CHANNELS = {'invariant': ('principal', 'orthogonal_magnitude', 'magnitude'), 'axes': AXES}
+
+STANDARD_GRAVITY = 9.80665            # m/s^2 per g
+E4_COUNTS_PER_G = 64.0                # Empatica E4 wrist ACC: 1/64 g per count
+# Input units -> factor to g. 'auto' decides between g and m/s^2 from the magnitude.
+UNIT_SCALE = {'g': 1.0, 'm/s^2': 1.0 / STANDARD_GRAVITY, 'e4_counts': 1.0 / E4_COUNTS_PER_G}
+UNITS = tuple(UNIT_SCALE) + ('auto',)
+# A median magnitude above this (in the input's units) cannot be g on a wrist at rest or in
+# everyday motion; with gravity present, m/s^2 gives ~9.8.
+AUTO_MS2_THRESHOLD = 4.0
 
 
 class FeatureInputError(ValueError):
@@ -49,6 +83,30 @@ class NonFiniteInputError(FeatureInputError):
     """The acceleration contains NaN or infinite values."""
 
 
+class UnitsError(FeatureInputError):
+    """The units of the acceleration are not one of UNITS."""
+
+
+def looks_like_ms2(acc):
+    """True if the median magnitude of acceleration (N, 3) or (B, T, 3) says m/s^2, not g.
+
+    Only data that contains gravity can be told apart this way: linear acceleration (gravity
+    removed) has small magnitudes in either unit, and then its declared units must be used.
+    """
+    magnitude = np.linalg.norm(np.asarray(acc, dtype=np.float64).reshape(-1, 3), axis=1)
+    return bool(magnitude.size) and float(np.median(magnitude)) > AUTO_MS2_THRESHOLD
+
+
+def to_g(acc, units):
+    """Acceleration in ``units`` (one of UNITS) -> float32 in g."""
+    if units not in UNITS:
+        raise UnitsError(f'acceleration units must be one of {UNITS}, got {units!r}')
+    acc = np.asarray(acc)
+    if units == 'auto':
+        units = 'm/s^2' if looks_like_ms2(acc) else 'g'
+    return (acc * np.float32(UNIT_SCALE[units])).astype(np.float32, copy=False)
+
+
 @dataclass(frozen=True)
 class FeatureParams:
     """Everything that defines the features; stored in every checkpoint."""
@@ -62,8 +120,10 @@ class FeatureParams:
     fmin_hz: float = 0.0
     fmax_hz: float = 32.0
     window_fn: str = 'hann'
-    log_floor: float = 1e-6          # added to mel power before log10 [g^2]
+    log_floor: float = 1e-2          # added to mel power before log10 [g^2]; above E4 quantisation noise
     resample_padtype: str = 'line'   # resample_poly padding: 'line' follows gravity's offset and drift
+    representation: str = 'invariant'   # 'invariant' (device-independent) or 'axes' (raw x, y, z)
+    gravity_cutoff_hz: float = 0.3   # high-pass separating gravity/posture from motion
 
     @property
     def window_samples(self):
@@ -125,6 +185,8 @@ class AccelToRGBMel:
         self._mel_basis = librosa.filters.mel(
             sr=params.target_rate_hz, n_fft=params.n_fft, n_mels=params.n_mels,
             fmin=params.fmin_hz, fmax=params.fmax_hz).astype(np.float32)
+        self._highpass = butter(2, params.gravity_cutoff_hz, btype='highpass',
+                                fs=params.target_rate_hz, output='sos')
         self._resamplers = {}
         self._lock = threading.Lock()
 
@@ -140,6 +202,14 @@ class AccelToRGBMel:
             raise ValueError('n_fft - hop_length must be even to pad both ends alike')
         if not 0 <= params.fmin_hz < params.fmax_hz <= params.target_rate_hz / 2:
             raise ValueError(f'need 0 <= fmin < fmax <= Nyquist ({params.target_rate_hz / 2} Hz)')
+        if params.representation not in REPRESENTATIONS:
+            raise ValueError(f'representation must be one of {REPRESENTATIONS}, got {params.representation!r}')
+        if not 0 < params.gravity_cutoff_hz < params.target_rate_hz / 2:
+            raise ValueError(f'gravity_cutoff_hz must be in (0, Nyquist), got {params.gravity_cutoff_hz!r}')
+
+    @property
+    def channel_names(self):
+        return CHANNELS[self.params.representation]
 
     @property
     def output_shape(self):
@@ -155,22 +225,32 @@ class AccelToRGBMel:
         return int(round(self.params.stride_s * float(sample_rate)))
 
     def _resampler(self, sample_rate, n_in):
-        """Matrix (window_samples, n_in) mapping a window at sample_rate to the target rate."""
+        """Matrix (window_samples, n_in) mapping a window at sample_rate to the target rate
+        (and, for the invariant representation, removing gravity and posture), or None."""
         key = (float(sample_rate), n_in)
         with self._lock:
-            matrix = self._resamplers.get(key)
-            if matrix is None:
-                ratio = Fraction(float(self.params.target_rate_hz)) / _rate_ratio(sample_rate)
-                if ratio == 1:
-                    matrix = None
-                else:
-                    # resample_poly is linear in its input (line padding included), so its
-                    # response to the identity is the resampling matrix.
-                    matrix = resample_poly(np.eye(n_in), ratio.numerator, ratio.denominator,
-                                           axis=0, padtype=self.params.resample_padtype)
-                    matrix = np.ascontiguousarray(matrix[:self.params.window_samples], dtype=np.float32)
-                self._resamplers[key] = matrix
-            return matrix
+            if key not in self._resamplers:
+                self._resamplers[key] = self._linear_stage(sample_rate, n_in)
+            return self._resamplers[key]
+
+    def _linear_stage(self, sample_rate, n_in):
+        p = self.params
+        ratio = Fraction(float(p.target_rate_hz)) / _rate_ratio(sample_rate)
+        matrix = None
+        if ratio != 1:
+            # resample_poly is linear in its input (line padding included), so its response
+            # to the identity is the resampling matrix.
+            matrix = resample_poly(np.eye(n_in), ratio.numerator, ratio.denominator,
+                                   axis=0, padtype=p.resample_padtype)[:p.window_samples]
+        if p.representation == 'invariant':
+            # Mean removal and the zero-phase high-pass are linear too: fold them into the
+            # same matrix, so gravity separation costs nothing at run time.
+            # The input's mean goes first too: resampling does not map a constant exactly
+            # onto a constant near the window edges.
+            n = p.window_samples
+            stage = sosfiltfilt(self._highpass, np.eye(n) - 1.0 / n, axis=0)
+            matrix = stage if matrix is None else stage @ matrix @ (np.eye(n_in) - 1.0 / n_in)
+        return None if matrix is None else np.ascontiguousarray(matrix, dtype=np.float32)
 
     def _as_batch(self, acc_g, sample_rate):
         acc = np.asarray(acc_g)
@@ -208,6 +288,8 @@ class AccelToRGBMel:
         if matrix is not None:
             signal = signal @ matrix.T
         p = self.params
+        if p.representation == 'invariant':
+            signal = self.invariant_channels(signal)
         pad = (p.n_fft - p.hop_length) // 2
         signal = np.pad(signal, ((0, 0), (0, 0), (pad, pad)), mode='reflect')
         frames = sliding_window_view(signal, p.n_fft, axis=-1)[..., ::p.hop_length, :]
@@ -220,6 +302,21 @@ class AccelToRGBMel:
         return image[0] if single else image
 
     __call__ = features
+
+    @staticmethod
+    def invariant_channels(dynamic):
+        """(B, 3, T) dynamic acceleration (gravity and posture removed by the linear stage)
+        -> (B, 3, T) device-invariant channels: principal-axis projection, orthogonal
+        magnitude, magnitude (module docstring)."""
+        covariance = dynamic @ dynamic.transpose(0, 2, 1)              # (B, 3, 3)
+        _, axes = np.linalg.eigh(covariance.astype(np.float64))        # ascending eigenvalues
+        projected = axes.transpose(0, 2, 1).astype(np.float32) @ dynamic   # rows: minor .. principal
+        principal = projected[:, 2]
+        orthogonal = np.sqrt(projected[:, 0] ** 2 + projected[:, 1] ** 2)
+        magnitude = np.sqrt(np.sum(dynamic ** 2, axis=1))
+        orthogonal -= orthogonal.mean(axis=-1, keepdims=True)
+        magnitude -= magnitude.mean(axis=-1, keepdims=True)
+        return np.ascontiguousarray(np.stack([principal, orthogonal, magnitude], axis=1))
 
     def sliding_windows(self, acc_g, sample_rate):
         """Cut a stream (N, 3) into windows (W, T, 3) every stride; returns (windows, starts).

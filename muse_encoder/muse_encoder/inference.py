@@ -1,9 +1,10 @@
 """Running a trained encoder on one window, and smoothing its estimates over time.
 
-``ActivityEncoder`` = AccelToRGBMel + the CNN (PyTorch, or an exported ONNX graph through
-onnxruntime), with the checkpoint's feature parameters, class names and static defaults.
-``ProbabilitySmoother`` keeps the published label from flapping between neighbouring windows.
-No rclpy here: the node is a thin adapter around these two classes.
+``ActivityEncoder`` = AccelToRGBMel + the CNN, in onnxruntime (the default: an exported
+.onnx file carries everything needed, and torch is never imported) or PyTorch (a .pt
+checkpoint), with the model's feature parameters, class names, static defaults and
+temperature. ``ProbabilitySmoother`` keeps the published label from flapping between
+neighbouring windows. No rclpy here: the node is a thin adapter around these two classes.
 """
 
 from collections import deque
@@ -12,13 +13,14 @@ from pathlib import Path
 import time
 
 import numpy as np
-import torch
 
-from muse_encoder.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from muse_encoder.features import AccelToRGBMel
+from muse_encoder.metrics import softmax as temperature_softmax
+from muse_encoder.onnx_model import DEFAULT_CHECKPOINT, open_onnx_session, read_metadata
 from muse_encoder.statics import Statics
 
-BACKENDS = ('torch', 'onnx')
+BACKENDS = ('onnx', 'torch')
+DEFAULT_BACKEND = 'onnx'
 
 
 @dataclass(frozen=True)
@@ -41,48 +43,62 @@ class Prediction:
 class ActivityEncoder:
     """Features + CNN for single windows or batches.
 
-    ``checkpoint``: path (None = the packaged default). ``backend``: 'torch', or 'onnx' with
-    ``onnx_path`` (made by ``muse_export_encoder`` from the same checkpoint; None = the
-    checkpoint's path with the suffix .onnx, where the exporter writes by default). ``threads``
-    limits torch's / onnxruntime's intra-op threads (None leaves torch's global setting).
+    ``checkpoint``: path of the .pt (None = the packaged default). ``backend``: 'onnx' runs
+    ``onnx_path`` (made by ``muse_export_encoder`` from the checkpoint; None = the
+    checkpoint's path with the suffix .onnx) and reads its settings from the file's metadata,
+    without torch; 'torch' loads the checkpoint. ``threads`` limits the intra-op threads
+    (None leaves torch's global setting; onnxruntime then uses 1).
     """
 
-    def __init__(self, checkpoint=None, backend='torch', onnx_path=None, threads=None):
+    def __init__(self, checkpoint=None, backend=DEFAULT_BACKEND, onnx_path=None, threads=None):
         if backend not in BACKENDS:
             raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
-        self.checkpoint = load_checkpoint(checkpoint)
-        self.features = AccelToRGBMel(self.checkpoint.feature_params)
-        self.class_names = tuple(self.checkpoint.class_names)
-        self.static_defaults = dict(self.checkpoint.static_defaults)
-        self.model = self.checkpoint.model.eval()
         self.backend = backend
-        if threads is not None and backend == 'torch':
-            torch.set_num_threads(int(threads))
-        self._session = None
+        self._session = self.model = None
         if backend == 'onnx':
-            from muse_encoder.export import open_onnx_session
-            onnx_path = onnx_path or Path(checkpoint or DEFAULT_CHECKPOINT).with_suffix('.onnx')
+            if onnx_path is None and checkpoint and not Path(checkpoint).exists():
+                raise FileNotFoundError(f'encoder checkpoint {checkpoint} does not exist (nor its .onnx)')
+            onnx_path = Path(onnx_path or Path(checkpoint or DEFAULT_CHECKPOINT).with_suffix('.onnx'))
             self._session = open_onnx_session(onnx_path, threads=threads or 1)
+            meta = read_metadata(self._session, onnx_path)
+            feature_params, self.class_names = meta.feature_params, meta.class_names
+            self.static_defaults, self.temperature = dict(meta.static_defaults), meta.temperature
+            self._embedding_dim = meta.embedding_dim
+        else:
+            import torch
+            from muse_encoder.checkpoint import load_checkpoint
+            loaded = load_checkpoint(checkpoint)
+            self.model = loaded.model.eval()
+            feature_params, self.class_names = loaded.feature_params, tuple(loaded.class_names)
+            self.static_defaults, self.temperature = dict(loaded.static_defaults), loaded.temperature
+            self._embedding_dim = self.model.config.embedding_dim
+            if threads is not None:
+                torch.set_num_threads(int(threads))
+        self.features = AccelToRGBMel(feature_params)
 
     @property
     def embedding_dim(self):
-        return self.model.config.embedding_dim
+        return self._embedding_dim
 
     def _run_model(self, images, statics):
         if self._session is not None:
             logits, embedding = self._session.run(None, {'mel': images, 'statics': statics})
             return logits, embedding
+        import torch
         with torch.inference_mode():
             logits, embedding = self.model(torch.from_numpy(images), torch.from_numpy(statics))
         return logits.numpy(), embedding.numpy()
 
-    def predict_batch(self, acc_g, sample_rate, statics):
+    def logits_batch(self, acc_g, sample_rate, statics):
         """Windows (B, T, 3) in g and a (B, 5) static matrix (defaults already filled in)
-        -> (probabilities (B, C), embeddings (B, E)). Used for evaluation and export checks."""
+        -> (logits (B, C), embeddings (B, E)), before the temperature."""
         images = self.features(acc_g, sample_rate)
-        statics = np.ascontiguousarray(statics, dtype=np.float32)
-        logits, embedding = self._run_model(images, statics)
-        return softmax(logits), embedding
+        return self._run_model(images, np.ascontiguousarray(statics, dtype=np.float32))
+
+    def predict_batch(self, acc_g, sample_rate, statics):
+        """Like logits_batch, but calibrated probabilities (B, C) instead of logits."""
+        logits, embedding = self.logits_batch(acc_g, sample_rate, statics)
+        return softmax(logits, self.temperature), embedding
 
     def predict(self, acc_g, sample_rate, statics=None):
         """One window (T, 3) in g at ``sample_rate`` -> Prediction. ``statics``: a Statics
@@ -94,7 +110,7 @@ class ActivityEncoder:
         featured = time.perf_counter()
         logits, embedding = self._run_model(image, vector[np.newaxis])
         done = time.perf_counter()
-        probabilities = softmax(logits)[0]
+        probabilities = softmax(logits, self.temperature)[0]
         class_id = int(np.argmax(probabilities))
         return Prediction(
             probabilities=probabilities, embedding=embedding[0].astype(np.float32, copy=False),
@@ -104,10 +120,8 @@ class ActivityEncoder:
             feature_ms=(featured - start) * 1e3, model_ms=(done - featured) * 1e3)
 
 
-def softmax(logits):
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
+def softmax(logits, temperature=1.0):
+    return temperature_softmax(logits, temperature)
 
 
 SMOOTHING_METHODS = ('none', 'ema', 'majority')

@@ -1,13 +1,22 @@
 """Train the activity CNN: ``muse_train_encoder``.
 
-Reads a folder of PPG-DaLiA subjects (real or synthetic) or a generic labelled-window .npz
-(see muse_encoder.dataset), or first generates ``--synthetic N`` subjects with
-muse_sensors.synthetic. Holds out 20 % of the subjects (whole subjects, seeded), trains with
-class-balanced cross-entropy and Adam, and writes into ``--output-dir``:
+Data: a folder of PPG-DaLiA subjects (real or synthetic), one subject .pkl or a generic
+labelled-window .npz (see muse_encoder.dataset); or ``--synthetic N`` domain-randomised
+synthetic subjects (muse_sensors.synthetic.generate_wrist_stream: any orientation, either
+wrist, gravity present or removed, g / m/s^2 / E4 counts, 20-100 Hz with rate error, noise,
+quantisation, gaps, scaled cadences and amplitudes); or ``--watch``, the seglearn smartwatch
+exercise set, evaluated by leave-subjects-out cross-validation.
 
-- ``<name>.pt``: the checkpoint (weights, config, class names, normalisation, feature params),
-- ``metrics.json``: accuracy, macro-F1, per-class F1 and the confusion matrix on the held-out
-  subjects, the per-epoch history, the split and the arguments,
+Holds out 20 % of the subjects (whole subjects, seeded; or the .npz's own ``split``), and of
+the remaining subjects ``--calibration-fraction`` more for temperature scaling; trains with
+class-balanced cross-entropy and Adam, fits the temperature on the calibration subjects, and
+writes into ``--output-dir``:
+
+- ``<name>.pt``: the checkpoint (weights, config, class names, normalisation, feature params,
+  temperature),
+- ``metrics.json``: accuracy, macro-F1, per-class F1, the confusion matrix, mean confidence
+  and ECE before/after temperature scaling on the held-out subjects, the per-epoch history,
+  the split, the data description and the arguments,
 - ``training_curves.png``, ``confusion_matrix.png``, ``mel_examples.png``.
 
 The held-out subjects are only monitored (curves), never used to pick epochs or settings:
@@ -15,16 +24,16 @@ the reported scores are those of the last epoch.
 
 The packaged default checkpoint is made by (see README.md)::
 
-    muse_train_encoder --synthetic 15 --minutes 16 --seed 7 --onnx \\
-        --output-dir muse_encoder/muse_encoder/models --name default
+    nice -n 10 python -m muse_encoder.train --synthetic 24 --minutes 10 --seed 7 --epochs 20 \\
+        --onnx --output-dir muse_encoder/muse_encoder/models --name default
 """
 
 import argparse
+from dataclasses import dataclass
 import json
 from pathlib import Path
 import platform
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -34,10 +43,11 @@ from tqdm import tqdm
 
 from muse_encoder import metrics as metric_fns
 from muse_encoder import plots
-from muse_encoder.checkpoint import EncoderCheckpoint
-from muse_encoder.dataset import (TRANSIENT_ID, TRANSIENT_POLICIES, DatasetError, load_windows,
-                                  split_subjects)
-from muse_encoder.features import AccelToRGBMel, FeatureParams
+from muse_encoder.checkpoint import CheckpointError, EncoderCheckpoint, load_checkpoint
+from muse_encoder.dataset import (TRANSIENT_ID, TRANSIENT_POLICIES, DatasetError, apply_transient_policy,
+                                  load_watch, load_windows, split_subjects, transient_dropped,
+                                  windows_from_stream)
+from muse_encoder.features import REPRESENTATIONS, AccelToRGBMel, FeatureParams
 from muse_encoder.model import ActivityCNN, ModelConfig, count_parameters
 from muse_encoder.statics import STATIC_INPUTS
 
@@ -46,10 +56,40 @@ FALLBACK_STATIC_DEFAULTS = {'heart_rate_bpm': 80.0, 'age_years': 30.0, 'sex_fema
                             'height_cm': 172.0, 'weight_kg': 70.0}
 
 
-def compute_images(features, windows, batch_size=256, progress=True):
-    with tqdm(total=len(windows), desc='log-mel features', unit='win', disable=not progress) as bar:
-        return features.batched_features(windows.acc_g, windows.sample_rate, batch_size,
-                                         progress=bar.update)
+@dataclass
+class FeatureSet:
+    """Log-mel images of labelled windows, ready for the CNN (any mix of sample rates)."""
+
+    images: np.ndarray         # (N, 3, M, F) float32
+    labels: np.ndarray         # (N,) int64
+    subjects: np.ndarray       # (N,) str
+    statics: np.ndarray        # (N, 5) float32, NaN = unknown
+    class_names: tuple
+    split: np.ndarray = None   # (N,) 'train' / 'test' given by the data, or None
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, mask):
+        return FeatureSet(self.images[mask], self.labels[mask], self.subjects[mask],
+                          self.statics[mask], self.class_names,
+                          None if self.split is None else self.split[mask])
+
+
+def featurise(features, windows, batch_size=256, progress=True):
+    """WindowSet -> FeatureSet."""
+    with tqdm(total=len(windows), desc='log-mel features', unit='win', disable=not progress,
+              leave=False) as bar:
+        images = features.batched_features(windows.acc_g, windows.sample_rate, batch_size,
+                                           progress=bar.update)
+    return FeatureSet(images, windows.labels, windows.subjects, windows.statics,
+                      tuple(windows.class_names), windows.split)
+
+
+def concatenate(sets):
+    return FeatureSet(np.concatenate([s.images for s in sets]), np.concatenate([s.labels for s in sets]),
+                      np.concatenate([s.subjects for s in sets]), np.concatenate([s.statics for s in sets]),
+                      sets[0].class_names)
 
 
 def static_defaults_from(statics):
@@ -69,51 +109,86 @@ def fill_unknown(statics, defaults):
     return filled
 
 
-def evaluate(model, images, statics, labels, class_weights, batch_size=512):
-    """(mean loss, predicted ids) of the model in eval mode."""
+def model_logits(model, images, statics, batch_size=512):
+    """(logits, predicted ids) of the model in eval mode."""
     model.eval()
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights, reduction='sum')
-    total, predictions = 0.0, []
+    outputs = []
     with torch.inference_mode():
-        for first in range(0, len(labels), batch_size):
-            logits, _ = model(images[first:first + batch_size], statics[first:first + batch_size])
-            total += float(loss_fn(logits, labels[first:first + batch_size]))
-            predictions.append(logits.argmax(dim=1))
+        for first in range(0, len(images), batch_size):
+            logits, _ = model(torch.as_tensor(images[first:first + batch_size]),
+                              torch.as_tensor(statics[first:first + batch_size]))
+            outputs.append(logits.numpy())
+    logits = np.concatenate(outputs) if outputs else np.zeros((0, model.config.num_classes), np.float32)
+    return logits, logits.argmax(axis=1)
+
+
+def weighted_loss(logits, labels, class_weights):
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights, reduction='sum')
+    labels = torch.as_tensor(labels)
     weight_sum = float(class_weights[labels].sum()) if len(labels) else 1.0
-    return total / max(weight_sum, 1e-12), torch.cat(predictions).numpy()
+    return float(loss_fn(torch.as_tensor(logits), labels)) / max(weight_sum, 1e-12)
 
 
-def train(args):
-    """Run one training from parsed arguments; returns the metrics dict."""
-    started = time.monotonic()
+def load_training_data(args, features, progress):
+    """(FeatureSet of every window, description of the data)."""
+    if args.watch:
+        windows = load_watch(features, cache_dir=args.cache_dir)
+        return featurise(features, windows, progress=progress), windows.source
+    if args.synthetic is not None:
+        from muse_sensors import synthetic
+        domain = synthetic.DOMAIN_SHIFTED if args.domain == 'shifted' else synthetic.DOMAIN_RANDOMISED
+        sets = []
+        for index in tqdm(range(1, args.synthetic + 1), desc='synthetic subjects', unit='subject',
+                          disable=not progress):
+            stream = synthetic.generate_wrist_stream(index, args.minutes, args.seed,
+                                                     balanced=args.schedule == 'balanced', domain=domain)
+            windows = windows_from_stream(stream, features, recent_s=args.label_recent_s)
+            sets.append(featurise(features, windows, progress=False))
+        description = (f'synthetic, domain-randomised ({args.domain}): {args.synthetic} subjects x '
+                       f'{args.minutes:g} min, {args.schedule} schedule, seed {args.seed}, window label = majority of '
+                       f'the last {args.label_recent_s:g} s '
+                       f'(muse_sensors.synthetic.generate_wrist_stream; ranges {domain.as_dict()})')
+        return concatenate(sets), description
+    windows = load_windows(args.data, features, progress=progress)
+    return featurise(features, windows, progress=progress), str(args.data)
+
+
+def split_train_test(data, args):
+    """(train names, test names, is_test mask): the data's own split, else whole subjects."""
+    if data.split is not None:
+        is_test = data.split == 'test'
+        if not is_test.any() or is_test.all():
+            raise DatasetError("the data's 'split' must name both 'train' and 'test' windows")
+        return (sorted(set(data.subjects[~is_test])), sorted(set(data.subjects[is_test])), is_test)
+    train_names, test_names = split_subjects(data.subjects, args.test_fraction, args.seed)
+    return train_names, test_names, np.isin(data.subjects, test_names)
+
+
+def calibration_subjects(train_names, fraction, seed):
+    """Training subjects held back for temperature scaling (none with fewer than 3)."""
+    if fraction <= 0 or len(train_names) < 3:
+        return []
+    _, held = split_subjects(train_names, fraction, seed + 1)
+    return held
+
+
+def fit_model(train_set, monitor_set, class_names, args, progress, init=None):
+    """Train a fresh ActivityCNN on ``train_set``; ``monitor_set`` is only scored per epoch.
+    Returns (model, static defaults, class weights, history)."""
     torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    progress = not args.quiet
-    features = AccelToRGBMel(FeatureParams())
-    config = ModelConfig()
-    class_names = config.class_names
-
-    windows = load_windows(args.data, features, len(class_names), progress=progress)
-    all_subjects = sorted(set(windows.subjects))
-    windows = windows.apply_transient_policy(args.transient)
-    if len(windows) == 0:
-        raise DatasetError(f'{args.data}: no windows left after the transient policy {args.transient!r}')
-    train_names, test_names = split_subjects(windows.subjects, args.test_fraction, args.seed)
-    is_test = np.isin(windows.subjects, test_names)
-    train_set, test_set = windows.subset(~is_test), windows.subset(is_test)
-    evaluated = sorted(set(test_set.labels.tolist()))
-    if args.transient == 'drop':
-        evaluated = [c for c in evaluated if c != TRANSIENT_ID]
-
-    images_train = compute_images(features, train_set, progress=progress)
-    images_test = compute_images(features, test_set, progress=progress)
+    config = ModelConfig(class_names=tuple(class_names))
     defaults = static_defaults_from(train_set.statics)
     statics_train = fill_unknown(train_set.statics, defaults)
-    statics_test = fill_unknown(test_set.statics, defaults)
-
+    statics_monitor = fill_unknown(monitor_set.statics, defaults)
     model = ActivityCNN(config)
+    if init is not None:
+        source = init.state_dict()
+        own = model.state_dict()
+        own.update({k: v for k, v in source.items() if k in own and own[k].shape == v.shape
+                    and not k.startswith('fc_classes')})
+        model.load_state_dict(own)
     model.set_normalisation(
-        mel_mean=images_train.mean(axis=(0, 2, 3)), mel_std=images_train.std(axis=(0, 2, 3)) + 1e-6,
+        mel_mean=train_set.images.mean(axis=(0, 2, 3)), mel_std=train_set.images.std(axis=(0, 2, 3)) + 1e-6,
         static_mean=statics_train.mean(axis=0),
         # A constant input (e.g. one subject's age in a tiny set) must not divide by zero.
         static_std=np.maximum(statics_train.std(axis=0), 1e-3))
@@ -123,12 +198,10 @@ def train(args):
                         out=np.zeros_like(counts), where=counts > 0)
     class_weights = torch.tensor(weights if args.class_weights == 'balanced' else (counts > 0) * 1.0,
                                  dtype=torch.float32)
-
-    x_train, s_train = torch.from_numpy(images_train), torch.from_numpy(statics_train)
+    x_train, s_train = torch.from_numpy(train_set.images), torch.from_numpy(statics_train)
     y_train = torch.from_numpy(train_set.labels)
-    x_test, s_test = torch.from_numpy(images_test), torch.from_numpy(statics_test)
-    y_test = torch.from_numpy(test_set.labels)
     default_vector = torch.tensor([defaults[n] for n in STATIC_INPUTS])
+    evaluated = evaluated_classes(monitor_set.labels, args.transient, class_names)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = max(1, int(np.ceil(len(y_train) / args.batch_size)))
@@ -160,28 +233,80 @@ def train(args):
             loss_sum += loss.item() * len(batch)
             correct += int((logits.argmax(dim=1) == y_train[batch]).sum())
             bar.set_postfix(loss=f'{loss_sum / seen:.3f}', acc=f'{correct / seen:.3f}')
-        test_loss, predicted = evaluate(model, x_test, s_test, y_test, class_weights)
-        scores = metric_fns.summarise(test_set.labels, predicted, class_names, evaluated)
+        logits, predicted = model_logits(model, monitor_set.images, statics_monitor)
+        scores = metric_fns.summarise(monitor_set.labels, predicted, class_names, evaluated)
         history.append({'epoch': epoch, 'train_loss': loss_sum / seen, 'train_accuracy': correct / seen,
-                        'test_loss': test_loss, 'test_accuracy': scores['accuracy'],
-                        'test_macro_f1': scores['macro_f1']})
+                        'test_loss': weighted_loss(logits, monitor_set.labels, class_weights),
+                        'test_accuracy': scores['accuracy'], 'test_macro_f1': scores['macro_f1']})
         if progress:
             tqdm.write(f'epoch {epoch:2d}: train loss {loss_sum / seen:.3f} acc {correct / seen:.3f} | '
-                       f'held-out loss {test_loss:.3f} acc {scores["accuracy"]:.3f} '
+                       f'held-out loss {history[-1]["test_loss"]:.3f} acc {scores["accuracy"]:.3f} '
                        f'macro-F1 {scores["macro_f1"]:.3f}')
+    return model.eval(), defaults, history
 
-    _, predicted = evaluate(model, x_test, s_test, y_test, class_weights)
-    result = metric_fns.summarise(test_set.labels, predicted, class_names, evaluated)
+
+def evaluated_classes(labels, policy, class_names):
+    evaluated = sorted(set(np.asarray(labels).tolist()))
+    if transient_dropped(policy, class_names):
+        evaluated = [c for c in evaluated if c != TRANSIENT_ID]
+    return evaluated
+
+
+def score(model, data, defaults, class_names, policy, temperature=1.0):
+    """metrics.summarise plus mean confidence and ECE (at ``temperature``) of ``data``."""
+    logits, predicted = model_logits(model, data.images, fill_unknown(data.statics, defaults))
+    result = metric_fns.summarise(data.labels, predicted, class_names,
+                                  evaluated_classes(data.labels, policy, class_names))
+    result['calibration'] = metric_fns.calibration_summary(logits, data.labels, temperature)
+    return result, logits
+
+
+def train(args):
+    """Run one training from parsed arguments; returns the metrics dict."""
+    started = time.monotonic()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    progress = not args.quiet
+    features = AccelToRGBMel(FeatureParams(representation=args.representation, stride_s=args.stride_s))
+    data, description = load_training_data(args, features, progress)
+    all_subjects = sorted(set(data.subjects))
+    data = apply_transient_policy(data, args.transient)
+    if len(data) == 0:
+        raise DatasetError(f'{description}: no windows left after the transient policy {args.transient!r}')
+    class_names = data.class_names
+    init = load_checkpoint(args.init).model if args.init else None
+    if args.watch or args.folds:
+        return cross_validate(args, data, class_names, description, init, started, progress)
+
+    train_names, test_names, is_test = split_train_test(data, args)
+    calibration_names = calibration_subjects(train_names, args.calibration_fraction, args.seed)
+    is_calibration = np.isin(data.subjects, calibration_names) & ~is_test
+    train_set = data.subset(~is_test & ~is_calibration)
+    test_set, calibration_set = data.subset(is_test), data.subset(is_calibration)
+    fit_names = sorted(set(train_set.subjects))
+
+    model, defaults, history = fit_model(train_set, test_set, class_names, args, progress, init)
+    temperature, calibration_note = 1.0, 'no calibration subjects: temperature 1 (uncalibrated)'
+    if len(calibration_set):
+        logits, _ = model_logits(model, calibration_set.images, fill_unknown(calibration_set.statics, defaults))
+        temperature = metric_fns.fit_temperature(logits, calibration_set.labels)
+        calibration_note = (f'temperature fitted on {len(calibration_set)} windows of subjects '
+                            f'{", ".join(calibration_names)}')
+    result, _ = score(model, test_set, defaults, class_names, args.transient, temperature)
+    result['calibration']['note'] = calibration_note
     elapsed = time.monotonic() - started
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = output_dir / f'{args.name}.pt'
     result.update({
         'checkpoint': checkpoint_path.name,
-        'data': str(args.data_description),
+        'data': description,
+        'evaluated_on': f'held-out subjects {", ".join(test_names)} of the same data (never trained on)',
         'transient': args.transient,
-        'subjects': {'all': all_subjects, 'train': train_names, 'test': test_names},
-        'windows': {'train': int(len(train_set)), 'test': int(len(test_set))},
+        'subjects': {'all': all_subjects, 'train': fit_names, 'calibration': calibration_names,
+                     'test': test_names},
+        'windows': {'train': int(len(train_set)), 'calibration': int(len(calibration_set)),
+                    'test': int(len(test_set))},
         'parameters': count_parameters(model),
         'history': history,
         'arguments': {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
@@ -192,16 +317,70 @@ def train(args):
     })
     training_info = {k: result[k] for k in ('data', 'transient', 'subjects', 'windows',
                                             'arguments', 'training_seconds')}
-    training_info.update(accuracy=result['accuracy'], macro_f1=result['macro_f1'])
-    EncoderCheckpoint(model.eval(), features.params, defaults, training_info).save(checkpoint_path)
+    training_info.update(accuracy=result['accuracy'], macro_f1=result['macro_f1'],
+                         calibration=result['calibration'])
+    EncoderCheckpoint(model.eval(), features.params, defaults, training_info, temperature).save(checkpoint_path)
     (output_dir / 'metrics.json').write_text(json.dumps(result, indent=2) + '\n')
     title = f'{args.name}: held-out subjects {", ".join(test_names)}'
     plots.training_curves(history, output_dir / 'training_curves.png', title)
+    evaluated = evaluated_classes(test_set.labels, args.transient, class_names)
     plots.confusion(result['confusion_matrix'], class_names, evaluated,
                     output_dir / 'confusion_matrix.png',
                     f'held-out subjects ({", ".join(test_names)}): macro-F1 {result["macro_f1"]:.3f}')
-    plots.mel_examples(images_train, train_set.labels, class_names, output_dir / 'mel_examples.png',
+    plots.mel_examples(train_set.images, train_set.labels, class_names, output_dir / 'mel_examples.png',
                        features.params, np.random.default_rng(args.seed))
+    return result
+
+
+def subject_folds(names, folds, seed):
+    """Whole subjects in ``folds`` groups (seeded shuffle, sizes differing by at most one)."""
+    names = sorted(set(names))
+    if not 2 <= folds <= len(names):
+        raise DatasetError(f'--folds must be between 2 and the number of subjects ({len(names)}), got {folds}')
+    order = np.random.default_rng(seed).permutation(len(names))
+    return [sorted(names[i] for i in order[k::folds]) for k in range(folds)]
+
+
+def cross_validate(args, data, class_names, description, init, started, progress):
+    """Leave-subjects-out cross-validation: per fold, train on the other subjects and score
+    the held-out ones. Writes metrics.json (per fold and mean +- sd) and the pooled confusion
+    matrix; no checkpoint (each fold's model saw different subjects)."""
+    folds = subject_folds(data.subjects, args.folds or 5, args.seed)
+    per_fold, pooled = [], np.zeros((len(class_names),) * 2, dtype=np.int64)
+    for k, test_names in enumerate(folds, start=1):
+        is_test = np.isin(data.subjects, test_names)
+        train_set, test_set = data.subset(~is_test), data.subset(is_test)
+        model, defaults, history = fit_model(train_set, test_set, class_names, args, progress, init)
+        result, _ = score(model, test_set, defaults, class_names, args.transient)
+        pooled += np.asarray(result['confusion_matrix'])
+        per_fold.append({'fold': k, 'test_subjects': test_names, 'windows': int(len(test_set)),
+                         'accuracy': result['accuracy'], 'macro_f1': result['macro_f1'],
+                         'mean_confidence': result['calibration']['mean_confidence_before'],
+                         'ece': result['calibration']['ece_before'],
+                         'history': history})
+        print(f'fold {k}/{len(folds)} (held out {", ".join(test_names)}): accuracy '
+              f'{result["accuracy"]:.3f}, macro-F1 {result["macro_f1"]:.3f}', flush=True)
+    accuracy = np.array([f['accuracy'] for f in per_fold])
+    macro_f1 = np.array([f['macro_f1'] for f in per_fold])
+    f1 = metric_fns.f1_per_class(pooled)
+    evaluated = evaluated_classes(data.labels, args.transient, class_names)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    result = {
+        'data': description, 'evaluation': f'leave-subjects-out cross-validation, {len(folds)} folds',
+        'class_names': list(class_names), 'folds': per_fold,
+        'accuracy_mean': float(accuracy.mean()), 'accuracy_sd': float(accuracy.std(ddof=1)),
+        'macro_f1_mean': float(macro_f1.mean()), 'macro_f1_sd': float(macro_f1.std(ddof=1)),
+        'pooled_per_class_f1': {class_names[c]: float(f1[c]) for c in evaluated},
+        'pooled_confusion_matrix': pooled.tolist(),
+        'windows': int(len(data)), 'subjects': sorted(set(data.subjects)),
+        'arguments': {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        'training_seconds': round(time.monotonic() - started, 1),
+    }
+    (output_dir / 'metrics.json').write_text(json.dumps(result, indent=2) + '\n')
+    plots.confusion(pooled.tolist(), class_names, evaluated, output_dir / 'confusion_matrix.png',
+                    f'{len(folds)}-fold leave-subjects-out: accuracy {accuracy.mean():.3f} '
+                    f'+- {accuracy.std(ddof=1):.3f}')
     return result
 
 
@@ -211,16 +390,39 @@ def build_parser():
         'subjects (real or synthetic) or a labelled-window .npz.')
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('data', nargs='?', type=Path,
-                        help='folder of PPG-DaLiA subjects (S<i>/S<i>.pkl or *.pkl) or a .npz of windows')
+                        help='folder of PPG-DaLiA subjects (S<i>/S<i>.pkl or *.pkl), a subject .pkl '
+                        'or a .npz of windows')
     source.add_argument('--synthetic', type=int, metavar='N',
-                        help='generate N synthetic subjects with muse_sensors.synthetic first')
+                        help='generate N domain-randomised synthetic subjects (muse_sensors.synthetic)')
+    source.add_argument('--watch', action='store_true',
+                        help='the seglearn smartwatch exercise set (downloaded once into --cache-dir), '
+                        'evaluated by leave-subjects-out cross-validation')
+    parser.add_argument('--domain', choices=('randomised', 'shifted'), default='randomised',
+                        help='--synthetic: the randomisation ranges (shifted = the independent-check '
+                        'ranges, not for training the default)')
+    parser.add_argument('--stride-s', type=float, default=2.0,
+                        help='data time between training windows (default 2 s; the node has its own stride)')
+    parser.add_argument('--label-recent-s', type=float, default=4.0,
+                        help='--synthetic: a window is labelled by the majority activity of its last '
+                        'this many seconds (default 4: the model names what the wearer does now, so '
+                        'the published activity follows a change sooner)')
+    parser.add_argument('--cache-dir', type=Path, default=Path('.cache') / 'wheels',
+                        help='--watch: where the seglearn wheel is kept (default .cache/wheels)')
+    parser.add_argument('--folds', type=int, default=0,
+                        help='leave-subjects-out cross-validation with this many folds instead of '
+                        'one held-out split (default: 5 for --watch, else none)')
+    parser.add_argument('--init', type=Path, default=None,
+                        help='start from this checkpoint\'s weights (all but the class layer)')
+    parser.add_argument('--representation', choices=REPRESENTATIONS, default='invariant',
+                        help="features: 'invariant' (device-independent, default) or 'axes' (raw x, y, z; "
+                        'only for data from one device convention)')
+    parser.add_argument('--calibration-fraction', type=float, default=0.15,
+                        help='share of the training subjects held back to fit the temperature (default 0.15)')
     parser.add_argument('--minutes', type=float, default=16.0,
                         help='minutes of recording per synthetic subject (default 16)')
     parser.add_argument('--schedule', choices=('balanced', 'protocol'), default='balanced',
                         help='synthetic activity schedule: equal time per activity in random order '
                         "(default), or PPG-DaLiA's protocol durations")
-    parser.add_argument('--data-dir', type=Path, default=None,
-                        help='where --synthetic writes its subjects (default: a temporary folder)')
     parser.add_argument('--output-dir', type=Path, default=Path('encoder_run'),
                         help='folder for the checkpoint, metrics.json and PNGs (default encoder_run)')
     parser.add_argument('--name', default='encoder', help='checkpoint file name without .pt')
@@ -232,9 +434,9 @@ def build_parser():
                         help='seeds the subject split, initialisation, shuffling and synthetic data')
     parser.add_argument('--test-fraction', type=float, default=0.2,
                         help='share of whole subjects held out for evaluation (default 0.2)')
-    parser.add_argument('--transient', choices=TRANSIENT_POLICIES, default='drop',
-                        help='drop transient (id 0) windows from training and evaluation (default), '
-                        'or keep them as class 0')
+    parser.add_argument('--transient', choices=TRANSIENT_POLICIES, default='auto',
+                        help="class id 0: 'auto' (default) drops it where it is PPG-DaLiA's transient "
+                        "and keeps it for data with its own label names; 'drop' or 'keep' say so")
     parser.add_argument('--class-weights', choices=('balanced', 'none'), default='balanced',
                         help='weight the loss by inverse class frequency (default) or not')
     parser.add_argument('--static-dropout', type=float, default=0.2,
@@ -248,6 +450,14 @@ def build_parser():
 
 def _check(parser, args):
     problems = []
+    if not 0.25 <= args.stride_s <= 8:
+        problems.append('--stride-s must be in [0.25, 8]')
+    if not 0 < args.label_recent_s <= 8:
+        problems.append('--label-recent-s must be in (0, 8]')
+    if args.folds and args.folds < 2:
+        problems.append('--folds must be >= 2')
+    if not 0 <= args.calibration_fraction < 1:
+        problems.append('--calibration-fraction must be in [0, 1)')
     if args.synthetic is not None and args.synthetic < 2:
         problems.append('--synthetic needs at least 2 subjects (whole subjects are held out)')
     if args.minutes <= 0:
@@ -268,28 +478,23 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     _check(parser, args)
-    with tempfile.TemporaryDirectory(prefix='muse_subjects_') as scratch:
-        if args.synthetic is not None:
-            from muse_sensors.synthetic import write_subject
-            folder = args.data_dir or Path(scratch)
-            folder.mkdir(parents=True, exist_ok=True)
-            for index in tqdm(range(1, args.synthetic + 1), desc='synthetic subjects',
-                              unit='subject', disable=args.quiet):
-                write_subject(folder, index, args.minutes, args.seed,
-                              balanced=args.schedule == 'balanced')
-            args.data = folder
-            args.data_description = (f'synthetic: {args.synthetic} subjects x {args.minutes:g} min, '
-                                     f'{args.schedule} schedule, seed {args.seed} (muse_sensors.synthetic)')
-        else:
-            args.data_description = str(args.data)
-        try:
-            result = train(args)
-        except DatasetError as exc:
-            print(f'muse_train_encoder: error: {exc}', file=sys.stderr)
-            return 2
+    try:
+        result = train(args)
+    except (DatasetError, CheckpointError) as exc:
+        print(f'muse_train_encoder: error: {exc}', file=sys.stderr)
+        return 2
+    if 'folds' in result:
+        print(f'{result["evaluation"]}: accuracy {result["accuracy_mean"]:.3f} +- {result["accuracy_sd"]:.3f}, '
+              f'macro-F1 {result["macro_f1_mean"]:.3f} +- {result["macro_f1_sd"]:.3f} '
+              f'({result["windows"]} windows; {result["training_seconds"]:.0f} s); wrote '
+              f'{Path(args.output_dir) / "metrics.json"}')
+        return 0
+    calibration = result['calibration']
     print(f'held-out subjects {", ".join(result["subjects"]["test"])}: '
           f'macro-F1 {result["macro_f1"]:.4f}, accuracy {result["accuracy"]:.4f} '
-          f'({result["windows"]["test"]} windows; {result["training_seconds"]:.0f} s)')
+          f'({result["windows"]["test"]} windows; {result["training_seconds"]:.0f} s); '
+          f'temperature {calibration["temperature"]:.2f}: ECE {calibration["ece_before"]:.3f} -> '
+          f'{calibration["ece_after"]:.3f}')
     for name, f1 in result['per_class_f1'].items():
         print(f'  {name:>14s}  F1 {f1:.3f}')
     checkpoint_path = Path(args.output_dir) / result['checkpoint']

@@ -81,7 +81,7 @@ def test_node_publishes_estimates_that_match_offline_inference(spawn, collector,
     collector.subscribe(ActivityEstimate, f'{NS}/activity', qos.EVENTS)
     node = start_node(spawn, 'smoothing:=none')
     windows = 12
-    samples = 256 + 64 * (windows - 1)
+    samples = 256 + 32 * (windows - 1)
     replay(ros_node, subject, samples, node)
     got = collector.wait_for(f'{NS}/activity', windows, timeout=60)
     # Discovery may still be settling for the first samples on a busy machine.
@@ -90,7 +90,7 @@ def test_node_publishes_estimates_that_match_offline_inference(spawn, collector,
     encoder = ActivityEncoder(threads=1)
     profile = subject.profile
     starts = [round((stamps.to_sec(m.window_start) - T0) * dalia.ACC_HZ) for m in got]
-    assert set(np.diff(starts)) == {64}                       # one window every 2 s of data
+    assert set(np.diff(starts)) == {32}                       # one window every 1 s of data
     for msg, start in zip(got, starts):
         end = round((stamps.to_sec(msg.header.stamp) - T0) * dalia.ACC_HZ)
         assert end - start == 255                            # 8 s of consecutive samples
@@ -197,7 +197,7 @@ def test_node_recognises_activities_replayed_by_sensor_replay(spawn, collector, 
     replay_client = lifecycle(f'{NS}/sensor_replay', 'configure', process=replay_node)
     wait_until(lambda: ros_node.count_publishers(f'{NS}/imu'), 30, 'the replay', replay_node)
     assert replay_client.change_state('activate')
-    expected = (90 * dalia.ACC_HZ - 256) // 64 + 1
+    expected = (90 * dalia.ACC_HZ - 256) // 32 + 1         # one window per second of data
     wait_until(lambda: replay_client.get_state() == 'inactive', 120, 'the end of the replay',
                replay_node)
     # The last windows are in the encoder's queue when the data ends: wait until the count

@@ -43,6 +43,8 @@ def test_exported_file_describes_its_features_and_classes(onnx_path):
     metadata = {p.key: json.loads(p.value) for p in model.metadata_props}
     assert metadata['muse_encoder.class_names'] == list(activities.ACTIVITY_NAMES)
     assert metadata['muse_encoder.feature_params']['target_rate_hz'] == 64.0
+    assert metadata['muse_encoder.feature_params']['representation'] == 'invariant'
+    assert metadata['muse_encoder.temperature'] > 0
     assert [i.name for i in model.graph.input] == ['mel', 'statics']
     assert [o.name for o in model.graph.output] == ['logits', 'embedding']
 

@@ -1,17 +1,29 @@
-"""AccelToRGBMel: shapes, agreement with the plain librosa path, resampling, bad inputs."""
+"""AccelToRGBMel: shapes, agreement with the plain librosa path, resampling, device
+invariance (rotation, mirror, units, gravity removal, sample rate), bad inputs."""
 
 import librosa
 import numpy as np
 import pytest
-from scipy.signal import resample_poly
+from scipy.signal import butter, resample_poly, sosfiltfilt
 
 from muse_encoder.features import (AccelToRGBMel, FeatureParams, InputShapeError,
-                                   NonFiniteInputError, SampleRateError, WindowLengthError)
+                                   NonFiniteInputError, SampleRateError, UnitsError,
+                                   WindowLengthError, looks_like_ms2, to_g)
 
 
 @pytest.fixture(scope='module')
 def extractor():
     return AccelToRGBMel()
+
+
+@pytest.fixture(scope='module')
+def axes_extractor():
+    return AccelToRGBMel(representation='axes')
+
+
+def random_rotation(rng):
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    return q * np.sign(np.diag(r))
 
 
 def walking_like(n, rate, seed=0):
@@ -42,14 +54,34 @@ def test_features_are_deterministic(extractor):
     assert np.array_equal(extractor(window, 32), extractor(window.copy(), 32))
 
 
-def test_matches_the_naive_per_axis_librosa_path(extractor):
-    """The vectorised pipeline is the textbook one: resample, pad, mel spectrogram, log10."""
-    p = extractor.params
+def naive_invariant_channels(window, rate, p):
+    """The invariant channels written out per window: resample, remove the mean, high-pass,
+    principal axes, projections and magnitudes."""
+    window = window.astype(np.float64) - window.mean(axis=0)
+    signal = resample_poly(window, int(p.target_rate_hz), rate, axis=0, padtype='line')
+    signal -= signal.mean(axis=0)
+    signal = sosfiltfilt(butter(2, p.gravity_cutoff_hz, 'highpass', fs=p.target_rate_hz, output='sos'),
+                         signal, axis=0)
+    _, vectors = np.linalg.eigh(signal.T @ signal)
+    projected = signal @ vectors
+    orthogonal = np.hypot(projected[:, 0], projected[:, 1])
+    magnitude = np.linalg.norm(signal, axis=1)
+    return np.stack([projected[:, 2], orthogonal - orthogonal.mean(), magnitude - magnitude.mean()], 1)
+
+
+@pytest.mark.parametrize('representation', ['axes', 'invariant'])
+def test_matches_the_naive_per_channel_librosa_path(extractor, axes_extractor, representation):
+    """The vectorised pipeline is the textbook one: resample, (invariant channels), pad, mel
+    spectrogram, log10."""
+    chosen = extractor if representation == 'invariant' else axes_extractor
+    p = chosen.params
     window = walking_like(256, 32, seed=3)
-    image = extractor(window, 32)
+    image = chosen(window, 32)
     pad = (p.n_fft - p.hop_length) // 2
+    channels = (naive_invariant_channels(window, 32, p) if representation == 'invariant' else
+                resample_poly(window.astype(np.float64), 2, 1, axis=0, padtype='line'))
     for axis in range(3):
-        signal = resample_poly(window[:, axis].astype(np.float64), 2, 1, padtype='line')
+        signal = channels[:, axis]
         mel = librosa.feature.melspectrogram(
             y=np.pad(signal, pad, mode='reflect'), sr=p.target_rate_hz, n_fft=p.n_fft,
             hop_length=p.hop_length, center=False, n_mels=p.n_mels, fmin=p.fmin_hz,
@@ -78,6 +110,51 @@ def test_input_rate_does_not_change_what_the_features_say(extractor):
     for rate in (32, 50):
         image = extractor(motion(rate), rate)
         assert np.median(np.abs(image - reference)[strong]) < 0.05, rate
+
+
+def test_any_rotation_or_mirror_gives_the_same_features(extractor):
+    """Either wrist, any mounting: a fixed rotation or reflection of the sensor axes."""
+    rng = np.random.default_rng(11)
+    window = walking_like(256, 32, seed=4)
+    reference = extractor(window, 32)
+    for trial in range(5):
+        turn = random_rotation(rng)
+        if trial % 2:
+            turn = turn @ np.diag([1.0, -1.0, 1.0])          # the other wrist
+        np.testing.assert_allclose(extractor((window @ turn.T).astype(np.float32), 32), reference, atol=2e-3)
+
+
+def test_gravity_removed_gives_the_same_features(extractor):
+    """Linear acceleration (gravity subtracted, as phone APIs deliver) or gravity in it."""
+    window = walking_like(256, 32, seed=5)
+    linear = window - np.array([0.0, 0.0, 1.0], np.float32)
+    np.testing.assert_allclose(extractor(linear, 32), extractor(window, 32), atol=0.02)
+
+
+def test_units_are_converted_and_m_s2_is_recognised():
+    window = walking_like(256, 32, seed=6)
+    in_ms2 = window * 9.80665
+    assert looks_like_ms2(in_ms2) and not looks_like_ms2(window)
+    np.testing.assert_allclose(to_g(in_ms2, 'auto'), window, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_g(in_ms2, 'm/s^2'), window, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_g(np.round(window * 64), 'e4_counts'), np.round(window * 64) / 64)
+    with pytest.raises(UnitsError, match='units must be one of'):
+        to_g(window, 'furlongs')
+
+
+def test_resampled_rotated_stream_in_m_s2_looks_the_same(extractor):
+    """All conventions at once: 50 Hz instead of 32, rotated, in m/s^2, gravity removed."""
+    rng = np.random.default_rng(3)
+    t32, t50 = np.arange(256) / 32, np.arange(400) / 50
+
+    def motion(t):
+        x = 0.4 * np.sin(2 * np.pi * 1.7 * t) + 0.2 * np.sin(2 * np.pi * 3.4 * t + 1)
+        return np.stack([x, 0.3 * np.sin(2 * np.pi * 0.85 * t), 0.5 * x], axis=1)
+    e4 = (motion(t32) + [0.1, -0.3, 0.95]).astype(np.float32)
+    phone = to_g((motion(t50) @ random_rotation(rng).T) * 9.80665, 'm/s^2')
+    reference, image = extractor(e4, 32), extractor(phone, 50)
+    strong = reference > reference.max() - 2
+    assert np.median(np.abs(image - reference)[strong]) < 0.05
 
 
 def test_sliding_windows_cut_every_stride(extractor):
@@ -136,3 +213,5 @@ def test_inconsistent_parameters_are_refused():
         AccelToRGBMel(FeatureParams(hop_length=7))
     with pytest.raises(ValueError, match='Nyquist'):
         AccelToRGBMel(fmax_hz=40.0)
+    with pytest.raises(ValueError, match='representation'):
+        AccelToRGBMel(representation='quaternions')

@@ -129,3 +129,39 @@ def test_smoothing_settings_are_validated():
             ProbabilitySmoother(method, alpha, window)
     with pytest.raises(ValueError, match='finite'):
         ProbabilitySmoother('ema').update([0.5, float('nan')])
+
+
+def test_onnx_backend_never_imports_torch():
+    """The node's default engine: onnxruntime and the .onnx metadata, without torch."""
+    import subprocess
+    import sys
+    code = ('import sys, numpy as np\n'
+            'from muse_encoder.inference import ActivityEncoder\n'
+            'e = ActivityEncoder()\n'
+            'p = e.predict(np.zeros((256, 3), np.float32) + [0, 0, 1], 32)\n'
+            'assert e.backend == "onnx" and p.probabilities.shape == (9,)\n'
+            'print("torch" in sys.modules)\n')
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == 'False'
+
+
+def test_default_model_gives_the_same_answer_on_any_device_convention(encoder, subject):
+    """The same motion as an E4 on the right wrist (32 Hz, g, gravity) and as a watch on the
+    left wrist in another mounting (50 Hz, m/s^2, gravity subtracted)."""
+    from scipy.signal import resample_poly
+    from muse_encoder.features import to_g
+    rng = np.random.default_rng(8)
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    turn = (q * np.sign(np.diag(r))) @ np.diag([1.0, -1.0, 1.0])
+    e4 = subject.acc_g[:32 * 120]
+    gravity = np.median(e4, axis=0)
+    watch = resample_poly((e4 - gravity) @ turn.T, 25, 16, axis=0, padtype='line') * 9.80665
+    watch = to_g(watch, 'm/s^2')
+    e4_windows, _ = encoder.features.sliding_windows(e4, 32.0)
+    watch_windows, _ = encoder.features.sliding_windows(watch, 50.0)
+    n = min(len(e4_windows), len(watch_windows))
+    statics = np.tile(Statics().vector(encoder.static_defaults), (n, 1))
+    a, _ = encoder.predict_batch(e4_windows[:n], 32.0, statics)
+    b, _ = encoder.predict_batch(watch_windows[:n].astype(np.float32), 50.0, statics)
+    assert np.mean(a.argmax(axis=1) == b.argmax(axis=1)) >= 0.9

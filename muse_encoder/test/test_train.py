@@ -1,15 +1,18 @@
-"""The training CLI end to end on tiny synthetic subjects, the .npz path, the window labels
-and heart-rate alignment, the subject split, and clear errors for bad data."""
+"""The training CLI end to end on tiny synthetic subjects, the .npz path (label names, split,
+units, low rates, class 0), the seglearn watch loader and cross-validation, the window
+labels and heart-rate alignment, the subject split, and clear errors for bad data."""
 
+import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
 
 from muse_encoder import train
 from muse_encoder.checkpoint import load_checkpoint
-from muse_encoder.dataset import (DatasetError, load_dalia_folder, load_npz, save_npz,
-                                  split_subjects)
+from muse_encoder.dataset import (WATCH_MEMBER, WATCH_WHEEL, DatasetError, load_dalia_folder,
+                                  load_npz, load_watch, save_npz, split_subjects)
 from muse_encoder.features import AccelToRGBMel
 from muse_encoder.inference import ActivityEncoder
 from muse_sensors import dalia
@@ -48,12 +51,17 @@ def test_tiny_training_run_writes_every_artefact(subjects, tmp_path, capsys):
     assert len(metrics['history']) == 2
     assert 0 <= metrics['macro_f1'] <= 1 and 0 <= metrics['accuracy'] <= 1
     assert set(metrics['per_class_f1']) == set(metrics['evaluated_classes'])
+    calibration = metrics['calibration']
+    assert calibration['temperature'] > 0 and 0 <= calibration['ece_before'] <= 1
+    assert 0 <= calibration['ece_after'] <= 1
     matrix = np.array(metrics['confusion_matrix'])
     assert matrix.shape == (9, 9) and matrix.sum() == metrics['windows']['test']
     checkpoint = load_checkpoint(out / 'tiny.pt')
     assert checkpoint.training['macro_f1'] == metrics['macro_f1']
+    assert checkpoint.temperature == pytest.approx(calibration['temperature'])
+    assert checkpoint.feature_params.representation == 'invariant'
     # The checkpoint is usable for inference as it is.
-    encoder = ActivityEncoder(out / 'tiny.pt')
+    encoder = ActivityEncoder(out / 'tiny.pt', backend='torch')
     assert encoder.predict(np.zeros((256, 3), np.float32) + [0, 0, 1], 32).probabilities.shape == (9,)
 
 
@@ -62,7 +70,7 @@ def test_transient_windows_are_dropped_or_kept_as_class_zero(subjects, features,
     # Tiny subjects have transients too short to label a window, so mark some by hand.
     windows = load_dalia_folder(subjects, features, progress=False)
     windows.labels[::4] = 0
-    save_npz(tmp_path / 'windows.npz', windows)
+    save_npz(tmp_path / 'windows.npz', windows)      # with PPG-DaLiA's label names
     out = tmp_path / policy
     assert run_cli([str(tmp_path / 'windows.npz'), '--output-dir', str(out), '--name', 'tiny',
                     '--transient', policy]) == 0
@@ -74,14 +82,13 @@ def test_transient_windows_are_dropped_or_kept_as_class_zero(subjects, features,
         assert 'transient' in metrics['evaluated_classes'] and transient_rows > 0
 
 
-def test_synthetic_option_generates_subjects_first(tmp_path):
+def test_synthetic_option_trains_on_domain_randomised_subjects(tmp_path):
     out = tmp_path / 'synthetic'
-    data = tmp_path / 'generated'
-    assert run_cli(['--synthetic', '2', '--minutes', '2.5', '--seed', '3', '--data-dir', str(data),
+    assert run_cli(['--synthetic', '2', '--minutes', '2.5', '--seed', '3',
                     '--output-dir', str(out), '--name', 'tiny', '--onnx']) == 0
-    assert sorted(p.name for p in data.iterdir()) == ['S1', 'S2']
     assert (out / 'tiny.onnx').stat().st_size > 0
-    assert 'synthetic: 2 subjects' in json.loads((out / 'metrics.json').read_text())['data']
+    data = json.loads((out / 'metrics.json').read_text())['data']
+    assert 'domain-randomised' in data and '2 subjects' in data and 'rates_hz' in data
 
 
 def test_npz_of_windows_trains_too(subjects, features, tmp_path):
@@ -130,7 +137,11 @@ def write_npz(path, **overrides):
 
 @pytest.mark.parametrize('overrides, message', [
     ({'labels': None}, "missing arrays \\['labels'\\]"),
-    ({'sample_rate': 0.0}, "'sample_rate'"),
+    ({'sample_rate': 0.0}, "'sample_rate' must be a positive rate"),
+    ({'units': 'furlongs'}, "'units' must be one of"),
+    ({'split': np.array(['train'] * 5 + ['later'])}, "'split' must be shaped"),
+    ({'label_names': np.array(['a', 'a'])}, "'label_names' must be distinct"),
+    ({'label_names': np.array(['a', 'b']), 'labels': np.array([0, 1, 2, 0, 1, 0])}, 'ids 0..1'),
     ({'acc': np.zeros((6, 200, 3), np.float32)}, 'expected 256'),
     ({'acc': np.zeros((6, 256), np.float32)}, r"'acc' must be shaped \(N, T, 3\)"),
     ({'acc': np.full((6, 256, 3), np.nan, np.float32)}, 'NaN'),
@@ -160,3 +171,99 @@ def test_cli_refuses_bad_options():
         with pytest.raises(SystemExit) as exit_info:
             train.main(args + ['--quiet'])
         assert exit_info.value.code == 2
+
+
+def test_npz_with_its_own_label_names_keeps_class_zero_unless_asked(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    t = np.arange(256) / 32
+    acc, labels, subjects = [], [], []
+    for subject in 'abc':
+        for label, hz in enumerate((0.7, 1.9, 3.1)):
+            for _ in range(4):
+                motion = 0.3 * np.sin(2 * np.pi * hz * t + rng.uniform(0, 6))[:, None] * rng.normal(size=3)
+                acc.append(motion + [0, 0, 1] + 0.01 * rng.standard_normal((256, 3)))
+                labels.append(label)
+                subjects.append(subject)
+    path = write_npz(tmp_path / 'own.npz', acc=np.array(acc, np.float32), labels=np.array(labels),
+                     subjects=np.array(subjects), label_names=np.array(['rest', 'walk', 'run']))
+    out = tmp_path / 'own'
+    assert run_cli([str(path), '--output-dir', str(out), '--name', 'own']) == 0
+    metrics = json.loads((out / 'metrics.json').read_text())
+    assert metrics['class_names'] == ['rest', 'walk', 'run'] and 'rest' in metrics['evaluated_classes']
+    assert load_checkpoint(out / 'own.pt').class_names == ('rest', 'walk', 'run')
+    capsys.readouterr()
+    assert run_cli([str(path), '--output-dir', str(tmp_path / 'drop'), '--transient', 'drop']) == 0
+    assert "12 of 36 windows of class 0 ('rest') left out" in capsys.readouterr().err
+
+
+def test_npz_in_m_s2_is_recognised_and_named(tmp_path, features, capsys):
+    path = write_npz(tmp_path / 'phone.npz', acc=np.zeros((6, 256, 3), np.float32) + [0, 0, 9.81])
+    windows = load_npz(path, features)
+    assert 'phone.npz' in capsys.readouterr().err
+    np.testing.assert_allclose(windows.acc_g[0, 0], [0, 0, 9.81 / 9.80665], rtol=1e-5)
+    declared = write_npz(tmp_path / 'declared.npz', acc=np.zeros((6, 256, 3), np.float32) + [0, 0, 0.5],
+                         units='m/s^2')
+    np.testing.assert_allclose(load_npz(declared, features).acc_g[0, 0, 2], 0.5 / 9.80665, rtol=1e-5)
+
+
+def test_npz_below_the_supported_rate_is_resampled_with_a_note(tmp_path, features, capsys):
+    path = write_npz(tmp_path / 'slow.npz', acc=np.zeros((6, 80, 3), np.float32) + [0, 0, 1], sample_rate=10.0)
+    windows = load_npz(path, features)
+    assert windows.sample_rate == 32.0 and windows.acc_g.shape == (6, 256, 3)
+    assert 'resampled to 32 Hz' in capsys.readouterr().err
+
+
+def test_npz_split_is_used_instead_of_the_subject_split(subjects, features, tmp_path):
+    windows = load_dalia_folder(subjects, features, progress=False)
+    windows.split = np.where(windows.subjects == 'S2', 'test', 'train').astype(object)
+    save_npz(tmp_path / 'split.npz', windows)
+    out = tmp_path / 'split'
+    assert run_cli([str(tmp_path / 'split.npz'), '--output-dir', str(out), '--calibration-fraction', '0']) == 0
+    metrics = json.loads((out / 'metrics.json').read_text())
+    assert metrics['subjects']['test'] == ['S2'] and metrics['subjects']['train'] == ['S1', 'S3']
+
+
+def fake_watch_wheel(folder, subjects=4):
+    """A wheel holding a watch_dataset.npy of the real structure (random motion)."""
+    rng = np.random.default_rng(1)
+    t = np.arange(600) / 50
+    X, y, who = [], [], []
+    for subject in range(1, subjects + 1):
+        for label, hz in enumerate((0.4, 1.2)):
+            motion = 0.4 * np.sin(2 * np.pi * hz * t)[:, None] * rng.normal(size=3) + [0, 0, 1]
+            X.append(np.hstack([motion, rng.standard_normal((600, 3))]))
+            y.append(label)
+            who.append(subject)
+    X.append(np.zeros((100, 6)))        # shorter than a window: skipped
+    y.append(0)
+    who.append(1)
+    data = {'X': X, 'y': np.array(y), 'subject': np.array(who), 'side': np.ones(len(y)),
+            'y_labels': ['PEN', 'ABD'], 'X_labels': ['ax', 'ay', 'az', 'wx', 'wy', 'wz']}
+    buffer = io.BytesIO()
+    np.save(buffer, np.array(data, dtype=object), allow_pickle=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(folder / WATCH_WHEEL, 'w') as archive:
+        archive.writestr(WATCH_MEMBER, buffer.getvalue())
+    return folder
+
+
+def test_watch_loader_reads_the_wheel_and_cross_validates(tmp_path, features, capsys):
+    cache = fake_watch_wheel(tmp_path / 'wheels')
+    windows = load_watch(features, cache_dir=cache)
+    assert windows.class_names == ('PEN', 'ABD') and windows.sample_rate == 50.0
+    assert sorted(set(windows.subjects)) == ['W1', 'W2', 'W3', 'W4']
+    assert len(windows) == 8 * 3          # (12 s - 8 s) / 2 s + 1 windows per series
+    out = tmp_path / 'cv'
+    assert run_cli(['--watch', '--cache-dir', str(cache), '--folds', '2', '--output-dir', str(out)]) == 0
+    metrics = json.loads((out / 'metrics.json').read_text())
+    assert len(metrics['folds']) == 2 and 0 <= metrics['accuracy_mean'] <= 1
+    tested = [s for fold in metrics['folds'] for s in fold['test_subjects']]
+    assert sorted(tested) == ['W1', 'W2', 'W3', 'W4']
+    assert 'leave-subjects-out' in capsys.readouterr().out
+    assert (out / 'confusion_matrix.png').stat().st_size > 0
+
+
+def test_unreadable_watch_wheel_is_named(tmp_path, features):
+    (tmp_path / WATCH_WHEEL).write_bytes(b'not a zip')
+    with pytest.raises(DatasetError, match=WATCH_WHEEL):
+        load_watch(features, cache_dir=tmp_path)

@@ -25,9 +25,20 @@ built on subjects made by this module. What it models, and why:
   cheaply from the same beats, in the real shapes and dtypes.
 
 Deterministic: the same (subject_index, minutes, seed, balanced) gives identical arrays.
+
+Domain randomisation (:class:`Domain`, :func:`generate_wrist_stream`), for training an
+encoder that does not learn one device's conventions: per subject, cadences and amplitudes
+are scaled, the sensor is mounted in any rotation on either wrist, gravity is present (E4)
+or removed (phone/watch linear acceleration), the stream is delivered in g, m/s^2 or E4
+counts at 20-100 Hz whose true rate differs from the nominal one by up to 2 %, with its own
+noise, quantisation and dropped-sample gaps. :data:`DOMAIN_RANDOMISED` is what the default
+encoder is trained on; :data:`DOMAIN_SHIFTED` draws from ranges outside it, for an
+independent check.
 """
 
 import argparse
+from dataclasses import asdict, dataclass
+from fractions import Fraction
 import math
 import pickle
 import sys
@@ -423,8 +434,11 @@ def _rotation_matrices(roll, pitch, yaw):
     return rz @ ry @ rx
 
 
-def _wrist_acc_g(rng, activity_acc, tr):
-    """Wrist acceleration in g (n, 3) for a per-sample activity sequence at 32 Hz."""
+def _wrist_acc_g(rng, activity_acc, tr, gravity=True, mount=None):
+    """Wrist acceleration in g (n, 3) for a per-sample activity sequence at 32 Hz.
+
+    ``gravity=False`` gives linear acceleration (what phone and watch APIs deliver);
+    ``mount`` (3 x 3) replaces the small strap misalignment by any sensor orientation."""
     n = len(activity_acc)
     base = np.zeros((n, 3))
     angles = np.zeros((n, 3))
@@ -446,9 +460,10 @@ def _wrist_acc_g(rng, activity_acc, tr):
     base = np.stack([_moving_average(padded[:, k], ramp)[ramp:-ramp] for k in range(3)], 1)
     total = base + angles
     rot = _rotation_matrices(total[:, 0], total[:, 1], total[:, 2])
-    specific_force = body + np.array([0.0, 0.0, 1.0])       # gravity reaction points up
+    specific_force = body + np.array([0.0, 0.0, 1.0 if gravity else 0.0])  # gravity reaction points up
     reading = np.einsum('nji,nj->ni', rot, specific_force)   # R^T f
-    mount = _rotation_matrices(*[np.full(1, _deg(a)) for a in tr['mount_deg']])[0]
+    if mount is None:
+        mount = _rotation_matrices(*[np.full(1, _deg(a)) for a in tr['mount_deg']])[0]
     reading = reading @ mount                                # strap misalignment
     reading += tr['noise_g'] * rng.standard_normal((n, 3))
     return reading
@@ -647,6 +662,143 @@ def generate_subject(subject_index, minutes, seed=0, balanced=False, chest=True)
         'questionnaire': quest,
         'subject': f'S{int(subject_index)}',
     }
+
+
+# ------------------------------------------------------------- domain randomisation
+
+# Device units of a stream -> factor from g.
+UNITS_PER_G = {'g': 1.0, 'm/s^2': dalia.G, 'e4_counts': dalia.ACC_UNITS_PER_G}
+# Rhythms scaled together by a subject's cadence factor.
+_CADENCE_TRAITS = ('walk_hz', 'stairs_hz', 'pedal_hz', 'eat_rate', 'type_rate', 'flick_rate')
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Ranges from which one subject's wearer and device conventions are drawn.
+
+    Pairs are uniform ranges (low, high); tuples of choices are drawn uniformly."""
+
+    cadence_scale: tuple = (0.85, 1.2)        # multiplies every rhythm of the subject
+    amplitude_scale: tuple = (0.6, 1.6)       # multiplies the body accelerations
+    any_orientation: bool = True              # uniformly random mounting (else strap +-8 deg)
+    p_left_wrist: float = 0.5                 # mirror image of the right wrist
+    p_gravity_removed: float = 0.4            # linear acceleration, as phone/watch APIs
+    units: tuple = ('g', 'm/s^2', 'e4_counts')
+    rates_hz: tuple = (20.0, 25.0, 32.0, 50.0, 64.0, 100.0)
+    rate_error: float = 0.02                  # |true / nominal rate - 1| up to this
+    noise_g: tuple = (0.002, 0.02)
+    quantisation_g: tuple = (0.0, 1 / 1024, 1 / 256, 1 / 64)   # LSB; e4_counts always 1/64
+    gaps_per_minute: tuple = (0.0, 2.0)       # dropped stretches of samples
+    gap_s: tuple = (0.1, 1.0)
+
+    def as_dict(self):
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+DOMAIN_RANDOMISED = Domain()
+# For an independent check: cadences, amplitudes, rates and noise outside the training ranges.
+DOMAIN_SHIFTED = Domain(cadence_scale=(0.72, 0.85), amplitude_scale=(1.6, 2.0),
+                        rates_hz=(40.0, 80.0), noise_g=(0.02, 0.03), p_gravity_removed=0.5)
+
+
+@dataclass
+class WristStream:
+    """One subject's wrist acceleration as a device delivers it."""
+
+    name: str
+    acc: np.ndarray            # (N, 3) float32 in ``units``
+    units: str                 # key of UNITS_PER_G
+    rate_hz: float             # nominal rate (what the device claims)
+    activity: np.ndarray       # (N,) int64 PPG-DaLiA activity id of every sample
+    device: dict               # the drawn settings
+    heart_rate_bpm: np.ndarray = None   # instantaneous heart rate at 4 Hz (data time)
+    profile: tuple = None      # (age_years, sex_female, height_cm, weight_kg)
+
+
+def _random_rotation(rng):
+    """Uniformly distributed rotation matrix (QR of a Gaussian matrix, sign-fixed)."""
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def _draw_device(rng, domain):
+    uniform = lambda pair: float(rng.uniform(*pair))  # noqa: E731
+    units = str(rng.choice(domain.units))
+    quantum = 1 / dalia.ACC_UNITS_PER_G if units == 'e4_counts' else float(rng.choice(domain.quantisation_g))
+    return {'cadence_scale': uniform(domain.cadence_scale),
+            'amplitude_scale': uniform(domain.amplitude_scale),
+            'left_wrist': bool(rng.random() < domain.p_left_wrist),
+            'gravity_removed': bool(rng.random() < domain.p_gravity_removed),
+            'units': units, 'rate_hz': float(rng.choice(domain.rates_hz)),
+            'rate_error': float(rng.uniform(-domain.rate_error, domain.rate_error)),
+            'noise_g': uniform(domain.noise_g), 'quantisation_g': quantum,
+            'gaps_per_minute': uniform(domain.gaps_per_minute)}
+
+
+def generate_wrist_stream(subject_index, minutes, seed=0, balanced=True, domain=DOMAIN_RANDOMISED):
+    """Wrist acceleration of one synthetic subject under a randomised device (:class:`Domain`).
+
+    The motion models, schedule and traits are those of :func:`generate_subject`; the device
+    draw comes from its own random stream, so it is reproducible from (index, seed) too."""
+    if not isinstance(subject_index, (int, np.integer)) or subject_index < 1:
+        raise ValueError(f'subject_index must be an integer >= 1, got {subject_index!r}')
+    duration_s = int(round(minutes * 60))
+    if duration_s < dalia.HR_WINDOW_S:
+        raise ValueError(f'minutes must cover at least {dalia.HR_WINDOW_S} s, got {minutes!r}')
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(subject_index)])
+    device_rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(subject_index), 0xD0])
+    device = _draw_device(device_rng, domain)
+    traits = _traits(rng)
+    quest = _questionnaire(rng)
+    for name in _CADENCE_TRAITS:
+        traits[name] *= device['cadence_scale']
+    traits['vigour'] *= device['amplitude_scale']
+    traits['noise_g'] = device['noise_g']
+    segments = _schedule(rng, duration_s, balanced)
+    n_act = duration_s * dalia.ACTIVITY_HZ
+    activity = np.concatenate([np.full(int(round(d * dalia.ACTIVITY_HZ)), a) for a, d in segments])
+    activity = activity[:n_act] if len(activity) >= n_act else np.pad(
+        activity, (0, n_act - len(activity)), mode='edge')
+    activity_acc = np.repeat(activity, dalia.ACC_HZ // dalia.ACTIVITY_HZ)
+    mount = _random_rotation(device_rng) if domain.any_orientation else None
+    acc_g = _wrist_acc_g(rng, activity_acc, traits, gravity=not device['gravity_removed'], mount=mount)
+    if device['left_wrist']:
+        acc_g = acc_g * np.array([1.0, -1.0, 1.0])     # the mirror image of the right wrist
+    female = quest['Gender'].strip() == 'f'
+    rest = rng.uniform(58, 76) + (4 if female else 0)
+    fitness = rng.uniform(0.8, 1.2) * (1.1 - 0.03 * quest['SPORT'])
+    heart_rate = _heart_rate(rng, activity, rest, fitness)
+    profile = (float(quest['AGE']), 1.0 if female else 0.0, quest['HEIGHT'], quest['WEIGHT'])
+
+    # Resample to the device's true rate; it is labelled with its nominal rate, so its
+    # motion appears sped up or slowed down by the rate error.
+    true_rate = device['rate_hz'] * (1 + device['rate_error'])
+    ratio = Fraction(true_rate / dalia.ACC_HZ).limit_denominator(64)
+    from scipy.signal import resample_poly
+    acc_g = resample_poly(acc_g, ratio.numerator, ratio.denominator, axis=0, padtype='line')
+    source_index = np.minimum((np.arange(len(acc_g)) / float(ratio)).astype(int), len(activity_acc) - 1)
+    labels = activity_acc[source_index]
+
+    keep = np.ones(len(acc_g), bool)
+    n_gaps = device_rng.poisson(device['gaps_per_minute'] * duration_s / 60)
+    for start in device_rng.integers(0, len(acc_g), size=n_gaps):
+        keep[start:start + int(device_rng.uniform(*domain.gap_s) * device['rate_hz'])] = False
+    acc_g, labels = acc_g[keep], labels[keep]
+    device['dropped_samples'] = int((~keep).sum())
+
+    quantum = device['quantisation_g']
+    if quantum > 0:
+        acc_g = np.round(acc_g / quantum) * quantum
+    if device['units'] == 'e4_counts' and not device['gravity_removed']:
+        acc_g = np.clip(acc_g, -2.0, 127 / 64)         # the E4's +-2 g range
+    acc = (acc_g * UNITS_PER_G[device['units']]).astype(np.float32)
+    # Gaps shift data time; the heart rate is kept on the recording's own clock (close
+    # enough for an input the model may also be denied).
+    return WristStream(f'S{int(subject_index)}', acc, device['units'], device['rate_hz'],
+                       labels.astype(np.int64), device, heart_rate, profile)
 
 
 def write_subject(folder, subject_index, minutes, seed=0, balanced=False, chest=True):

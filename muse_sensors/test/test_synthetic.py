@@ -183,3 +183,33 @@ def test_overview_plot(tmp_path, subject):
     png = plot_subject(subject, tmp_path / 'overview.png')
     data = png.read_bytes()
     assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 50_000
+
+
+def test_domain_randomised_streams_vary_their_device_and_are_reproducible():
+    from muse_sensors.synthetic import DOMAIN_RANDOMISED, UNITS_PER_G, generate_wrist_stream
+    streams = [generate_wrist_stream(i, 1.0, seed=4) for i in range(1, 13)]
+    again = generate_wrist_stream(3, 1.0, seed=4)
+    np.testing.assert_array_equal(again.acc, streams[2].acc)
+    assert len({s.units for s in streams}) > 1 and len({s.rate_hz for s in streams}) > 1
+    assert {s.device['gravity_removed'] for s in streams} == {True, False}
+    for s in streams:
+        assert s.rate_hz in DOMAIN_RANDOMISED.rates_hz
+        assert len(s.acc) == len(s.activity)
+        # About a minute at the true rate, less the dropped gaps (the resampling ratio is the
+        # true rate's nearest fraction with denominator <= 64: within 0.5 %).
+        expected = 60 * s.rate_hz * (1 + s.device['rate_error']) - s.device['dropped_samples']
+        assert abs(len(s.acc) - expected) <= 0.005 * expected + 2
+        magnitude = np.median(np.linalg.norm(s.acc, axis=1)) / UNITS_PER_G[s.units]
+        if s.device['gravity_removed']:
+            assert magnitude < 0.5           # linear acceleration: no 1 g offset
+        else:
+            assert 0.8 < magnitude < 1.3
+        if s.units == 'e4_counts':
+            np.testing.assert_array_equal(s.acc, np.round(s.acc))   # whole counts
+
+
+def test_shifted_domain_draws_outside_the_training_ranges():
+    from muse_sensors.synthetic import DOMAIN_RANDOMISED, DOMAIN_SHIFTED, generate_wrist_stream
+    stream = generate_wrist_stream(1, 1.0, seed=4, domain=DOMAIN_SHIFTED)
+    assert stream.rate_hz not in DOMAIN_RANDOMISED.rates_hz
+    assert stream.device['cadence_scale'] < DOMAIN_RANDOMISED.cadence_scale[0]
