@@ -3,12 +3,15 @@
 Plain module (no rclpy): it reads the session bag with `rosbags` and the stitched WAV with
 `soundfile`, so it also runs offline on a copied session folder (``muse_report FOLDER``).
 
-Latency definitions (all stamps are wall-clock header stamps):
+Latencies are wall-clock durations measured on the recorder's receive times (the bag's log
+times), because header stamps are data time when the graph runs on the replay's /clock
+(use_sim_time, the default): at rate 4 a second of stamps is a quarter second of waiting.
 - ``activity_change_to_audible_s``: for each prompt made because the activity changed, from
-  the stamp of the activity estimate that triggered it (``MusicPrompt.trigger_stamp``) to the
-  first audible sample of its music (``PlaybackEvent.PROMPT_AUDIBLE``).
-- ``prompt_to_audible_s``: from the prompt's own stamp to its first audible sample (as the
-  player measured it).
+  the activity estimate that triggered it (``MusicPrompt.trigger_stamp`` names it; its receive
+  time less its inference time, i.e. when its window's last sample had arrived) to the
+  player's ``PlaybackEvent.PROMPT_AUDIBLE`` for the prompt's music.
+- ``prompt_to_audible_s``: from the prompt's receive time to that PROMPT_AUDIBLE event's.
+Both leave out the sink's own output latency (the player reports it in its diagnostics).
 - ``ground_truth_change_to_prompt_s``: from a ground-truth activity change to the first
   prompt for that activity; dominated by the encoder's 8 s window and the prompt dwell time.
 """
@@ -46,6 +49,10 @@ class SessionData:
     fragments: list = field(default_factory=list)      # (t_received, prompt_id, seq, duration_s, is_first)
     playback: list = field(default_factory=list)       # (t, event, prompt_id, seq, stream_time_s, latency_s, duration_s)
     class_names: tuple = ()
+    # Recorder receive times [s, wall clock] for the latencies (see the module doc).
+    window_ready_at: dict = field(default_factory=dict)   # estimate stamp [ns] -> its window's end
+    audible_at: dict = field(default_factory=dict)        # prompt_id -> PROMPT_AUDIBLE received
+    crosstalk: 'CrossTalkTally' = field(default_factory=lambda: CrossTalkTally())
 
     @property
     def start(self):
@@ -71,6 +78,26 @@ class SessionData:
                      if event == PlaybackEvent.PROMPT_AUDIBLE), None)
 
 
+def _ns(stamp):
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def wall_latencies(data):
+    """{prompt_id: (prompt -> audible, activity change -> audible or None)} in wall seconds,
+    for the prompts whose music became audible (see the module doc)."""
+    from muse_msgs.msg import MusicPrompt
+    latencies = {}
+    for p in data.prompts:
+        audible = data.audible_at.get(p['prompt_id'])
+        if audible is None:
+            continue
+        ready = data.window_ready_at.get(p['trigger_ns'])
+        change = (audible - ready if p['reason'] == MusicPrompt.REASON_ACTIVITY_CHANGE
+                  and ready is not None else None)
+        latencies[p['prompt_id']] = (audible - p['received'], change)
+    return latencies
+
+
 def _suffix(topic, relative):
     return topic == relative or topic.endswith('/' + relative)
 
@@ -83,30 +110,37 @@ def load_session(bag_path):
 
     data = SessionData()
     with AnyReader([Path(bag_path)], default_typestore=muse_typestore()) as reader:
-        for connection, _, raw in reader.messages():
+        from muse_msgs.msg import PlaybackEvent
+        for connection, log_time_ns, raw in reader.messages():
+            received = log_time_ns * 1e-9
             topic = connection.topic
             if _suffix(topic, topics.IMU):
                 data.imu_count += 1
                 continue
-            if _suffix(topic, topics.DIAGNOSTICS) or _suffix(topic, topics.USER_PROFILE):
-                continue
             msg = reader.deserialize(raw, connection.msgtype)
+            if _suffix(topic, topics.DIAGNOSTICS) or _suffix(topic, topics.USER_PROFILE):
+                data.crosstalk.observe(topic, msg)
+                continue
             if _suffix(topic, topics.GROUND_TRUTH_ACTIVITY):
                 data.ground_truth.append((to_sec(msg.header.stamp), int(msg.class_id)))
             elif _suffix(topic, topics.ACTIVITY):
+                data.window_ready_at[_ns(msg.header.stamp)] = received - msg.inference_ms * 1e-3
                 data.estimates.append((to_sec(msg.header.stamp), int(msg.class_id),
                                        int(msg.raw_class_id), float(msg.confidence),
                                        float(msg.inference_ms)))
             elif _suffix(topic, topics.HEART_RATE):
                 data.heart_rate.append((to_sec(msg.header.stamp), float(msg.bpm)))
             elif _suffix(topic, topics.PROMPT):
+                data.crosstalk.prompt_ids.observe(int(msg.prompt_id))
                 data.prompts.append({
                     'prompt_id': int(msg.prompt_id), 'stamp': to_sec(msg.header.stamp),
-                    'trigger': to_sec(msg.trigger_stamp), 'reason': int(msg.reason),
+                    'trigger': to_sec(msg.trigger_stamp), 'trigger_ns': _ns(msg.trigger_stamp),
+                    'received': received, 'reason': int(msg.reason),
                     'activity': msg.activity, 'class_id': int(msg.activity_class_id),
                     'style': msg.style, 'target_bpm': float(msg.target_bpm),
                     'heart_rate_bpm': float(msg.heart_rate_bpm), 'text': msg.text})
             elif _suffix(topic, topics.AUDIO):
+                data.crosstalk.fragment(int(msg.prompt_id), int(msg.seq))
                 # An unknown encoding is sized as s16, the wire's default.
                 dtype = ENCODINGS.get(int(msg.encoding), ENCODINGS[ENCODING_PCM_S16LE])
                 frame_bytes = dtype.itemsize * max(int(msg.channels), 1)
@@ -114,11 +148,84 @@ def load_session(bag_path):
                 data.fragments.append((to_sec(msg.header.stamp), int(msg.prompt_id), int(msg.seq),
                                        duration, bool(msg.is_first)))
             elif _suffix(topic, topics.PLAYBACK):
+                if msg.event == PlaybackEvent.PROMPT_AUDIBLE:
+                    data.audible_at[int(msg.prompt_id)] = received
                 data.playback.append((to_sec(msg.header.stamp), int(msg.event), int(msg.prompt_id),
                                       int(msg.seq), float(msg.stream_time_s),
                                       float(msg.latency_s), float(msg.duration_s)))
     data.prompts.sort(key=lambda p: p['prompt_id'])
     return data
+
+
+class CrossTalkTally:
+    """What the bag shows of another graph on the same domain (``muse_common.crosstalk``):
+    replay-announced counts, listeners, prompt-id order, repeated fragments, and what the
+    recorder and the bridge reported in their diagnostics."""
+
+    def __init__(self):
+        from muse_common.crosstalk import OrderWatch
+        self.prompt_ids = OrderWatch('prompt id')
+        self.replay_published = OrderWatch('replay published_total')
+        self.announced = {}
+        self.user_ids = set()
+        self.profiles = 0
+        self.fragments_seen = set()
+        self.fragment_repeats = 0
+        self.max_publishers = {}
+        self.bridge_prompt_regressions = 0
+        self.recorder_dropped = 0   # not cross-talk: messages the bag writer had to drop
+
+    def fragment(self, prompt_id, seq):
+        key = (prompt_id, seq)
+        self.fragment_repeats += key in self.fragments_seen
+        self.fragments_seen.add(key)
+
+    def observe(self, topic, msg):
+        from muse_common import topics
+        if _suffix(topic, topics.USER_PROFILE):
+            self.profiles += 1
+            self.user_ids.add(msg.user_id)
+            return
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if status.name.endswith('sensor_replay: replay') and 'published_total' in values:
+                self.replay_published.observe(int(values['published_total']))
+                for key in ('published_imu', 'published_user_profile'):
+                    if key in values:
+                        self.announced[key] = max(self.announced.get(key, 0), int(values[key]))
+            elif status.name.endswith('session_recorder: recording'):
+                self.recorder_dropped = max(self.recorder_dropped,
+                                            int(values.get('dropped_writer_behind', 0)))
+            elif status.name.endswith('session_recorder: foreign publishers'):
+                for key, value in values.items():
+                    if key.startswith('publishers_max '):
+                        topic_name = key[len('publishers_max '):]
+                        self.max_publishers[topic_name] = max(
+                            self.max_publishers.get(topic_name, 0), int(value))
+            elif status.name.endswith('cloud_bridge: stream') and \
+                    'prompt_id_regressions' in values:
+                self.bridge_prompt_regressions = max(self.bridge_prompt_regressions,
+                                                     int(values['prompt_id_regressions']))
+
+    def metrics(self, imu_recorded):
+        from muse_common.crosstalk import evidence
+        found = evidence(
+            imu_recorded=imu_recorded, imu_announced=self.announced.get('published_imu'),
+            profiles_recorded=self.profiles,
+            profiles_announced=self.announced.get('published_user_profile'),
+            user_ids=self.user_ids, prompt_id_regressions=self.prompt_ids.regressions,
+            fragment_repeats=self.fragment_repeats,
+            counter_regressions=self.replay_published.regressions,
+            max_publishers=self.max_publishers,
+            bridge_prompt_regressions=self.bridge_prompt_regressions)
+        return {'foreign_traffic': bool(found), 'evidence': found,
+                'imu_recorded': imu_recorded,
+                'imu_published_by_replay': self.announced.get('published_imu'),
+                'user_profiles': self.profiles, 'listeners': sorted(self.user_ids),
+                'prompt_id_regressions': self.prompt_ids.regressions,
+                'bridge_prompt_id_regressions': self.bridge_prompt_regressions,
+                'fragment_repeats': self.fragment_repeats,
+                'max_publishers': self.max_publishers}
 
 
 def percentiles(values):
@@ -209,12 +316,9 @@ def compute_metrics(data, wav):
     """Metrics of a loaded session; ``wav`` as returned by ``read_wav``."""
     from muse_msgs.msg import MusicPrompt, PlaybackEvent
 
-    audible = data.audible
-    change_latency = [audible[p['prompt_id']] - p['trigger'] for p in data.prompts
-                      if p['reason'] == MusicPrompt.REASON_ACTIVITY_CHANGE
-                      and p['prompt_id'] in audible and p['trigger'] > 0]
-    prompt_latency = [lat for _, event, _, _, _, lat, _ in data.playback
-                      if event == PlaybackEvent.PROMPT_AUDIBLE]
+    latencies = wall_latencies(data)
+    change_latency = [change for _, change in latencies.values() if change is not None]
+    prompt_latency = [to_audible for to_audible, _ in latencies.values()]
     underruns = [dur for _, event, *_, dur in data.playback if event == PlaybackEvent.UNDERRUN]
     counts = defaultdict(int)
     for _, event, *_ in data.playback:
@@ -257,6 +361,8 @@ def compute_metrics(data, wav):
         'encoder': {**encoder_accuracy(data),
                     'inference_ms': percentiles([e[4] for e in data.estimates])},
         'imu_messages': data.imu_count,
+        'cross_talk': data.crosstalk.metrics(data.imu_count),
+        'recorder_dropped_messages': data.crosstalk.recorder_dropped,
         'audio': audio_metrics(wav, data.first_audible[1] if data.first_audible else 0.0),
     }
     metrics['summary'] = summary_lines(metrics)
@@ -278,7 +384,9 @@ def summary_lines(m):
     audio_line = 'no session WAV' if not audio.get('present') else \
         (f"session audio {audio['duration_s']:.1f} s, longest silence "
          f"{audio.get('longest_silence_s', 0):.2f} s")
-    return [
+    foreign = [f'FOREIGN TRAFFIC (another graph on this ROS domain?): {line}'
+               for line in m.get('cross_talk', {}).get('evidence', [])]
+    return foreign + [
         f"activity change -> audible music: {_fmt(m['activity_change_to_audible_s'])}",
         f"prompt -> audible: {_fmt(m['prompt_to_audible_s'])}",
         f"prompts: {len(m['prompts'])}, fragments: {m['fragments']['count']}, "
@@ -347,13 +455,12 @@ def draw_timeline(data, metrics, wav, png_path):
     ax_frag.set_title('fragment arrivals (red: underruns)', fontsize=9, loc='left')
 
     audible = data.audible
-    for p in data.prompts:
-        if p['prompt_id'] in audible:
-            t_aud = audible[p['prompt_id']] - t0
-            ax_lat.bar(t_aud, (audible[p['prompt_id']] - p['stamp']) * 1000, width=2.0,
-                       color='tab:orange')
-            if p['reason'] == MusicPrompt.REASON_ACTIVITY_CHANGE and p['trigger'] > 0:
-                ax_lat.plot(t_aud, (audible[p['prompt_id']] - p['trigger']) * 1000, 'kv', ms=5)
+    for prompt_id, (to_audible, change) in wall_latencies(data).items():
+        if prompt_id in audible:
+            t_aud = audible[prompt_id] - t0
+            ax_lat.bar(t_aud, to_audible * 1000, width=2.0, color='tab:orange')
+            if change is not None:
+                ax_lat.plot(t_aud, change * 1000, 'kv', ms=5)
     ax_lat.set_ylabel('latency [ms]')
     ax_lat.set_title('bars: prompt -> audible; triangles: activity change -> audible', fontsize=9,
                      loc='left')

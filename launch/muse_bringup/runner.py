@@ -17,8 +17,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from muse_common.domain import DOMAIN_ENV, DomainError, claim_domain
+
 from muse_bringup import graph
-from muse_bringup.session import GRAPH_NODES, SERVER_EXECUTABLE, STOP_TIMEOUT_S, new_session_dir
+from muse_bringup.session import (GRAPH_NODES, MAX_RESPAWNS, RESPAWN_DELAY_S, RESPAWNED_NODES,
+                                  SERVER_EXECUTABLE, STOP_TIMEOUT_S, new_session_dir)
 
 # The demo replays 12 minutes of a synthetic subject (all eight activities) in 3 minutes.
 DEMO_RATE = 4.0
@@ -37,17 +40,32 @@ class ManagedProcess:
     def __init__(self, name, argv, log_path, colour, quiet=False, env=None):
         self.name = name
         self.log_path = log_path
+        self.argv = [str(a) for a in argv]
+        self.env = env
+        self.respawns = 0
+        self.crashed_at = None     # monotonic time a crash was seen, until the respawn
+        self.stop_s = None         # how long the last stop() took
         self._quiet = quiet
         self._colour = colour if sys.stdout.isatty() else ''
         self._reset = RESET if self._colour else ''
+        self._start('wb')
+
+    def _start(self, log_mode):
         self.proc = subprocess.Popen(
-            [str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, **(env or {})})
-        self._pump = threading.Thread(target=self._forward_output, daemon=True)
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True, env={**os.environ, **(self.env or {})})
+        self._pump = threading.Thread(target=self._forward_output, args=(log_mode,), daemon=True)
         self._pump.start()
 
-    def _forward_output(self):
-        with open(self.log_path, 'wb') as log:
+    def respawn(self):
+        """Start the same command again, its output appended to the same log."""
+        self._pump.join(timeout=5)
+        self.respawns += 1
+        self.crashed_at = None
+        self._start('ab')
+
+    def _forward_output(self, log_mode):
+        with open(self.log_path, log_mode) as log:
             for line in iter(self.proc.stdout.readline, b''):
                 log.write(line)
                 log.flush()
@@ -59,7 +77,9 @@ class ManagedProcess:
         return self.proc.poll() is None
 
     def stop(self, sig=signal.SIGINT, timeout=15.0):
-        """Ask the process to stop, escalating to SIGTERM and SIGKILL; returns the exit code."""
+        """Ask the process to stop, escalating to SIGTERM and SIGKILL; returns the exit code
+        (and keeps in ``stop_s`` how long it took)."""
+        began = time.monotonic()
         for signal_to_send, wait_s in ((sig, timeout), (signal.SIGTERM, 5.0),
                                        (signal.SIGKILL, 5.0)):
             if not self.running():
@@ -74,6 +94,7 @@ class ManagedProcess:
                 print(f'[muse_run] {self.name} did not stop on {signal.Signals(signal_to_send).name}',
                       flush=True)
         self.proc.wait()
+        self.stop_s = time.monotonic() - began
         self._pump.join(timeout=5)
         return self.proc.returncode
 
@@ -134,9 +155,16 @@ def parse_args(argv):
                         help='skip this much data at the start [s]')
     parser.add_argument('--server-url', default='',
                         help='ws:// URL of a running music server; default: start a local one')
-    parser.add_argument('--token', default=None,
-                        help=f'server token (default: ${graph.TOKEN_ENV}, or random for a local '
-                        'server)')
+    parser.add_argument('--token-file', default='',
+                        help='file holding the server token on one line, mode 0600 (default: '
+                        f'${graph.TOKEN_ENV}, or random for a local server); the token itself '
+                        'is never a command-line argument')
+    parser.add_argument('--domain-id', type=int, default=None,
+                        help=f'ROS domain of this session\'s graph (default: ${DOMAIN_ENV} when '
+                        'set, else a free one, held for the session)')
+    parser.add_argument('--use-sim-time', action=argparse.BooleanOptionalAction, default=True,
+                        help='run every node on the replay\'s /clock, so that every dwell and '
+                        'hold is data time whatever the rate (default: on)')
     parser.add_argument('--backend', choices=graph.BACKENDS, default='synth',
                         help='backend of the local server (default synth)')
     parser.add_argument('--model', default='facebook/musicgen-small',
@@ -162,13 +190,31 @@ def parse_args(argv):
 
 def prepare_subject(args, session):
     if args.subject:
-        return Path(args.subject).expanduser().resolve()
+        return Path(args.subject).expanduser().resolve()   # checked before the session began
     print(f'[muse_run] generating a synthetic PPG-DaLiA subject ({args.synthetic_minutes:g} min, '
           f'seed {args.seed})', flush=True)
     return graph.synthetic_subject(session, args.synthetic_minutes, args.seed)
 
 
+def claim_session_domain(args):
+    """This session's ROS domain, held until the runner exits; children inherit it."""
+    lease = claim_domain(args.domain_id)
+    os.environ.update(lease.env())
+    how = 'free, held for this session' if lease.chosen else 'as given'
+    print(f'[muse_run] ROS domain {lease.domain_id} ({how})', flush=True)
+    if lease.shared_with:
+        print(f'[muse_run] warning: ROS domain {lease.domain_id} is also held by another MUSE '
+              f'session ({lease.shared_with}); the two graphs will hear each other',
+              file=sys.stderr, flush=True)
+    return lease
+
+
 def run(args):
+    if args.subject:  # a missing or unreadable subject fails before any session folder exists
+        graph.check_subject(Path(args.subject).expanduser(), args.start_offset_s,
+                            args.duration_s)
+    token = graph.session_token(args.token_file)
+    lease = claim_session_domain(args)
     session = new_session_dir(args.output_dir)
     session.logs.mkdir()
     subject = prepare_subject(args, session)
@@ -176,8 +222,15 @@ def run(args):
         subject=str(subject), session=session, rate=args.rate, duration_s=args.duration_s,
         start_offset_s=args.start_offset_s, server_url=args.server_url, backend=args.backend,
         model=args.model, style=args.style, sink=args.sink, log_level=args.log_level,
-        token=graph.session_token(args.token))
+        token=token, use_sim_time=args.use_sim_time)
     options.validate()
+    try:
+        return run_graph(args, options, session)
+    finally:
+        lease.release()
+
+
+def run_graph(args, options, session):
     params_file = Path(args.params_file) if args.params_file else \
         package_share('muse_bringup') / 'config' / 'muse.yaml'
 
@@ -194,7 +247,8 @@ def run(args):
             server_args, server_env, server_url = graph.local_server(options, port)
             server = ManagedProcess(
                 'music_server', [graph.executable(*SERVER_EXECUTABLE), *server_args],
-                session.logs / 'music_server.log', next(colours), args.quiet, env=server_env)
+                session.logs / 'music_server.log', next(colours), args.quiet,
+                env=server_env)
             processes.append(server)
             health = wait_for_health(f'http://127.0.0.1:{port}/healthz', 120.0, server)
             print(f'[muse_run] local {options.backend} server ready at {server_url}: {health}',
@@ -207,22 +261,23 @@ def run(args):
                                60.0, processes)
             argv = [graph.executable(package, name), *graph.ros_args(
                 options.namespace, params_file, overrides[name], options.log_level)]
-            proc = ManagedProcess(name, argv, session.logs / f'{name}.log', next(colours),
-                                  args.quiet)
+            proc = ManagedProcess(
+                name, argv, session.logs / f'{name}.log', next(colours), args.quiet,
+                env=graph.secret_env(options) if name == 'cloud_bridge' else None)
             processes.append(proc)
             replay = proc if name == 'sensor_replay' else replay
         print('[muse_run] graph running; Ctrl-C stops it', flush=True)
         while replay.running():
-            crashed = [p for p in processes if not p.running() and p is not replay]
-            if crashed:
-                raise RuntimeError(f'{crashed[0].name} exited with code '
-                                   f'{crashed[0].proc.returncode}; see {crashed[0].log_path}')
+            supervise(p for p in processes if p is not replay)
             time.sleep(0.2)
         if replay.proc.returncode != 0:
             raise RuntimeError(f'sensor_replay failed with code {replay.proc.returncode}; '
                                f'see {replay.log_path}')
         print(f'[muse_run] replay finished; playing on for {args.tail_s:g} s', flush=True)
-        time.sleep(args.tail_s)
+        tail_end = time.monotonic() + args.tail_s
+        while time.monotonic() < tail_end:
+            supervise(p for p in processes if p is not replay)
+            time.sleep(0.2)
     except KeyboardInterrupt:
         interrupted = True
         print('\n[muse_run] Ctrl-C: stopping the graph', flush=True)
@@ -233,15 +288,44 @@ def run(args):
         for proc in reversed(processes):
             codes[proc.name] = proc.stop(timeout=STOP_TIMEOUT_S.get(proc.name, 15.0))
     failed = {name: code for name, code in codes.items() if code not in (0, -signal.SIGINT)}
-    summarise(session, time.monotonic() - started, failed)
+    summarise(session, time.monotonic() - started, failed, processes)
     if error is not None:
         print(f'[muse_run] error: {error}', file=sys.stderr, flush=True)
         return 1
     return 1 if failed and not interrupted else 0
 
 
-def summarise(session, wall_s, failed):
+def supervise(processes):
+    """Respawn a crashed node that may be (RESPAWNED_NODES), after RESPAWN_DELAY_S; any other
+    exit, or one crash too many, ends the session with the node's exit code."""
+    now = time.monotonic()
+    for proc in processes:
+        if proc.running():
+            continue
+        code = proc.proc.returncode
+        if proc.name not in RESPAWNED_NODES or proc.respawns >= MAX_RESPAWNS:
+            raise RuntimeError(f'{proc.name} exited with code {code}; see {proc.log_path}')
+        if proc.crashed_at is None:
+            proc.crashed_at = now
+            print(f'[muse_run] {proc.name} exited with code {code}; restarting it in '
+                  f'{RESPAWN_DELAY_S:g} s ({proc.respawns + 1}/{MAX_RESPAWNS})', flush=True)
+        elif now - proc.crashed_at >= RESPAWN_DELAY_S:
+            proc.respawn()
+            print(f'[muse_run] {proc.name} restarted (pid {proc.proc.pid})', flush=True)
+
+
+def summarise(session, wall_s, failed, processes=()):
     print(f'[muse_run] session finished in {wall_s:.1f} s', flush=True)
+    stops = ', '.join(f'{p.name} {p.stop_s:.2f} s' for p in processes if p.stop_s is not None)
+    if stops:
+        print(f'[muse_run] stop times after SIGINT: {stops}', flush=True)
+    respawned = ', '.join(f'{p.name} x{p.respawns}' for p in processes if p.respawns)
+    if respawned:
+        print(f'[muse_run] restarted after a crash: {respawned}', flush=True)
+    segments = sorted(session.root.glob(f'{session.wav.stem}_*{session.wav.suffix}'))
+    if segments:
+        print(f'[muse_run]   more audio (after a player restart): '
+              f'{", ".join(str(s) for s in segments)}', flush=True)
     for label, path in (('audio', session.wav), ('timeline', session.timeline_png),
                         ('metrics', session.metrics_json), ('bag', session.bag),
                         ('logs', session.logs)):
@@ -258,7 +342,7 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return run(args)
-    except (RuntimeError, ValueError, FileNotFoundError) as exc:
+    except (RuntimeError, ValueError, FileNotFoundError, DomainError) as exc:
         print(f'[muse_run] error: {exc}', file=sys.stderr, flush=True)
         return 1
 

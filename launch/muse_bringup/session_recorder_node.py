@@ -6,7 +6,6 @@ never blocks the executor and costs no deserialisation. The bag opens in Foxglov
 ``ros2 bag play`` replays it on a real install.
 """
 
-import queue
 import threading
 import time
 from pathlib import Path
@@ -23,7 +22,15 @@ from rclpy.node import Node
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Imu
 
+from muse_bringup.recorder_queue import DropOldestQueue
 from muse_bringup.session import SessionPaths
+
+# Messages waiting for the bag writer before the oldest are dropped (counted, reported): ~20 s
+# of the whole graph's traffic at 4x, far more than a healthy writer ever lags.
+WRITE_QUEUE_DEPTH = 20000
+# Topics with exactly one producer in a MUSE graph (the replay, which is never restarted): a
+# second publisher there is another graph on this domain.
+SINGLE_PRODUCER_TOPICS = (topics.IMU, topics.HEART_RATE, topics.GROUND_TRUTH_ACTIVITY)
 
 RECORDED_TOPICS = (
     (topics.IMU, Imu, qos.SENSOR),
@@ -66,7 +73,8 @@ class SessionRecorder(Node):
         self._writer.open()
         typestore = muse_typestore()
 
-        self._queue = queue.Queue()
+        self._queue = DropOldestQueue(WRITE_QUEUE_DEPTH)
+        self._max_publishers = {}
         self._counts = {}
         self._dropped_after_close = 0
         for topic, msg_class, profile in RECORDED_TOPICS:
@@ -82,6 +90,7 @@ class SessionRecorder(Node):
 
         reporter = diagnostics.DiagnosticsReporter(self)
         reporter.add('recording', self._recording_status)
+        reporter.add('foreign publishers', self._foreign_publishers)
         self.get_logger().info(f'recording {len(RECORDED_TOPICS)} topics to {self._session.bag}')
 
     def _write_loop(self):
@@ -97,19 +106,40 @@ class SessionRecorder(Node):
     def _recording_status(self):
         counts = {topic: entry[1] for topic, entry in self._counts.items()}
         backlog = self._queue.qsize()
-        level = diagnostics.WARN if backlog > 1000 else diagnostics.OK
-        return level, f'{sum(counts.values())} messages recorded', {
-            'bag': self._session.bag, 'write_backlog': backlog, **counts}
+        dropped = self._queue.dropped
+        level = diagnostics.WARN if backlog > 1000 or dropped else diagnostics.OK
+        message = f'{sum(counts.values())} messages recorded'
+        if dropped:
+            message += f', {dropped} dropped (the bag writer fell behind)'
+        return level, message, {'bag': self._session.bag, 'write_backlog': backlog,
+                                'write_queue_capacity': WRITE_QUEUE_DEPTH,
+                                'dropped_writer_behind': dropped, **counts}
+
+    def _foreign_publishers(self):
+        """A second publisher on a single-producer topic means another graph on this domain."""
+        values = {}
+        for topic in SINGLE_PRODUCER_TOPICS:
+            name = self.resolve_topic_name(topic)
+            count = len(self.get_publishers_info_by_topic(name))
+            self._max_publishers[name] = max(self._max_publishers.get(name, 0), count)
+            values[f'publishers {name}'] = count
+            values[f'publishers_max {name}'] = self._max_publishers[name]
+        crowded = [name for name, most in self._max_publishers.items() if most > 1]
+        if crowded:
+            return diagnostics.ERROR, (f'more than one publisher on {", ".join(crowded)}: '
+                                       'another graph shares this ROS domain'), values
+        return diagnostics.OK, 'one producer per sensor topic', values
 
     def destroy_node(self):
         # Runs after the context was shut down (Ctrl-C, launch shutdown), when the node logger
         # can no longer reach /rosout: log to the console only.
         logger = rclpy.logging.get_logger(f'{self.get_name()}.shutdown')
-        self._queue.put(None)
+        self._queue.put_last(None)
         self._worker.join(timeout=30)
         self._writer.close()
         total = sum(entry[1] for entry in self._counts.values())
-        logger.info(f'bag closed: {total} messages in {self._session.bag}')
+        dropped = f', {self._queue.dropped} dropped (writer behind)' if self._queue.dropped else ''
+        logger.info(f'bag closed: {total} messages in {self._session.bag}{dropped}')
         if self._write_report:
             from muse_bringup.report import write_report
             try:

@@ -28,13 +28,15 @@ from muse_protocol import protocol
 from muse_protocol.client import LinkState, ReconnectingLink
 from muse_protocol.tokens import resolve_token
 from muse_common import diagnostics, qos, stamps, topics
+from muse_common.crosstalk import OrderWatch
+from muse_common.token_file import check_private
 from muse_common.node_main import run_node
 from muse_common.params import declare
 
 ENCODINGS = [e.wire_name for e in protocol.Encoding]
 PROMPT_STAMPS_KEPT = 32           # prompt_id -> MusicPrompt stamp, for AudioFragment.prompt_stamp
 DISCONNECTED_ERROR_AFTER_S = 10.0  # diagnostics turn from WARN to ERROR after this long offline
-RUNTIME_PARAMETERS = ('server_url', 'token', 'reconnect_min_s', 'reconnect_max_s', 'ping_period_s')
+RUNTIME_PARAMETERS = ('server_url', 'reconnect_min_s', 'reconnect_max_s', 'ping_period_s')
 
 
 class CloudBridgeNode(Node):
@@ -43,10 +45,11 @@ class CloudBridgeNode(Node):
         super().__init__('cloud_bridge')
         url = declare(self, 'server_url', 'ws://127.0.0.1:8765',
                       'WebSocket URL of the music server (muse_music_server).')
-        token = declare(self, 'token', '', 'Shared secret the server expects; empty = '
-                        'token_file, else $MUSE_SERVER_TOKEN, else none.')
-        token_file = declare(self, 'token_file', '', 'File holding the server token on one line '
-                             '(used when token is empty).', read_only=True)
+        # The token itself is never a parameter (anyone on the domain can read parameters):
+        # it comes from a file only the user can read, or from the environment.
+        token_file = declare(self, 'token_file', '', 'File holding the server token on one line, '
+                             'readable only by its owner; empty = $MUSE_SERVER_TOKEN, else none.',
+                             read_only=True)
         encoding = declare(self, 'encoding', protocol.Encoding.PCM_S16LE.wire_name,
                            'Sample encoding asked of the server.', choices=ENCODINGS, read_only=True)
         reconnect_min_s = declare(self, 'reconnect_min_s', 0.5, 'First reconnect delay [s]; '
@@ -66,7 +69,8 @@ class CloudBridgeNode(Node):
         if problem:
             raise ValueError(problem)
         try:
-            token = resolve_token(token, token_file)
+            check_private(token_file)
+            token = resolve_token(None, token_file)
         except ValueError as exc:
             self.get_logger().fatal(str(exc))
             raise
@@ -75,6 +79,7 @@ class CloudBridgeNode(Node):
             AudioFragment, topics.AUDIO, qos.AUDIO,
             qos_overriding_options=QoSOverridingOptions.with_default_policies())
         self._prompt_stamps: dict[int, Time] = {}
+        self._prompt_order = OrderWatch('prompt_id')   # going back: another prompt builder
         self._stamps_lock = threading.Lock()
 
         self._loop = asyncio.new_event_loop()
@@ -109,6 +114,9 @@ class CloudBridgeNode(Node):
         except protocol.ProtocolError as exc:
             self.get_logger().error(f'prompt {msg.prompt_id} not forwarded: {exc}')
             return
+        if self._prompt_order.observe(msg.prompt_id) == 'regression':
+            self.get_logger().warning(f'{self._prompt_order.last_regression}: another graph on '
+                                      'this ROS domain, or the prompt builder restarted')
         with self._stamps_lock:
             self._prompt_stamps[msg.prompt_id] = msg.header.stamp
             while len(self._prompt_stamps) > PROMPT_STAMPS_KEPT:
@@ -164,8 +172,6 @@ class CloudBridgeNode(Node):
         get = lambda name: self.get_parameter(name).value  # noqa: E731
         settings = dict(url=get('server_url'), reconnect_min_s=get('reconnect_min_s'),
                         reconnect_max_s=get('reconnect_max_s'), ping_period_s=get('ping_period_s'))
-        if 'token' in names:
-            settings['token'] = get('token')
         self._loop.call_soon_threadsafe(lambda: self._link.reconfigure(**settings))
 
     # ------------------------------------------------------------ diagnostics
@@ -189,9 +195,13 @@ class CloudBridgeNode(Node):
         level = diagnostics.WARN if problems else diagnostics.OK
         message = (f'{snap["fragments_per_s"]:.1f} fragments/s, first fragment p95 '
                    f'{snap["first_fragment_ms_p95"]:.0f} ms')
+        if self._prompt_order.suspicious:
+            level = diagnostics.WARN
+            message = f'{self._prompt_order.last_regression} (foreign traffic?); {message}'
         keys = ('prompt_id', 'queue_depth', 'fragments', 'fragments_per_s', 'first_fragment_ms_p50',
                 'first_fragment_ms_p95', 'server_errors', 'dropped_out_of_order', 'bad_frames')
-        return level, message, {k: snap[k] for k in keys}
+        return level, message, {**{k: snap[k] for k in keys},
+                                'prompt_id_regressions': self._prompt_order.regressions}
 
     # ------------------------------------------------------------ lifecycle
 

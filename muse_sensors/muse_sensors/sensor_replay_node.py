@@ -282,8 +282,12 @@ class SensorReplayNode(Node):
                    f'max {player.lateness.max * 1e3:.2f} ms')
         if player.error is not None:
             self.get_logger().error(f'replay failed: {player.error!r}; {summary}')
+            self.exit_code = 1   # run_node's exit code: the session must end as a failure
         else:
             self.get_logger().info(f'end of data; {summary}')
+        # Announce the final counts, so that consumers can tell foreign traffic (more
+        # messages than this replay sent) from their own.
+        self._diagnostics.publish()
         if self._shutdown_on_end or player.error is not None:
             time.sleep(END_GRACE_S)
             self.context.try_shutdown()
