@@ -86,10 +86,9 @@ def check_subject(subject, start_offset_s=0.0, duration_s=0.0):
         else:
             span_s = dalia.load_subject(path).duration_s
         replay_span(span_s, start_offset_s, duration_s, path)
-    except (dalia.DaliaFormatError, bag.BagFormatError, OSError) as exc:
-        raise ValueError(f'subject {subject}: {exc}') from None
-    except ValueError as exc:
-        raise ValueError(f'subject {subject}: {exc}') from None
+    except (ValueError, OSError) as exc:   # DaliaFormatError, BagFormatError: ValueErrors
+        said = str(exc)
+        raise ValueError(said if str(path) in said else f'subject {path}: {said}') from None
 
 
 def synthetic_subject(session, minutes, seed):
