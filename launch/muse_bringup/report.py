@@ -108,9 +108,10 @@ def load_session(bag_path):
     from muse_common.rosbag_types import muse_typestore
     from rosbags.highlevel import AnyReader
 
+    from muse_msgs.msg import PlaybackEvent
+
     data = SessionData()
     with AnyReader([Path(bag_path)], default_typestore=muse_typestore()) as reader:
-        from muse_msgs.msg import PlaybackEvent
         for connection, log_time_ns, raw in reader.messages():
             received = log_time_ns * 1e-9
             topic = connection.topic
@@ -314,7 +315,7 @@ def _run_lengths(mask):
 
 def compute_metrics(data, wav):
     """Metrics of a loaded session; ``wav`` as returned by ``read_wav``."""
-    from muse_msgs.msg import MusicPrompt, PlaybackEvent
+    from muse_msgs.msg import PlaybackEvent
 
     latencies = wall_latencies(data)
     change_latency = [change for _, change in latencies.values() if change is not None]
