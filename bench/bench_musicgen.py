@@ -44,6 +44,7 @@ import torch
 from tqdm import tqdm
 from transformers.generation.streamers import BaseStreamer
 
+from muse_common.stats import percentile
 from muse_server.backends import PromptSpec
 from muse_server.backends.musicgen import MusicGenBackend
 from muse_server.backends.musicgen_codec import StreamingCodecDecoder
@@ -208,10 +209,6 @@ def codec_costs(model, seconds, play_steps, progress):
             positions.append(end / model.audio_encoder.config.frame_rate)
             progress.update(play_steps)
     return positions, costs
-
-
-def percentile(values, q):
-    return float(np.percentile(np.asarray(values, dtype=float), q))
 
 
 def summarise(runs, sample_rate):

@@ -4,14 +4,14 @@ Measured in one run, on the same synthetic subject:
 
 1. baseline pacing: the loop one writes first, ``sleep(1 / 32)`` between samples, where every
    sleep's overshoot (and the publishing time) adds up,
-2. ``muse_sensors.replay.Player``: every due time from one anchor (drift-free),
+2. ``muse_sensors.replay.TimelinePlayer``: every due time from one anchor (drift-free),
    with the same no-op publisher, in this process,
 3. the real ``sensor_replay`` node as its own process at 1x, heard by an rclpy subscriber in
    this process: the node's own lateness report (publish time - schedule), the delivery
    delay (arrival - header stamp) and the drift of the stamps against 32 Hz.
 
 Lateness = how long after its scheduled time (start + data_time / rate) an event went out.
-Prints mean, median, p95 and max per pacing, and the baseline/Player ratios.
+Prints mean, median, p95 and max per pacing, and the baseline/TimelinePlayer ratios.
 
     ./muse.sh exec python bench/bench_replay.py [--quick] [--seconds S]
 """
@@ -28,14 +28,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from muse_common.stats import percentile
 from muse_sensors import dalia, synthetic
-from muse_sensors.replay import ImuSample, Player, subject_events
+from muse_sensors.replay import ImuSample, TimelinePlayer, subject_events
 
 
 def summary(label, lateness_s):
     ms = np.asarray(lateness_s) * 1e3
     return {'label': label, 'n': len(ms), 'mean': ms.mean(), 'median': np.median(ms),
-            'p95': np.percentile(ms, 95), 'max': ms.max()}
+            'p95': percentile(ms, 95), 'max': ms.max()}
 
 
 def print_table(rows):
@@ -76,7 +77,7 @@ def baseline_sleep_loop(events):
 def player_loop(subject, seconds):
     done = threading.Event()
     lateness = []
-    player = Player(lambda: subject_events(subject, 0.0, seconds), 0.0, seconds,
+    player = TimelinePlayer(lambda: subject_events(subject, 0.0, seconds), 0.0, seconds,
                     lambda _event, _play_t, late: lateness.append(late), rate=1.0,
                     on_end=done.set)
     player.start()
@@ -137,13 +138,13 @@ def main():
         finish = progress_during(seconds, 'baseline sleep(1/32) loop')
         base = baseline_sleep_loop(events)
         finish()
-        finish = progress_during(seconds, 'Player (anchored schedule)')
+        finish = progress_during(seconds, 'TimelinePlayer (anchored schedule)')
         ours = player_loop(subject, seconds)
         finish()
         result, arrivals = node_run(path, seconds)
 
     rows = [summary('baseline: sleep(1/32) per sample', base),
-            summary('Player, in process (no-op publish)', ours)]
+            summary('TimelinePlayer, in process (no-op publish)', ours)]
     match = re.search(r'lateness mean ([\d.]+) ms, p95 ([\d.]+) ms, max ([\d.]+) ms',
                       result.stdout + result.stderr)
     print()
@@ -158,8 +159,8 @@ def main():
     drift_base = (base[-1] - base[0]) * 1e3
     print()
     print(f'drift over {seconds:g} s: baseline {drift_base:+.1f} ms (last - first lateness), '
-          f'Player {(ours[-1] - ours[0]) * 1e3:+.3f} ms')
-    print(f'ratios baseline / Player: mean {rows[0]["mean"] / rows[1]["mean"]:.1f}x, '
+          f'TimelinePlayer {(ours[-1] - ours[0]) * 1e3:+.3f} ms')
+    print(f'ratios baseline / TimelinePlayer: mean {rows[0]["mean"] / rows[1]["mean"]:.1f}x, '
           f'p95 {rows[0]["p95"] / rows[1]["p95"]:.1f}x, max {rows[0]["max"] / rows[1]["max"]:.1f}x')
     if arrivals:
         arrival, stamp = np.array(arrivals).T

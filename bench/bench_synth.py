@@ -33,6 +33,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from muse_common.stats import percentile  # noqa: E402
 from muse_server.backends import PromptSpec  # noqa: E402
 from muse_server.backends.synth import SynthBackend  # noqa: E402
 from muse_server.backends.synth_styles import STYLES  # noqa: E402
@@ -67,10 +68,6 @@ def first_fragment_costs(backend, style, streams, first_id=100):
             stream.next_fragment()
         costs.append(time.perf_counter() - start)
     return costs
-
-
-def p95(values):
-    return float(np.percentile(values, 95))
 
 
 def plot(rows, path):
@@ -133,9 +130,9 @@ def main(argv=None):
             rows.append({
                 'style': style,
                 'rtf': seconds / sum(costs), 'rtf_base': seconds / sum(base_costs),
-                'frag_ms': statistics.median(costs) * 1e3, 'frag_p95_ms': p95(costs) * 1e3,
+                'frag_ms': statistics.median(costs) * 1e3, 'frag_p95_ms': percentile(costs, 95) * 1e3,
                 'base_frag_ms': statistics.median(base_costs) * 1e3,
-                'ttff_ms': statistics.median(warm_ttff) * 1e3, 'ttff_p95_ms': p95(warm_ttff) * 1e3,
+                'ttff_ms': statistics.median(warm_ttff) * 1e3, 'ttff_p95_ms': percentile(warm_ttff, 95) * 1e3,
                 'ttff_cold_ms': cold_ttff * 1e3,
                 'base_ttff_ms': statistics.median(base_ttff) * 1e3,
                 'cache_hit_rate': cold.note_cache.hits / max(cold.note_cache.hits

@@ -25,14 +25,13 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from muse_common.activities import ACTIVITY_NAMES, TRANSIENT
 from muse_common.stamps import to_sec
-from muse_player.pcm import ENCODING_PCM_S16LE, ENCODINGS
-from muse_sensors.dalia import ACTIVITY_NAMES
+from muse_common.stats import summarize
+from muse_player import pcm
 
 from muse_bringup.session import SessionPaths
 
-# Ground-truth windows between activities, left out of the encoder scores (as in decision.py).
-TRANSIENT = ACTIVITY_NAMES.index('transient')
 SILENCE_DBFS = -60.0
 MIN_SILENCE_S = 0.25
 
@@ -143,7 +142,8 @@ def load_session(bag_path):
             elif _suffix(topic, topics.AUDIO):
                 data.crosstalk.fragment(int(msg.prompt_id), int(msg.seq))
                 # An unknown encoding is sized as s16, the wire's default.
-                dtype = ENCODINGS.get(int(msg.encoding), ENCODINGS[ENCODING_PCM_S16LE])
+                dtype = pcm.ENCODINGS.get(int(msg.encoding),
+                                          pcm.ENCODINGS[pcm.ENCODING_PCM_S16LE])
                 frame_bytes = dtype.itemsize * max(int(msg.channels), 1)
                 duration = len(msg.data) / frame_bytes / max(int(msg.sample_rate), 1)
                 data.fragments.append((to_sec(msg.header.stamp), int(msg.prompt_id), int(msg.seq),
@@ -229,15 +229,6 @@ class CrossTalkTally:
                 'max_publishers': self.max_publishers}
 
 
-def percentiles(values):
-    values = [v for v in values if np.isfinite(v)]
-    if not values:
-        return {'n': 0, 'p50': None, 'p95': None, 'max': None}
-    arr = np.asarray(values, dtype=float)
-    return {'n': len(values), 'p50': round(float(np.percentile(arr, 50)), 4),
-            'p95': round(float(np.percentile(arr, 95)), 4), 'max': round(float(arr.max()), 4)}
-
-
 def label_at(series, t):
     """The value of a step series [(t, value)] at time t (None before its first point)."""
     value = None
@@ -276,8 +267,7 @@ def read_wav(wav_path):
     read once for both the metrics and the timeline."""
     if not Path(wav_path).exists():
         return None
-    import soundfile
-    return soundfile.read(str(wav_path), dtype='float32', always_2d=True)
+    return pcm.read_wav(wav_path)
 
 
 def audio_metrics(wav, music_start_s=0.0):
@@ -346,9 +336,9 @@ def compute_metrics(data, wav):
     end = max([t for t, *_ in data.fragments + data.playback + data.estimates] + [start])
     metrics = {
         'session_s': round(end - start, 3),
-        'activity_change_to_audible_s': percentiles(change_latency),
-        'prompt_to_audible_s': percentiles(prompt_latency),
-        'ground_truth_change_to_prompt_s': {**percentiles(decision), 'missed_changes': missed},
+        'activity_change_to_audible_s': summarize(change_latency),
+        'prompt_to_audible_s': summarize(prompt_latency),
+        'ground_truth_change_to_prompt_s': {**summarize(decision), 'missed_changes': missed},
         'underruns': {'count': len(underruns), 'total_s': round(float(sum(underruns)), 4)},
         'fragments': {
             'count': len(data.fragments), 'prompts': len(per_prompt),
@@ -360,7 +350,7 @@ def compute_metrics(data, wav):
         'prompts': [{k: p[k] for k in ('prompt_id', 'reason', 'activity', 'style', 'target_bpm',
                                        'heart_rate_bpm', 'text')} for p in data.prompts],
         'encoder': {**encoder_accuracy(data),
-                    'inference_ms': percentiles([e[4] for e in data.estimates])},
+                    'inference_ms': summarize([e[4] for e in data.estimates])},
         'imu_messages': data.imu_count,
         'cross_talk': data.crosstalk.metrics(data.imu_count),
         'recorder_dropped_messages': data.crosstalk.recorder_dropped,

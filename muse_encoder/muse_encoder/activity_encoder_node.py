@@ -11,7 +11,6 @@ Missing inputs degrade, never fail: without a heart rate (none yet, or none for
 where those are 0 the checkpoint's training means (logged once; counted in diagnostics).
 """
 
-from collections import deque
 import queue
 import threading
 
@@ -25,12 +24,13 @@ from sensor_msgs.msg import Imu
 from muse_common import diagnostics, qos, stamps, topics
 from muse_common.node_main import run_node
 from muse_common.params import declare
+from muse_common.stats import RollingStats
 from muse_encoder.inference import BACKENDS, SMOOTHING_METHODS, ActivityEncoder, ProbabilitySmoother
 from muse_encoder.statics import Statics, sex_female_from_code
 from muse_sensors import dalia
 
 WINDOW_QUEUE_DEPTH = 4        # windows waiting for the worker before the oldest is dropped
-TIMING_HISTORY = 200          # windows over which diagnostics report inference time
+TIMING_HISTORY = 200          # windows over which diagnostics report inference time percentiles
 STAMP_RESET_S = 1.0           # a stamp this far behind the last one restarts the window
 
 
@@ -88,7 +88,7 @@ class ActivityEncoderNode(Node):
         self._apply_parameters()
         self._stats = {'published': 0, 'dropped': 0, 'errors': 0, 'hr_defaulted': 0,
                        'profile_defaulted': 0, 'resets': 0, 'stamp_regressions': 0}
-        self._timings = deque(maxlen=TIMING_HISTORY)
+        self._timings = RollingStats(window=TIMING_HISTORY)
 
         overrides = QoSOverridingOptions.with_default_policies()
         self._publisher = self.create_publisher(ActivityEstimate, topics.ACTIVITY, qos.EVENTS,
@@ -266,7 +266,7 @@ class ActivityEncoderNode(Node):
         msg.inference_ms = prediction.total_ms
         self._publisher.publish(msg)
         with self._lock:
-            self._timings.append(prediction.total_ms)
+            self._timings.add(prediction.total_ms)
             self._stats['published'] += 1
             self._stats['hr_defaulted'] += int(hr_defaulted)
             self._stats['profile_defaulted'] += int(profile_defaulted)
@@ -275,16 +275,15 @@ class ActivityEncoderNode(Node):
 
     def _inference_status(self):
         with self._lock:
-            timings = np.array(self._timings)
             stats = dict(self._stats)
+        timings = self._timings
         values = {'windows_published': stats['published'], 'windows_dropped': stats['dropped'],
                   'errors': stats['errors'], 'queue_depth': self._queue.qsize(),
                   'queue_capacity': WINDOW_QUEUE_DEPTH}
-        if timings.size == 0:
+        if not timings.count:
             return diagnostics.OK, 'waiting for a full window', values
-        values.update(inference_ms_mean=float(timings.mean()),
-                      inference_ms_p95=float(np.percentile(timings, 95)),
-                      inference_ms_max=float(timings.max()))
+        values.update(inference_ms_last=timings.last, inference_ms_mean=timings.mean,
+                      inference_ms_p95=timings.percentile(95), inference_ms_max=timings.max)
         if stats['errors'] or stats['dropped']:
             return diagnostics.WARN, f'{stats["errors"]} failed and {stats["dropped"]} dropped windows', values
         return diagnostics.OK, f'p95 {values["inference_ms_p95"]:.2f} ms per window', values

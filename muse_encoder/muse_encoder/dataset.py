@@ -22,6 +22,7 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import numpy as np
+from muse_common import activities
 from tqdm import tqdm
 
 from muse_encoder.features import FeatureInputError
@@ -75,7 +76,7 @@ def windows_from_subject(subject, features):
     starts_s = starts / dalia.ACC_HZ
     window_s = features.params.window_s
     labels = _window_labels(subject.activity, starts_s, window_s, dalia.ACTIVITY_HZ,
-                            dalia.NUM_ACTIVITIES)
+                            activities.NUM_ACTIVITIES)
     profile = subject.profile
     person = Statics(age_years=profile.age, sex_female=sex_female_from_code(profile.sex_code),
                      height_cm=profile.height_cm, weight_kg=profile.weight_kg)

@@ -23,7 +23,7 @@ from muse_encoder.statics import STATIC_INPUTS
 
 
 def default_class_names():
-    from muse_sensors.dalia import ACTIVITY_NAMES
+    from muse_common.activities import ACTIVITY_NAMES
     return tuple(ACTIVITY_NAMES)
 
 

@@ -17,7 +17,7 @@ import pytest
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Imu
 
-from muse_common import qos, stamps
+from muse_common import activities, qos, stamps
 from muse_encoder.inference import ActivityEncoder
 from muse_encoder.statics import Statics, sex_female_from_code
 from muse_sensors import dalia
@@ -97,7 +97,7 @@ def test_node_publishes_estimates_that_match_offline_inference(spawn, collector,
         assert msg.header.stamp == msg.window_end
         assert len(msg.probabilities) == 9 and abs(sum(msg.probabilities) - 1) < 1e-4
         assert len(msg.embedding) == encoder.embedding_dim
-        assert msg.label == dalia.ACTIVITY_NAMES[msg.class_id]
+        assert msg.label == activities.ACTIVITY_NAMES[msg.class_id]
         assert msg.class_id == msg.raw_class_id             # smoothing is off
         assert msg.inference_ms > 0
         statics = Statics(msg.heart_rate_bpm, profile.age, sex_female_from_code(profile.sex_code),

@@ -9,6 +9,7 @@ import pytest
 from muse_encoder import export
 from muse_encoder.checkpoint import DEFAULT_CHECKPOINT, CheckpointError
 from muse_encoder.inference import ActivityEncoder
+from muse_common import activities
 from muse_sensors import dalia
 
 
@@ -40,7 +41,7 @@ def test_onnx_backend_matches_torch_backend_on_real_windows(onnx_path):
 def test_exported_file_describes_its_features_and_classes(onnx_path):
     model = onnx.load(str(onnx_path))
     metadata = {p.key: json.loads(p.value) for p in model.metadata_props}
-    assert metadata['muse_encoder.class_names'] == list(dalia.ACTIVITY_NAMES)
+    assert metadata['muse_encoder.class_names'] == list(activities.ACTIVITY_NAMES)
     assert metadata['muse_encoder.feature_params']['target_rate_hz'] == 64.0
     assert [i.name for i in model.graph.input] == ['mel', 'statics']
     assert [o.name for o in model.graph.output] == ['logits', 'embedding']

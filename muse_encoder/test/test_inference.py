@@ -8,6 +8,7 @@ import pytest
 from muse_encoder.features import NonFiniteInputError, SampleRateError, WindowLengthError
 from muse_encoder.inference import ActivityEncoder, ProbabilitySmoother
 from muse_encoder.statics import STATIC_INPUTS, Statics, sex_female_from_code
+from muse_common import activities
 from muse_sensors import dalia
 from muse_sensors.synthetic import write_subject
 
@@ -29,7 +30,7 @@ def test_one_window_gives_probabilities_embedding_and_timing(encoder, subject):
     assert prediction.probabilities.shape == (9,)
     assert prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
     assert prediction.embedding.shape == (encoder.embedding_dim,)
-    assert prediction.label == dalia.ACTIVITY_NAMES[prediction.class_id]
+    assert prediction.label == activities.ACTIVITY_NAMES[prediction.class_id]
     assert prediction.confidence == pytest.approx(prediction.probabilities.max())
     assert prediction.feature_ms > 0 and prediction.model_ms > 0
     assert prediction.total_ms == pytest.approx(prediction.feature_ms + prediction.model_ms)

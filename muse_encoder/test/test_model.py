@@ -8,7 +8,7 @@ from muse_encoder.checkpoint import CheckpointError, EncoderCheckpoint, load_che
 from muse_encoder.features import FeatureParams
 from muse_encoder.model import ActivityCNN, ModelConfig, count_parameters
 from muse_encoder.statics import STATIC_INPUTS
-from muse_sensors.dalia import ACTIVITY_NAMES
+from muse_common.activities import ACTIVITY_NAMES
 
 DEFAULTS = {'heart_rate_bpm': 90.0, 'age_years': 30.0, 'sex_female': 0.5, 'height_cm': 172.0,
             'weight_kg': 70.0}

@@ -6,6 +6,7 @@ float32 shaped ``(frames, channels)`` in [-1, 1].
 """
 
 import numpy as np
+from muse_protocol.protocol import PCM_S16_SCALE
 
 # Same values as muse_msgs/AudioFragment ENCODING_* (checked by a test), kept here so the
 # plain modules need no ROS message import.
@@ -16,8 +17,6 @@ ENCODING_NAMES = {ENCODING_PCM_S16LE: 's16le', ENCODING_PCM_F32LE: 'f32le'}
 
 MAX_CHANNELS = 64
 MAX_SAMPLE_RATE = 768_000
-# The wire's s16 scale: muse_protocol.protocol.encode_samples writes round(x * 32767).
-_S16_SCALE = 32767.0
 
 
 class PcmFormatError(ValueError):
@@ -57,7 +56,7 @@ def decode(data, encoding, channels):
             f'of {channels} channel(s) ({frame_bytes} bytes each)')
     samples = np.frombuffer(raw, dtype=dtype).reshape(-1, channels)
     if encoding == ENCODING_PCM_S16LE:
-        return samples.astype(np.float32) / np.float32(_S16_SCALE)
+        return from_s16(samples)
     audio = samples.astype(np.float32)
     if not np.isfinite(audio).all():
         raise PcmFormatError('data holds non-finite f32le samples (NaN or inf); expected finite '
@@ -116,3 +115,21 @@ class StreamResampler:
     def flush(self):
         """Whatever the filter still holds (only needed when the stream ends)."""
         return self.process(np.zeros((0, self.channels), np.float32), last=True)
+
+
+def to_s16(audio):
+    """float samples -> int16 at the wire's full scale (``PCM_S16_SCALE``), clipped to +-1."""
+    return np.round(np.clip(audio, -1.0, 1.0) * PCM_S16_SCALE).astype('<i2')
+
+
+def from_s16(samples):
+    """int16 samples -> float32 at the wire's full scale: the inverse of :func:`to_s16`."""
+    return np.asarray(samples).astype(np.float32) / np.float32(PCM_S16_SCALE)
+
+
+def read_wav(path):
+    """A 16-bit WAV written by MUSE as float32 ``(frames, channels)`` and its sample rate, at the
+    same full scale it was written with (libsndfile's float reading divides by 32768)."""
+    import soundfile
+    samples, rate = soundfile.read(str(path), dtype='int16', always_2d=True)
+    return from_s16(samples), rate

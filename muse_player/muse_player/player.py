@@ -17,8 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
+from muse_common.stats import percentile
 from muse_player.events import EventKind
 from muse_player.mixer import Mixer, check_declick, check_tuning
 from muse_player.sinks import NullSink, SinkUnavailableError
@@ -51,10 +50,6 @@ class PlayerConfig:
             raise ValueError(f'record_flush_s is {self.record_flush_s!r}; expected seconds > 0')
         for name in ('crossfade_s', 'prebuffer_s', 'max_wait_missing_s'):
             check_tuning(name, getattr(self, name), self.declick_s)
-
-
-def percentile(values, q):
-    return float(np.percentile(values, q)) if len(values) else float('nan')
 
 
 class Player:

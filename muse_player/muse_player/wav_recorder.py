@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from muse_player.pcm import to_s16
+
 MAX_WAV_BYTES = 0xFFFFFFFF - 36  # RIFF sizes are 32-bit
 
 
@@ -73,8 +75,8 @@ class CrashSafeWavWriter:
             raise RecorderError(f'block of shape {block.shape} for {self.path}; expected '
                                 f'(frames, {self.channels})')
         self.frames_clipped += int(np.count_nonzero(np.abs(block).max(axis=1) > 1.0))
-        # 32768 per unit, as libsndfile and most readers scale 16-bit PCM back to floats.
-        pcm = np.clip(np.round(block * 32768.0), -32768, 32767).astype('<i2')
+        # The wire's full scale: a fragment played unmixed is recorded bit for bit.
+        pcm = to_s16(block)
         self._pending.append(pcm.tobytes())
         self._pending_frames += len(pcm)
         if self._pending_frames >= self._flush_frames:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from muse_player.pcm import read_wav, to_s16
 from muse_player.wav_recorder import CrashSafeWavWriter, RecorderError, resolve_record_path
 
 RATE = 16000
@@ -30,9 +31,10 @@ def test_a_closed_recording_reads_back_what_was_written(tmp_path):
     for first in range(0, 10_000, 160):
         writer.write(pattern(first, 160, 2))
     writer.close()
-    audio, rate = soundfile.read(path, dtype='float32', always_2d=True)
-    assert rate == RATE and audio.shape == (10_080, 2)
-    assert np.abs(audio - pattern(0, 10_080, 2)).max() <= 0.5 / 32768 + 1e-7
+    samples, rate = soundfile.read(path, dtype='int16', always_2d=True)
+    assert rate == RATE and samples.shape == (10_080, 2)
+    # Bit for bit the wire's 16-bit samples of the same floats.
+    np.testing.assert_array_equal(samples, to_s16(pattern(0, 10_080, 2)))
     assert writer.seconds == pytest.approx(10_080 / RATE)
 
 
@@ -48,8 +50,10 @@ def test_out_of_range_samples_are_clipped_and_counted(tmp_path):
     writer = CrashSafeWavWriter(tmp_path / 'loud.wav', RATE, 1)
     writer.write(np.array([[1.5], [-2.0], [0.5]], np.float32))
     writer.close()
-    audio, _ = soundfile.read(tmp_path / 'loud.wav', dtype='float32')
-    np.testing.assert_allclose(audio, [32767 / 32768, -1.0, 0.5])
+    samples, _ = soundfile.read(tmp_path / 'loud.wav', dtype='int16')
+    np.testing.assert_array_equal(samples, [32767, -32767, 16384])   # round(0.5 * 32767)
+    audio, _ = read_wav(tmp_path / 'loud.wav')
+    np.testing.assert_allclose(audio[:, 0], [1.0, -1.0, 16384 / 32767])
     assert writer.frames_clipped == 2
 
 
@@ -92,11 +96,12 @@ def test_a_recording_survives_sigkill_with_at_most_one_flush_period_missing(tmp_
             child.kill()
         for stream in (child.stdin, child.stdout, child.stderr):
             stream.close()
-    audio, rate = soundfile.read(path, dtype='float32')
+    audio, rate = read_wav(path)
+    audio = audio[:, 0]
     assert rate == RATE
     assert len(audio) == on_disk                      # the header counts what was flushed
     assert 0 < handed - len(audio) <= flush_s * RATE  # at most one period lost
-    assert np.abs(audio - pattern(0, len(audio))[:, 0]).max() <= 0.5 / 32768 + 1e-7
+    assert np.abs(audio - pattern(0, len(audio))[:, 0]).max() <= 0.5 / 32767 + 1e-7
 
 
 def test_record_paths_are_expanded_and_never_overwrite(tmp_path):

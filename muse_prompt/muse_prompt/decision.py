@@ -1,5 +1,6 @@
 """When the music should change: hysteresis over activity estimates and heart-rate zones,
-manual overrides, and the prompt ids. No rclpy; the node feeds it message fields.
+manual overrides, and the prompt ids. No rclpy and no generated messages: the node feeds it
+plain values taken from message fields.
 
 Rules (times are message header stamps, so replays at any speed decide the same):
 
@@ -28,22 +29,30 @@ Rules (times are message header stamps, so replays at any speed decide the same)
 - Prompt ids are 1, 2, 3, ... in the order prompts are made.
 """
 
+import enum
 import math
 from dataclasses import dataclass, fields, replace
-
-from muse_msgs.msg import MusicPrompt
 
 from muse_prompt import heart_zones
 from muse_prompt.template import (DEFAULT_MAX_PROMPT_CHARS, MIN_MAX_PROMPT_CHARS,
                                   RenderedPrompt, bound_text, render)
-from muse_sensors.dalia import ACTIVITY_NAMES, Profile
+from muse_common.activities import ACTIVITY_NAMES, TRANSIENT
+from muse_common.profile import Profile
 
-REASON_NAMES = {getattr(MusicPrompt, n): n[len('REASON_'):].lower()
-                for n in dir(MusicPrompt) if n.startswith('REASON_')}
+
+class Reason(enum.IntEnum):
+    """Why a prompt was made: the values of muse_msgs/MusicPrompt's REASON_* constants
+    (tests/test_layout.py checks that the two agree)."""
+    INITIAL = 0
+    ACTIVITY_CHANGE = 1
+    HEART_RATE_ZONE = 2
+    MANUAL = 3
+    PROFILE_CHANGE = 4
+
+
 _NS = 1_000_000_000
 # Probabilities arrive as float32; a softmax maximum may round a hair above 1.
 _FLOAT32_SLACK = 1e-6
-_TRANSIENT = ACTIVITY_NAMES.index('transient')
 
 
 @dataclass(frozen=True)
@@ -90,13 +99,13 @@ class Prompt:
     """A prompt to publish: the rendered text and numbers, its id, why and what triggered it."""
 
     prompt_id: int
-    reason: int                 # MusicPrompt.REASON_*
+    reason: Reason
     trigger_stamp_ns: int       # header stamp of the triggering message [ns]
     rendered: RenderedPrompt
 
     @property
     def reason_name(self):
-        return REASON_NAMES[self.reason]
+        return self.reason.name.lower()
 
 
 class PromptDecider:
@@ -158,7 +167,7 @@ class PromptDecider:
         self._library = library
         self._base_style = base_style or self._base_style
         self._config = config or self._config
-        return self._maybe_publish(MusicPrompt.REASON_MANUAL, stamp_ns)
+        return self._maybe_publish(Reason.MANUAL, stamp_ns)
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -172,14 +181,14 @@ class PromptDecider:
         if confidence < self._config.min_confidence:
             self.counts['estimates_below_confidence'] += 1
             return None
-        if class_id == _TRANSIENT:
+        if class_id == TRANSIENT:
             self.counts['estimates_transient'] += 1
             self._candidate = None
             return None
         if self._activity is None:
             self._activity = class_id
-            reason = (MusicPrompt.REASON_INITIAL if self._published is None
-                      else MusicPrompt.REASON_ACTIVITY_CHANGE)
+            reason = (Reason.INITIAL if self._published is None
+                      else Reason.ACTIVITY_CHANGE)
             return self._maybe_publish(reason, stamp_ns)
         if class_id == self._activity:
             self._candidate = None
@@ -192,7 +201,7 @@ class PromptDecider:
         if stamp_ns - self._candidate[1] < self._config.min_dwell_s * _NS:
             return None
         self._activity, self._candidate = class_id, None
-        return self._maybe_publish(MusicPrompt.REASON_ACTIVITY_CHANGE, stamp_ns)
+        return self._maybe_publish(Reason.ACTIVITY_CHANGE, stamp_ns)
 
     def on_heart_rate(self, stamp_ns, bpm, confidence=1.0):
         self.counts['heart_rates'] += 1
@@ -207,7 +216,7 @@ class PromptDecider:
         if first:
             # The first heart rate sets the zone at once; a prompt made without it gains it.
             self._zone, self._zone_leaving_since = proposed, None
-            return self._maybe_publish(MusicPrompt.REASON_HEART_RATE_ZONE, stamp_ns)
+            return self._maybe_publish(Reason.HEART_RATE_ZONE, stamp_ns)
         if proposed == self._zone:
             self._zone_leaving_since = None
             return None
@@ -216,7 +225,7 @@ class PromptDecider:
         if stamp_ns - self._zone_leaving_since < self._config.hr_zone_dwell_s * _NS:
             return None
         self._zone, self._zone_leaving_since = proposed, None
-        return self._maybe_publish(MusicPrompt.REASON_HEART_RATE_ZONE, stamp_ns)
+        return self._maybe_publish(Reason.HEART_RATE_ZONE, stamp_ns)
 
     def on_profile(self, stamp_ns, profile):
         self.counts['profiles'] += 1
@@ -226,7 +235,7 @@ class PromptDecider:
             hr_max = heart_zones.max_heart_rate(profile.age)
             self._zone = heart_zones.zone_of(self._heart_rate, hr_max)
             self._zone_leaving_since = None
-        return self._maybe_publish(MusicPrompt.REASON_PROFILE_CHANGE, stamp_ns)
+        return self._maybe_publish(Reason.PROFILE_CHANGE, stamp_ns)
 
     def on_override(self, stamp_ns, style='', text='', clear=False):
         """Apply an override (``clear`` first, then ``style``, then ``text``)."""
@@ -240,7 +249,7 @@ class PromptDecider:
         if text and text.strip():
             bounded = bound_text(text, self._config.max_prompt_chars)
             self._text_override = (bounded, bounded != ' '.join(text.split()))
-        return self._maybe_publish(MusicPrompt.REASON_MANUAL, stamp_ns, manual=True)
+        return self._maybe_publish(Reason.MANUAL, stamp_ns, manual=True)
 
     # --- state -------------------------------------------------------------------------------
 
@@ -274,7 +283,7 @@ class PromptDecider:
 
     def _render_current(self):
         preset = self._library.get(self.style)
-        activity = self._activity if self._activity is not None else _TRANSIENT
+        activity = self._activity if self._activity is not None else TRANSIENT
         rendered = render(preset, activity, self._heart_rate, self._profile,
                           include_physiology=self._config.include_physiology,
                           max_chars=self._config.max_prompt_chars)

@@ -12,7 +12,7 @@ import numpy as np
 from muse_prompt import heart_zones
 from muse_prompt.presets import PresetError, load_library
 from muse_prompt.tempo import TEMPO_RULES, target_bpm
-from muse_sensors.dalia import ACTIVITY_NAMES
+from muse_common.activities import ACTIVITY_NAMES
 
 
 def draw_tempo_map(path, library, age_years=0):

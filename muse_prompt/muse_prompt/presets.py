@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from muse_prompt.tempo import MAX_TEMPO_BPM, MIN_TEMPO_BPM
-from muse_sensors.dalia import ACTIVITY_NAMES
+from muse_common.activities import ACTIVITY_NAMES
 
 PACKAGE = 'muse_prompt'
 DEFAULT_STYLE = 'chill_techno'

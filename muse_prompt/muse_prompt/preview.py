@@ -12,7 +12,8 @@ import sys
 
 from muse_prompt.presets import PresetError, UnknownStyleError, load_library
 from muse_prompt.template import DEFAULT_MAX_PROMPT_CHARS, render
-from muse_sensors.dalia import ACTIVITY_NAMES, Profile
+from muse_common.activities import ACTIVITY_NAMES
+from muse_common.profile import Profile
 
 
 def main(argv=None):

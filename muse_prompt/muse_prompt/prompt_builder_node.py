@@ -17,7 +17,7 @@ from muse_common.node_main import run_node
 from muse_msgs.msg import ActivityEstimate, HeartRate, MusicPrompt, PromptOverride, UserProfile
 from muse_prompt.decision import DecisionConfig, PromptDecider
 from muse_prompt.presets import DEFAULT_STYLE, PresetError, UnknownStyleError, load_library
-from muse_sensors.dalia import Profile
+from muse_common.profile import Profile
 
 _CONFIG_DESCRIPTIONS = {
     'min_dwell_s': 'A new activity must be estimated confidently without interruption for this '
@@ -142,7 +142,7 @@ class PromptBuilderNode(Node):
             prompt_id=prompt.prompt_id, text=rendered.text, activity=rendered.activity,
             activity_class_id=rendered.activity_class_id,
             heart_rate_bpm=rendered.heart_rate_bpm, target_bpm=rendered.target_bpm,
-            energy=rendered.energy, style=rendered.style, reason=prompt.reason,
+            energy=rendered.energy, style=rendered.style, reason=int(prompt.reason),
             trigger_stamp=Time(nanoseconds=prompt.trigger_stamp_ns).to_msg())
         msg.header.stamp = self.get_clock().now().to_msg()
         self._publisher.publish(msg)

@@ -18,7 +18,8 @@ import string
 from dataclasses import dataclass
 
 from muse_prompt.tempo import round_half_up, target_bpm
-from muse_sensors.dalia import ACTIVITY_DISPLAY_NAMES, ACTIVITY_NAMES, Profile
+from muse_common.activities import ACTIVITY_DISPLAY_NAMES, ACTIVITY_NAMES
+from muse_common.profile import Profile
 
 DEFAULT_MAX_PROMPT_CHARS = 500
 MIN_MAX_PROMPT_CHARS = 60

@@ -5,18 +5,18 @@ import math
 import random
 
 import pytest
-from muse_msgs.msg import MusicPrompt
 
-from muse_prompt.decision import DecisionConfig, PromptDecider
+from muse_prompt.decision import DecisionConfig, PromptDecider, Reason
 from muse_prompt.presets import UnknownStyleError, load_library
-from muse_sensors.dalia import ACTIVITY_NAMES, Profile
+from muse_common.activities import ACTIVITY_NAMES
+from muse_common.profile import Profile
 
 ID = {name: i for i, name in enumerate(ACTIVITY_NAMES)}
-INITIAL = MusicPrompt.REASON_INITIAL
-ACTIVITY = MusicPrompt.REASON_ACTIVITY_CHANGE
-ZONE = MusicPrompt.REASON_HEART_RATE_ZONE
-MANUAL = MusicPrompt.REASON_MANUAL
-PROFILE = MusicPrompt.REASON_PROFILE_CHANGE
+INITIAL = Reason.INITIAL
+ACTIVITY = Reason.ACTIVITY_CHANGE
+ZONE = Reason.HEART_RATE_ZONE
+MANUAL = Reason.MANUAL
+PROFILE = Reason.PROFILE_CHANGE
 LISTENER = Profile(age=40, sex='f', height_cm=170.0, weight_kg=65.0)  # HRmax 180
 
 

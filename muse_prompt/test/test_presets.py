@@ -8,7 +8,7 @@ import pytest
 from muse_prompt.presets import (PresetError, SENTENCE_SLOTS, UnknownStyleError,
                                  builtin_presets_path, load_library)
 from muse_prompt.template import render
-from muse_sensors.dalia import ACTIVITY_NAMES
+from muse_common.activities import ACTIVITY_NAMES
 
 SHARED_NAMES = ('chill_techno', 'lofi_hiphop', 'ambient', 'upbeat_pop', 'cinematic', 'jazz')
 WALKING = ACTIVITY_NAMES.index('walking')
@@ -24,6 +24,16 @@ def test_builtin_file_is_the_installed_share_copy():
     path = builtin_presets_path()
     assert path.parts[-4:] == ('share', 'muse_prompt', 'config', 'presets.yaml')
     assert path.is_file()
+
+
+def test_every_builtin_style_is_one_the_synth_backend_knows():
+    # The prompt builder and the server's synth backend name styles independently (the server
+    # installs without ROS); a style the synth does not know would silently fall back to its
+    # keyword match. Exact names only: no alias, no keyword fallback.
+    from muse_server.backends.synth_styles import STYLES
+    unknown = [name for name in load_library().names if name not in STYLES]
+    assert not unknown, f'presets.yaml names styles the synth backend lacks: {unknown}; ' \
+                        f'it knows {list(STYLES)}'
 
 
 def test_builtin_presets_are_complete():

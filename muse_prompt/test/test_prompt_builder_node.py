@@ -13,7 +13,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from muse_common import qos, topics
 from muse_msgs.msg import ActivityEstimate, HeartRate, MusicPrompt, PromptOverride, UserProfile
-from muse_sensors.dalia import ACTIVITY_NAMES
+from muse_common.activities import ACTIVITY_NAMES
 
 NAMESPACE = '/muse'
 TIMEOUT = 60.0

@@ -7,7 +7,8 @@ import pytest
 from muse_prompt.presets import load_library
 from muse_prompt.template import (DEFAULT_MAX_PROMPT_CHARS, TRIM_ORDER, bound_text, energy_word,
                                   render, round_heart_rate)
-from muse_sensors.dalia import ACTIVITY_NAMES, Profile
+from muse_common.activities import ACTIVITY_NAMES
+from muse_common.profile import Profile
 
 WORKING = ACTIVITY_NAMES.index('working')
 WALKING = ACTIVITY_NAMES.index('walking')

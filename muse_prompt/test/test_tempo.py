@@ -6,7 +6,7 @@ import pytest
 
 from muse_prompt import heart_zones
 from muse_prompt.tempo import TEMPO_RULES, round_half_up, target_bpm
-from muse_sensors.dalia import ACTIVITY_NAMES
+from muse_common.activities import ACTIVITY_NAMES
 
 # (activity, heart rate, expected BPM): the documented table, point by point.
 TABLE = [

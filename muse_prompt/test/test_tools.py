@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from muse_sensors.dalia import ACTIVITY_NAMES
+from muse_common.activities import ACTIVITY_NAMES
 
 
 def run(*args):

@@ -66,6 +66,12 @@ FATAL_CODES = frozenset({
     ErrorCode.INTERNAL_ERROR})
 
 
+# Full scale of 16-bit PCM: float x in [-1, 1] is the integer round(x * PCM_S16_SCALE), so
+# +1.0 and -1.0 map to +-32767 (symmetric; -32768 is never written). The player decodes and the
+# session WAV is written with this same constant.
+PCM_S16_SCALE = 32767.0
+
+
 class Encoding(enum.IntEnum):
     """Sample encodings; the values equal muse_msgs/AudioFragment's ENCODING_* constants."""
 
@@ -412,7 +418,7 @@ class AudioFrame:
     def samples(self) -> np.ndarray:
         """The samples as float32 ``(n_samples, channels)`` in [-1, 1]."""
         if self.encoding is Encoding.PCM_S16LE:
-            values = np.frombuffer(self.payload, dtype='<i2').astype(np.float32) / 32767.0
+            values = np.frombuffer(self.payload, dtype='<i2').astype(np.float32) / PCM_S16_SCALE
         else:
             values = np.frombuffer(self.payload, dtype='<f4').astype(np.float32)
         return values.reshape(-1, self.channels)
@@ -422,7 +428,7 @@ def encode_samples(samples: np.ndarray, encoding: Encoding) -> bytes:
     """float ``(n, channels)`` in [-1, 1] -> interleaved little-endian bytes."""
     clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
     if encoding is Encoding.PCM_S16LE:
-        return np.round(clipped * 32767.0).astype('<i2').tobytes()
+        return np.round(clipped * PCM_S16_SCALE).astype('<i2').tobytes()
     return clipped.astype('<f4').tobytes()
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from muse_common import activities
+from muse_common.profile import Profile
 from muse_sensors import dalia
 from muse_sensors.replay import (ActivityLabel, HeartRateSample, ImuSample, ProfileRecord,
                                  event_key, replay_span, subject_events)
@@ -120,12 +122,12 @@ class _MessageFactory:
                                 skin_type=p.skin_type, sport=p.sport)
 
     def ground_truth(self, e):
-        probabilities = np.zeros(dalia.NUM_ACTIVITIES, dtype=np.float32)
+        probabilities = np.zeros(activities.NUM_ACTIVITIES, dtype=np.float32)
         probabilities[e.class_id] = 1.0
         stamp = _time(self.store, self.start + e.t)
         return self.ActivityEstimate(
             header=self.Header(stamp=stamp, frame_id=self.frame_id), class_id=e.class_id,
-            label=dalia.ACTIVITY_NAMES[e.class_id], confidence=1.0, raw_class_id=e.class_id,
+            label=activities.ACTIVITY_NAMES[e.class_id], confidence=1.0, raw_class_id=e.class_id,
             probabilities=probabilities, embedding=np.zeros(0, dtype=np.float32),
             window_start=stamp, window_end=stamp, heart_rate_bpm=e.heart_rate_bpm,
             inference_ms=0.0)
@@ -322,7 +324,7 @@ def _to_event(reader, connection, raw, t, start_ns):
         return HeartRateSample(t, float(msg.bpm), float(msg.confidence), msg.source,
                                to_sec(msg.header.stamp) - base)
     if connection.msgtype == PROFILE_TYPE:
-        return ProfileRecord(t, msg.user_id, dalia.Profile.from_msg(msg))
+        return ProfileRecord(t, msg.user_id, Profile.from_msg(msg))
     return ActivityLabel(t, int(msg.class_id), float(msg.heart_rate_bpm))
 
 

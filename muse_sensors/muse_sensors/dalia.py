@@ -14,7 +14,7 @@ confirmed by public loaders (see ``muse_sensors/README.md`` for the sources)::
                           'ECG':  (M, 1)    700 Hz, mV
                           'Resp': (M, 1)    700 Hz, % (chest band stretch)}},
      'label':         float (L,)            reference heart rate [bpm] per 8 s window, 2 s shift
-     'activity':      (N/8, 1)              activity id at 4 Hz, 0..8 (ACTIVITY_NAMES)
+     'activity':      (N/8, 1)              activity id at 4 Hz, 0..8 (muse_common.activities)
      'questionnaire': {'AGE', 'Gender', 'HEIGHT', 'WEIGHT', 'SKIN', 'SPORT'}
      'subject':       'S<i>'}
 
@@ -32,14 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from muse_common.activities import NUM_ACTIVITIES
+from muse_common.profile import Profile
 
-# Activity ids are list indices (PPG-DaLiA readme: 0 = transient periods between activities).
-ACTIVITY_NAMES = ('transient', 'sitting', 'stairs', 'table_soccer', 'cycling', 'driving',
-                  'lunch_break', 'walking', 'working')
-ACTIVITY_DISPLAY_NAMES = ('Transition', 'Sitting', 'Ascending/Descending Stairs',
-                          'Table Soccer', 'Cycling', 'Driving a Car', 'Lunch Break',
-                          'Walking', 'Working at Desk')
-NUM_ACTIVITIES = len(ACTIVITY_NAMES)
 
 ACC_HZ = 32          # wrist accelerometer (Empatica E4)
 BVP_HZ = 64          # wrist photoplethysmogram
@@ -54,9 +49,6 @@ G = 9.80665          # standard gravity [m/s^2]
 
 TOP_LEVEL_KEYS = ('rpeaks', 'signal', 'label', 'activity', 'questionnaire', 'subject')
 WRIST_KEYS = ('ACC', 'BVP', 'EDA', 'TEMP')
-
-# Sex codes, identical to muse_msgs/UserProfile's SEX_* constants (this module avoids rclpy).
-SEX_UNKNOWN, SEX_MALE, SEX_FEMALE = 0, 1, 2
 
 
 class DaliaFormatError(ValueError):
@@ -74,35 +66,6 @@ def hr_label_count(n_bvp):
     """Number of reference heart-rate windows over ``n_bvp`` BVP samples (0 if under 8 s)."""
     window, shift = HR_WINDOW_S * BVP_HZ, HR_SHIFT_S * BVP_HZ
     return 0 if n_bvp < window else (n_bvp - window) // shift + 1
-
-
-@dataclass(frozen=True)
-class Profile:
-    """The questionnaire statics.
-
-    ``sex`` is kept as the dataset writes it, normalised to ``'m'``, ``'f'`` or ``''``
-    (unknown); :attr:`sex_code` gives the ``UserProfile.SEX_*`` value for messages.
-    Unknown numbers are 0 (age, skin type, sport) or NaN (height, weight), as in UserProfile.
-    """
-    age: int = 0
-    sex: str = ''
-    height_cm: float = math.nan
-    weight_kg: float = math.nan
-    skin_type: int = 0
-    sport: int = 0
-
-    @property
-    def sex_code(self):
-        return {'m': SEX_MALE, 'f': SEX_FEMALE}.get(self.sex, SEX_UNKNOWN)
-
-    @classmethod
-    def from_msg(cls, msg):
-        """The profile a ``muse_msgs/UserProfile`` carries (an rclpy or a rosbags message);
-        sex codes other than male and female read as unknown."""
-        sex = {SEX_MALE: 'm', SEX_FEMALE: 'f'}.get(int(msg.sex), '')
-        return cls(age=int(msg.age), sex=sex, height_cm=float(msg.height_cm),
-                   weight_kg=float(msg.weight_kg), skin_type=int(msg.skin_type),
-                   sport=int(msg.sport))
 
 
 @dataclass

@@ -3,6 +3,7 @@ heart responded, and what each activity looks like in the frequency domain."""
 
 import numpy as np
 
+from muse_common import activities
 from muse_sensors import dalia
 
 # One colour per activity id, shared by every panel.
@@ -41,7 +42,7 @@ def plot_subject(subject, path, spectrum_window_s=8.0):
     for start, end, a in runs:
         ax_act.axvspan(start * minutes, end * minutes, color=COLOURS[a], lw=0)
         if (end - start) > subject.duration_s / 40 and a:
-            ax_act.text((start + end) / 2 * minutes, 0.5, dalia.ACTIVITY_NAMES[a], ha='center',
+            ax_act.text((start + end) / 2 * minutes, 0.5, activities.ACTIVITY_NAMES[a], ha='center',
                         va='center', fontsize=7, rotation=90 if end - start < subject.duration_s / 15 else 0)
     ax_act.set(yticks=[], title=f'{subject.name}: activity (grey = transient)')
 
@@ -68,14 +69,14 @@ def plot_subject(subject, path, spectrum_window_s=8.0):
     freqs = np.fft.rfftfreq(n, 1 / dalia.ACC_HZ)
     magnitude = np.linalg.norm(subject.acc_g, axis=1)
     labels = np.repeat(subject.activity, dalia.ACC_HZ // dalia.ACTIVITY_HZ)[:len(magnitude)]
-    for a in range(dalia.NUM_ACTIVITIES):
+    for a in range(activities.NUM_ACTIVITIES):
         starts = [s for s in range(0, len(magnitude) - n, n // 2) if np.all(labels[s:s + n] == a)]
         if not starts:
             continue
         windows = np.stack([magnitude[s:s + n] - magnitude[s:s + n].mean() for s in starts])
         power = np.mean(np.abs(np.fft.rfft(windows * np.hanning(n), axis=1)) ** 2, axis=0)
         ax_spec.semilogy(freqs, power + 1e-9, color=COLOURS[a], lw=1.2,
-                         label=dalia.ACTIVITY_NAMES[a])
+                         label=activities.ACTIVITY_NAMES[a])
     ax_spec.set(xlabel='frequency [Hz]', ylabel='power of |a| (mean over 8 s windows)',
                 title='motion spectrum per activity', xlim=(0, dalia.ACC_HZ / 2))
     ax_spec.legend(fontsize=7)

@@ -11,7 +11,7 @@ the converter and the tests share one definition of the stream:
 * ``ActivityLabel`` (ground truth) at the start, on every change of the 4 Hz activity and
   every 2 s of data (``t = 2 k``).
 
-The :class:`Player` walks a timeline on its own thread, publishing event ``e`` at wall time
+The :class:`TimelinePlayer` walks a timeline on its own thread, publishing event ``e`` at wall time
 ``anchor + (play_time(e) - anchor_play_time) / rate``: every due time is computed from one
 anchor, so sleep errors never accumulate (the anchor moves only when the rate changes).
 """
@@ -20,11 +20,12 @@ import heapq
 import math
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
+from muse_common.profile import Profile
+from muse_common.stats import RollingStats
 from muse_sensors import dalia
 
 GROUND_TRUTH_PERIOD_S = 2.0   # the encoder's stride: one ground truth per estimate
@@ -35,7 +36,7 @@ SOURCE_ECG_REFERENCE = 'ecg_reference'   # = muse_msgs/HeartRate.SOURCE_ECG_REFE
 class ProfileRecord:
     t: float
     user_id: str
-    profile: dalia.Profile
+    profile: Profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,34 +133,6 @@ def _activity_events(subject, t_start, t_end):
             yield ActivityLabel(t, int(activity[k]), subject.heart_rate_at(t))
 
 
-class LatenessStats:
-    """Publication lateness against the schedule [s]: running mean and max over everything,
-    median and p95 over the latest ``window`` events."""
-
-    def __init__(self, window=4096):
-        self.count = 0
-        self.total = 0.0
-        self.max = 0.0
-        self.recent = deque(maxlen=window)
-        self._lock = threading.Lock()
-
-    def add(self, lateness_s):
-        with self._lock:
-            self.count += 1
-            self.total += lateness_s
-            self.max = max(self.max, lateness_s)
-            self.recent.append(lateness_s)
-
-    @property
-    def mean(self):
-        return self.total / self.count if self.count else 0.0
-
-    def percentile(self, q):
-        with self._lock:
-            recent = list(self.recent)
-        return float(np.percentile(recent, q)) if recent else 0.0
-
-
 class Pacer:
     """Maps play time (data seconds since the replay began, growing across loops) to due
     times on a monotonic clock, from a single anchor; a rate change re-anchors at 'now'
@@ -195,7 +168,7 @@ class Pacer:
             self.rate = float(rate)
 
 
-class Player:
+class TimelinePlayer:
     """Plays a timeline on a thread, calling ``emit(event, play_t, lateness_s)`` for each
     event when it is due; loops if asked. ``timeline()`` must return a fresh iterator over
     ``[t_start, t_end]`` each time it is called (once per loop).
@@ -216,7 +189,9 @@ class Player:
         self._clock = clock
         self.loop = loop
         self.pacer = Pacer(rate, clock)
-        self.lateness = LatenessStats()
+        # Publication lateness against the schedule [s]: mean and max over everything,
+        # percentiles over the latest 4096 events.
+        self.lateness = RollingStats(window=4096, empty=0.0)
         self.published = 0
         self.loops_done = 0
         self.data_t = t_start

@@ -24,11 +24,11 @@ from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Imu
 
-from muse_common import diagnostics, params, qos, stamps, topics
+from muse_common import activities, diagnostics, params, qos, stamps, topics
 from muse_common.node_main import run_node
 from muse_msgs.msg import ActivityEstimate, HeartRate, UserProfile
 from muse_sensors import bag, dalia
-from muse_sensors.replay import (ActivityLabel, HeartRateSample, ImuSample, Player,
+from muse_sensors.replay import (ActivityLabel, HeartRateSample, ImuSample, TimelinePlayer,
                                  ProfileRecord, replay_span, subject_events)
 
 # Let the last messages reach subscribers before the process goes (DDS sends asynchronously).
@@ -165,7 +165,7 @@ class SensorReplayNode(Node):
         self._clock_map = MonotonicToRos(self.get_clock())
         self._began = None
 
-        self._player = Player(timeline, t_start, t_end, self._emit, rate=rate, loop=loop,
+        self._player = TimelinePlayer(timeline, t_start, t_end, self._emit, rate=rate, loop=loop,
                               on_end=self._on_end)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._diagnostics = diagnostics.DiagnosticsReporter(self, hardware_id=f'replay {name}')
@@ -249,9 +249,9 @@ class SensorReplayNode(Node):
             self.counts['user_profile'] += 1
 
     def _ground_truth(self, event, stamp):
-        probabilities = [0.0] * dalia.NUM_ACTIVITIES
+        probabilities = [0.0] * activities.NUM_ACTIVITIES
         probabilities[event.class_id] = 1.0
-        msg = ActivityEstimate(class_id=event.class_id, label=dalia.ACTIVITY_NAMES[event.class_id],
+        msg = ActivityEstimate(class_id=event.class_id, label=activities.ACTIVITY_NAMES[event.class_id],
                                confidence=1.0, raw_class_id=event.class_id,
                                probabilities=probabilities, heart_rate_bpm=event.heart_rate_bpm,
                                inference_ms=0.0)
@@ -273,7 +273,7 @@ class SensorReplayNode(Node):
     # --------------------------------------------------------------- end of data
 
     def _on_end(self):
-        """Player thread: the data ended (or playback failed)."""
+        """TimelinePlayer thread: the data ended (or playback failed)."""
         ended_at = time.monotonic()
         player = self._player
         summary = (f'{self._name}: published {self.counts} over {ended_at - self._began:.1f} s wall '

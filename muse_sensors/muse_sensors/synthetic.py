@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from muse_common import activities
 from muse_sensors import dalia
 
 # PPG-DaLiA protocol: activity and nominal duration [min] (readme, "Data collection protocol").
@@ -137,7 +138,7 @@ def _traits(rng):
         'impact_g': rng.uniform(0.18, 0.34),     # step impacts at the wrist
         'vigour': rng.uniform(0.8, 1.25),        # overall motion amplitude
         'noise_g': rng.uniform(0.004, 0.012),    # sensor noise
-        'posture_deg': rng.normal(0, 8, size=(dalia.NUM_ACTIVITIES, 3)),
+        'posture_deg': rng.normal(0, 8, size=(activities.NUM_ACTIVITIES, 3)),
         'mount_deg': rng.normal(0, 8, size=3),   # strap misalignment
         'eat_rate': rng.uniform(1 / 14, 1 / 6),  # bites per second
         'type_rate': rng.uniform(3.5, 7.0),      # keystrokes per second while typing
@@ -388,7 +389,7 @@ _MODELS = (_transient, _sitting, _stairs, _table_soccer, _cycling, _driving, _lu
 def _schedule(rng, total_s, balanced):
     """Activity segments [(activity_id, duration_s)] filling ``total_s`` seconds."""
     if balanced:
-        order = list(rng.permutation(np.arange(1, dalia.NUM_ACTIVITIES)))
+        order = list(rng.permutation(np.arange(1, activities.NUM_ACTIVITIES)))
         main = [(int(a), rng.uniform(0.8, 1.2)) for a in order]
         # Transient gets about one activity's share in all, split over its periods.
         transient_weight = rng.uniform(0.8, 1.2, size=len(main) + 1) / (len(main) + 1)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from muse_common.stamps import to_sec
+from muse_common import activities
 from muse_sensors import bag, dalia, synthetic
 from muse_sensors.replay import ActivityLabel, HeartRateSample, ImuSample, subject_events
 
@@ -92,7 +93,7 @@ def test_round_trip(tmp_path, subject, storage):
     for (t_ns, msg), e in zip(truth, (e for e in expected if isinstance(e, ActivityLabel))):
         assert t_ns == round((START + e.t) * 1e9)
         assert msg.class_id == e.class_id == subject.activity_at(e.t)
-        assert msg.label == dalia.ACTIVITY_NAMES[e.class_id]
+        assert msg.label == activities.ACTIVITY_NAMES[e.class_id]
         assert list(msg.probabilities) == [1.0 if k == e.class_id else 0.0 for k in range(9)]
         assert msg.confidence == 1.0 and len(msg.embedding) == 0
 

@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
+from muse_common import activities, profile
 from muse_sensors import dalia, synthetic
 
 MINUTES = 3
@@ -43,10 +44,10 @@ def broken(data, *keys, value=None, delete=False):
 
 
 def test_constants_match_the_dataset():
-    assert dalia.ACTIVITY_NAMES == ('transient', 'sitting', 'stairs', 'table_soccer', 'cycling',
+    assert activities.ACTIVITY_NAMES == ('transient', 'sitting', 'stairs', 'table_soccer', 'cycling',
                                     'driving', 'lunch_break', 'walking', 'working')
-    assert len(dalia.ACTIVITY_DISPLAY_NAMES) == dalia.NUM_ACTIVITIES == 9
-    assert dalia.ACTIVITY_DISPLAY_NAMES[8] == 'Working at Desk'
+    assert len(activities.ACTIVITY_DISPLAY_NAMES) == activities.NUM_ACTIVITIES == 9
+    assert activities.ACTIVITY_DISPLAY_NAMES[8] == 'Working at Desk'
     assert (dalia.ACC_HZ, dalia.BVP_HZ, dalia.EDA_HZ, dalia.TEMP_HZ, dalia.ACTIVITY_HZ) == (32, 64, 4, 4, 4)
     assert (dalia.HR_WINDOW_S, dalia.HR_SHIFT_S) == (8, 2)
     # S1 of the real dataset: 589568 BVP samples and 4603 labels.
@@ -74,7 +75,7 @@ def test_loads_generated_subject_with_documented_shapes_and_rates(subject_path, 
     assert s.profile.age == quest['AGE']
     assert s.profile.sex == quest['Gender'].strip()
     assert s.profile.height_cm == pytest.approx(quest['HEIGHT'])
-    assert s.profile.sex_code in (dalia.SEX_MALE, dalia.SEX_FEMALE)
+    assert s.profile.sex_code in (profile.SEX_MALE, profile.SEX_FEMALE)
 
 
 def test_activity_and_heart_rate_at_time(subject_path):
@@ -258,7 +259,7 @@ def test_unknown_questionnaire_values_become_unknown(tmp_path, subject_dict):
     data['questionnaire']['Gender'] = ' '
     s = dalia.load_subject(write(tmp_path / 'S1.pkl', data))
     assert math.isnan(s.profile.height_cm)
-    assert s.profile.sex == '' and s.profile.sex_code == dalia.SEX_UNKNOWN
+    assert s.profile.sex == '' and s.profile.sex_code == profile.SEX_UNKNOWN
 
 
 def test_python2_style_protocol_0_pickle_loads(tmp_path, subject_dict):

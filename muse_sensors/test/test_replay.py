@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from muse_sensors import dalia, synthetic
-from muse_sensors.replay import (ActivityLabel, HeartRateSample, ImuSample, Pacer, Player,
+from muse_sensors.replay import (ActivityLabel, HeartRateSample, ImuSample, Pacer, TimelinePlayer,
                                   ProfileRecord, replay_span, subject_events)
 
 
@@ -114,7 +114,7 @@ def test_pacer_rate_change_keeps_the_played_data_in_place():
 
 def test_player_publishes_everything_in_order_then_ends(subject):
     got, ended = [], threading.Event()
-    player = Player(lambda: subject_events(subject, 0, 4.0), 0.0, 4.0,
+    player = TimelinePlayer(lambda: subject_events(subject, 0, 4.0), 0.0, 4.0,
                     lambda e, play_t, late: got.append((e, play_t, late)), rate=400.0,
                     on_end=ended.set)
     player.start()
@@ -136,7 +136,7 @@ def test_player_loops_with_play_time_running_on(subject):
         if play_t >= 5.0:
             two_loops.set()
 
-    player = Player(lambda: subject_events(subject, 10.0, 2.0), 10.0, 12.0, emit, rate=100.0,
+    player = TimelinePlayer(lambda: subject_events(subject, 10.0, 2.0), 10.0, 12.0, emit, rate=100.0,
                     loop=True)
     player.start()
     assert two_loops.wait(30)
@@ -157,7 +157,7 @@ def test_player_reports_emit_errors_and_ends(subject):
         if play_t > 1.0:
             raise RuntimeError('publisher gone')
 
-    player = Player(lambda: subject_events(subject), 0.0, subject.duration_s, emit, rate=200.0,
+    player = TimelinePlayer(lambda: subject_events(subject), 0.0, subject.duration_s, emit, rate=200.0,
                     on_end=ended.set)
     player.start()
     assert ended.wait(30)
@@ -165,7 +165,7 @@ def test_player_reports_emit_errors_and_ends(subject):
 
 
 def test_player_stop_interrupts_a_long_wait(subject):
-    player = Player(lambda: subject_events(subject), 0.0, subject.duration_s,
+    player = TimelinePlayer(lambda: subject_events(subject), 0.0, subject.duration_s,
                     lambda *a: None, rate=0.001)      # the second event is ~30 s away
     player.start()
     player.stop(timeout=10)

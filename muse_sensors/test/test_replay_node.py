@@ -9,7 +9,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Imu
 
-from muse_common import qos, stamps
+from muse_common import activities, qos, stamps
 from muse_msgs.msg import ActivityEstimate, HeartRate, UserProfile
 from muse_sensors import bag, dalia, synthetic
 from muse_sensors.replay import ActivityLabel, HeartRateSample, ImuSample, subject_events
@@ -85,7 +85,7 @@ def check_against_timeline(collector, subject, expected_events):
     assert {m.source for m in hr} == {HeartRate.SOURCE_ECG_REFERENCE}
     assert [m.class_id for m in truth] == [e.class_id for e in expected_truth]
     assert all(list(m.probabilities) == [float(k == m.class_id) for k in range(9)] for m in truth)
-    assert [m.label for m in truth] == [dalia.ACTIVITY_NAMES[e.class_id] for e in expected_truth]
+    assert [m.label for m in truth] == [activities.ACTIVITY_NAMES[e.class_id] for e in expected_truth]
     profile = collector.wait_for(TOPICS['profile'], 1, timeout=10)
     assert len(profile) == 1
     p = subject.profile
