@@ -174,6 +174,7 @@ class CrossTalkTally:
         self.fragment_repeats = 0
         self.max_publishers = {}
         self.bridge_prompt_regressions = 0
+        self.imu_stamp_regressions = 0
         self.recorder_dropped = 0   # not cross-talk: messages the bag writer had to drop
 
     def fragment(self, prompt_id, seq):
@@ -194,6 +195,10 @@ class CrossTalkTally:
                 for key in ('published_imu', 'published_user_profile'):
                     if key in values:
                         self.announced[key] = max(self.announced.get(key, 0), int(values[key]))
+            elif status.name.endswith('activity_encoder: inputs'):
+                self.imu_stamp_regressions = max(self.imu_stamp_regressions,
+                                                 int(values.get('stamp_regressions', 0))
+                                                 + int(values.get('buffer_resets', 0)))
             elif status.name.endswith('session_recorder: recording'):
                 self.recorder_dropped = max(self.recorder_dropped,
                                             int(values.get('dropped_writer_behind', 0)))
@@ -218,13 +223,15 @@ class CrossTalkTally:
             fragment_repeats=self.fragment_repeats,
             counter_regressions=self.replay_published.regressions,
             max_publishers=self.max_publishers,
-            bridge_prompt_regressions=self.bridge_prompt_regressions)
+            bridge_prompt_regressions=self.bridge_prompt_regressions,
+            imu_stamp_regressions=self.imu_stamp_regressions)
         return {'foreign_traffic': bool(found), 'evidence': found,
                 'imu_recorded': imu_recorded,
                 'imu_published_by_replay': self.announced.get('published_imu'),
                 'user_profiles': self.profiles, 'listeners': sorted(self.user_ids),
                 'prompt_id_regressions': self.prompt_ids.regressions,
                 'bridge_prompt_id_regressions': self.bridge_prompt_regressions,
+                'imu_stamp_regressions': self.imu_stamp_regressions,
                 'fragment_repeats': self.fragment_repeats,
                 'max_publishers': self.max_publishers}
 

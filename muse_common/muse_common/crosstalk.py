@@ -42,7 +42,7 @@ class OrderWatch:
 
 def evidence(*, imu_recorded, imu_announced, profiles_recorded, profiles_announced, user_ids,
              prompt_id_regressions, fragment_repeats, counter_regressions, max_publishers,
-             bridge_prompt_regressions=0):
+             bridge_prompt_regressions=0, imu_stamp_regressions=0):
     """The findings (list of sentences, empty = no sign of another graph) from a session's
     numbers; ``*_announced`` are the replay's own counts (None when it announced none),
     ``max_publishers`` is {topic: most publishers seen at once} of single-producer topics."""
@@ -68,6 +68,9 @@ def evidence(*, imu_recorded, imu_announced, profiles_recorded, profiles_announc
     if counter_regressions:
         found.append(f"the replay's published counters went back {counter_regressions} times "
                      '(two replays)')
+    if imu_stamp_regressions:
+        found.append(f'IMU stamps went back {imu_stamp_regressions} times at the encoder (two '
+                     'replays interleaved)')
     for topic, count in sorted(max_publishers.items()):
         if count > 1:
             found.append(f'{count} publishers on {topic}, which has one producer')

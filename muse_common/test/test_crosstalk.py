@@ -26,11 +26,12 @@ def test_the_reported_merge_is_flagged_on_every_count():
                      profiles_announced=1, user_ids={'S1', 'S2'}, prompt_id_regressions=5,
                      fragment_repeats=296, counter_regressions=3,
                      max_publishers={'/muse/imu': 2, '/muse/heart_rate': 1},
-                     bridge_prompt_regressions=5)
+                     bridge_prompt_regressions=5, imu_stamp_regressions=368)
     text = '\n'.join(found)
     for needle in ('20865 IMU messages recorded but the replay published 19200',
                    '2 user profiles', '2 listeners', 'prompt ids went back 5 times',
                    'bridge saw prompt ids go back 5', '296 audio fragments',
-                   'counters went back 3', '2 publishers on /muse/imu'):
+                   'counters went back 3', '2 publishers on /muse/imu',
+                   'IMU stamps went back 368 times'):
         assert needle in text, text
     assert '/muse/heart_rate' not in text

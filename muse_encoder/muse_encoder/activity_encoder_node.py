@@ -11,7 +11,9 @@ Missing inputs degrade, never fail: without a heart rate (none yet, or none for
 where those are 0 the checkpoint's training means (logged once; counted in diagnostics).
 """
 
+import os
 import queue
+import sys
 import threading
 
 from muse_msgs.msg import ActivityEstimate, HeartRate, UserProfile
@@ -315,9 +317,13 @@ class ActivityEncoderNode(Node):
 
 
 def main(args=None):
-    return run_node(ActivityEncoderNode, args=args)
+    code = run_node(ActivityEncoderNode, args=args)
+    # Everything of ours is closed by now; what is left is torch's own teardown at interpreter
+    # exit, which took 3 of the node's 3.6 s to stop after SIGINT (measured on 2 busy cores).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == '__main__':
-    import sys
-    sys.exit(main())
+    main()
