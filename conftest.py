@@ -110,6 +110,28 @@ def ros_node():
 
 
 @pytest.fixture
+def lifecycle(ros_node):
+    """``lifecycle(path, *transitions, process=None)`` waits for the managed node at ``path``
+    (e.g. '/muse/sensor_replay') to offer its lifecycle services, performs ``transitions``
+    ('configure', 'activate', ...) and returns its LifecycleClient (``get_state()``)."""
+    from muse_common.lifecycle import LifecycleClient
+    clients = {}
+
+    def drive(path, *transitions, process=None, timeout=60.0):
+        client = clients.get(path)
+        if client is None:
+            client = clients[path] = LifecycleClient(ros_node, path, timeout_s=timeout)
+            wait_until(lambda: client.wait_for_service(0.2), timeout,
+                       f'the lifecycle services of {path}', process)
+        for transition in transitions:
+            said = f'; node said:\n{process.output()}' if process is not None else ''
+            assert client.change_state(transition), f'{path} refused {transition}{said}'
+        return client
+
+    return drive
+
+
+@pytest.fixture
 def collector(ros_node):
     return TopicCollector(ros_node)
 

@@ -151,6 +151,8 @@ activate() {
   # shellcheck disable=SC1091
   source "$ROOT/install/setup.sh"
   set -u
+  # ament_python installs console scripts to lib/<package>, not bin: the server's goes on PATH
+  export PATH="$ROOT/install/muse_server/lib/muse_server:$PATH"
   # Keep DDS discovery on this host unless the user asks otherwise.
   export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
   export PYTHONUNBUFFERED=1

@@ -25,6 +25,7 @@ setup(
         'console_scripts': [
             'muse_run = muse_bringup.runner:main',
             'muse_report = muse_bringup.report:main',
+            'muse_lifecycle_manager = muse_bringup.lifecycle_manager:main',
             'session_recorder = muse_bringup.session_recorder_node:main',
         ],
     },

@@ -39,22 +39,30 @@ def run_at(rate, subject, tmp_path, spawn, ros_node, collector, wait_until):
                                          **qos_overrides('heart_rate', 'subscription'))
     overrides['prompt_builder'].update(qos_overrides('heart_rate', 'subscription'))
     overrides['sensor_replay'].update(qos_overrides('imu', 'publisher'),
-                                      **qos_overrides('heart_rate', 'publisher'),
-                                      wait_for_subscribers=1)
+                                      **qos_overrides('heart_rate', 'publisher'))
     from ament_index_python.packages import get_package_share_directory
+    from muse_common.lifecycle import LifecycleClient
     params_file = os.path.join(get_package_share_directory('muse_bringup'), 'config',
                                'muse.yaml')
-    processes = {}
+    processes, clients = {}, {}
     for package, name in NODES + (('muse_sensors', 'sensor_replay'),):
-        if name == 'sensor_replay':
-            wanted = {(n, '/muse') for _, n in NODES}
-            wait_until(lambda: wanted <= set(ros_node.get_node_names_and_namespaces()), 120.0,
-                       'the encoder and the prompt builder')
         processes[name] = spawn([graph.executable(package, name), *graph.ros_args(
             'muse', params_file, overrides[name], 'info')], name=f'{name}-{rate:g}')
+        clients[name] = LifecycleClient(ros_node, f'/muse/{name}', 60.0)
+    # Configure all, wait until the replay's publishers and the consumers' subscriptions know
+    # each other (no sample may be lost at the start), then activate, the replay last.
+    for name, client in clients.items():
+        assert client.wait_for_service(120.0), processes[name].output()
+        assert client.change_state('configure'), processes[name].output()
+    for topic, readers in (('/muse/imu', 1), ('/muse/heart_rate', 2)):
+        wait_until(lambda: len(ros_node.get_publishers_info_by_topic(topic)) == 1 and len(
+            ros_node.get_subscriptions_info_by_topic(topic)) >= readers, 60.0,
+            f'the publisher and subscriptions of {topic}')
+    for name, client in clients.items():
+        assert client.change_state('activate'), processes[name].output()
     replay = processes['sensor_replay']
-    replay.wait(timeout=MINUTES * 60 / rate + 120)
-    assert replay.proc.returncode == 0, replay.output()
+    wait_until(lambda: 'end of data' in replay.output(), MINUTES * 60 / rate + 120,
+               'the end of the data', replay)
 
     def diagnostics_value(status_name, key):
         for array in reversed(collector.messages('/diagnostics')):

@@ -220,7 +220,7 @@ def test_a_killed_player_is_restarted_and_the_session_finishes_with_audio(harden
 def test_a_replay_that_dies_fails_the_session(tmp_path):
     out_dir = tmp_path / 'sessions'
     runner = start_runner(out_dir, '--synthetic-minutes', 1.5, '--rate', 2, '--tail-s', 1)
-    wait_for_log(lambda: session_of(out_dir), 'sensor_replay', 'replaying S1', runner)
+    wait_for_log(lambda: session_of(out_dir), 'sensor_replay', 'replay started', runner)
     replay = next(pid for pid, argv in descendants(runner.pid).items()
                   if any(a.endswith('sensor_replay') for a in argv))
     os.kill(replay, signal.SIGKILL)

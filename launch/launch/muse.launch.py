@@ -6,10 +6,15 @@
     ros2 launch muse_bringup muse.launch.py backend:=musicgen model:=facebook/musicgen-small
 
 The same nodes, parameter file and per-node overrides as the runner (`muse_run`), built from
-muse_bringup.graph so the two cannot drift apart. The session ends when the replay reaches
-the end of its data (after `tail_s`), or on Ctrl-C; the session recorder then writes the
-report (timeline.png, metrics.json) beside the bag and the stitched WAV. A replay that fails
-(bad data, a crash) ends the launch at once, as a failure (non-zero exit).
+muse_bringup.graph so the two cannot drift apart. Every node is a managed (lifecycle) node;
+`muse_lifecycle_manager` configures and activates them in order (the same manager the runner
+uses). When the replay deactivates itself at the end of its data, the manager waits `tail_s`,
+brings the graph down in reverse order (the recorder closes its bag last) and exits; then
+`muse_report` writes timeline.png and metrics.json beside the bag and the stitched WAV, and
+the launch shuts down. After Ctrl-C, run `ros2 run muse_bringup muse_report <session folder>`.
+A replay that fails (bad data, a crash) ends its process with a non-zero code, which ends the
+launch at once, as a failure (non-zero exit). A crashed player or encoder is respawned (the
+lifecycle manager brings it up again).
 
 The graph runs on a ROS domain of its own: $ROS_DOMAIN_ID when set, else a free one held for
 the launch's life (muse_common.domain). The server token never is a launch argument (``-s``
@@ -22,12 +27,11 @@ import os
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import (DeclareLaunchArgument, EmitEvent, ExecuteProcess, LogInfo,
-                            OpaqueFunction, RegisterEventHandler, SetEnvironmentVariable,
-                            TimerAction)
+                            OpaqueFunction, RegisterEventHandler, SetEnvironmentVariable)
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from muse_bringup import graph
 from muse_bringup.session import (GRAPH_NODES, MAX_RESPAWNS, NAMESPACE, RESPAWN_DELAY_S,
                                   RESPAWNED_NODES, SERVER_EXECUTABLE, STOP_TIMEOUT_S,
@@ -59,7 +63,6 @@ ARGUMENTS = (
     ('params_file', os.path.join(get_package_share_directory('muse_bringup'), 'config', 'muse.yaml'),
      'Parameter YAML for every node.'),
     ('log_level', 'info', 'Log level of every node.'),
-    ('replay_delay_s', '3.0', 'Start the replay this long after the other nodes [s].'),
     ('tail_s', '3.0', 'Keep playing this long after the replay ends [s].'),
 )
 
@@ -100,33 +103,42 @@ def launch_setup(context):
     overrides = graph.node_parameters(options, server_url)
     replay = None
     for package, name in GRAPH_NODES:
-        node = Node(
+        node = LifecycleNode(
             package=package, executable=name, name=name, namespace=options.namespace,
             output='screen', parameters=[arg['params_file'], overrides[name]],
             arguments=['--ros-args', '--log-level', options.log_level],
-            # The recorder writes the session report after Ctrl-C: give it time.
             sigterm_timeout=str(STOP_TIMEOUT_S.get(name, 5)),
             additional_env=graph.secret_env(options) if name == 'cloud_bridge' else None,
             respawn=name in RESPAWNED_NODES, respawn_delay=RESPAWN_DELAY_S,
             respawn_max_retries=MAX_RESPAWNS)
-        if name == 'sensor_replay':
-            replay = node
-            actions.append(TimerAction(period=float(arg['replay_delay_s']), actions=[node]))
-        else:
-            actions.append(node)
-    tail_s = float(arg['tail_s'])
-    actions.append(RegisterEventHandler(OnProcessExit(
-        target_action=replay, on_exit=lambda event, _: replay_exited(event, tail_s))))
+        replay = node if name == 'sensor_replay' else replay
+        actions.append(node)
+    manager = Node(
+        package='muse_bringup', executable='muse_lifecycle_manager', name='lifecycle_manager',
+        namespace=options.namespace, output='screen',
+        parameters=[{'node_names': [name for _, name in GRAPH_NODES],
+                     'end_with': 'sensor_replay', 'tail_s': float(arg['tail_s'])}],
+        arguments=['--ros-args', '--log-level', options.log_level])
+    report = ExecuteProcess(
+        cmd=[str(graph.executable('muse_bringup', 'muse_report')), str(session.root)],
+        name='muse_report', output='screen')
+    actions += [
+        manager,
+        # The manager exits once the graph is down (bag closed): write the report, then stop.
+        RegisterEventHandler(OnProcessExit(target_action=manager, on_exit=[
+            LogInfo(msg='graph down; writing the session report'), report])),
+        RegisterEventHandler(OnProcessExit(target_action=report, on_exit=[
+            EmitEvent(event=Shutdown(reason='session finished'))])),
+        RegisterEventHandler(OnProcessExit(target_action=replay, on_exit=replay_exited)),
+    ]
     return actions
 
 
-def replay_exited(event, tail_s):
-    """The session ends with the replay: after the tail when it reached the end of its data;
-    at once, and as a failure, when it failed."""
-    if event.returncode == 0:
-        return [LogInfo(msg=f'replay finished; playing on for {tail_s:g} s'),
-                TimerAction(period=tail_s,
-                            actions=[EmitEvent(event=Shutdown(reason='replay finished'))])]
+def replay_exited(event, context):
+    """The replay's process ends only with the session, or when it failed (non-zero): then
+    end the launch at once, as a failure."""
+    if event.returncode == 0 or context.is_shutdown:
+        return None
     reason = f'sensor_replay failed with exit code {event.returncode}; see its log above'
 
     def fail(_context):

@@ -145,7 +145,6 @@ def node_parameters(options, server_url):
             'rate': float(options.rate),
             'duration_s': float(options.duration_s),
             'start_offset_s': float(options.start_offset_s),
-            'shutdown_on_end': True,
             # With use_sim_time the replay is the graph's clock (data time).
             'publish_clock': bool(options.use_sim_time),
         },

@@ -1,9 +1,12 @@
 """``muse_run``: start the whole MUSE graph where ``ros2 launch`` is absent.
 
 Starts the same nodes as ``muse.launch.py`` (each its own process, with the same parameter
-file), optionally a local music server, waits until the replay reaches the end of its data or
-the user presses Ctrl-C, stops everything in reverse order, and leaves the session folder:
-the stitched WAV, the recorded bag, the timeline PNG and metrics.json.
+file), optionally a local music server; brings the managed nodes up in order with the
+lifecycle manager (:class:`muse_bringup.lifecycle_manager.LifecycleManager`); when the replay
+deactivates itself at the end of its data (or on Ctrl-C) it plays on for ``--tail-s``, brings
+the graph down in reverse order, stops the processes, writes the session report from the
+closed bag, and leaves the session folder: the stitched WAV, the recorded bag, the timeline
+PNG and metrics.json.
 """
 
 import argparse
@@ -23,6 +26,8 @@ from muse_bringup import graph
 from muse_bringup.session import (GRAPH_NODES, MAX_RESPAWNS, RESPAWN_DELAY_S, RESPAWNED_NODES,
                                   SERVER_EXECUTABLE, STOP_TIMEOUT_S, new_session_dir)
 
+# How long a restarted node may take to offer its lifecycle services and come up [s].
+RESPAWN_BRINGUP_S = 120.0
 # The demo replays 12 minutes of a synthetic subject (all eight activities) in 3 minutes.
 DEMO_RATE = 4.0
 COLOURS = ('\033[36m', '\033[32m', '\033[35m', '\033[33m', '\033[34m', '\033[96m', '\033[92m')
@@ -44,6 +49,7 @@ class ManagedProcess:
         self.env = env
         self.respawns = 0
         self.crashed_at = None     # monotonic time a crash was seen, until the respawn
+        self.respawned_at = None   # monotonic time of a respawn, until the node is active
         self.stop_s = None         # how long the last stop() took
         self._quiet = quiet
         self._colour = colour if sys.stdout.isatty() else ''
@@ -62,6 +68,7 @@ class ManagedProcess:
         self._pump.join(timeout=5)
         self.respawns += 1
         self.crashed_at = None
+        self.respawned_at = time.monotonic()
         self._start('ab')
 
     def _forward_output(self, log_mode):
@@ -114,28 +121,42 @@ def wait_for_health(url, timeout_s, server):
     raise RuntimeError(f'the music server did not become healthy at {url} in {timeout_s:.0f} s')
 
 
-def wait_for_nodes(namespace, names, timeout_s, processes):
-    """Block until every node in ``names`` is visible in the ROS graph."""
-    import rclpy
-    context = rclpy.Context()
-    rclpy.init(context=context, args=[])
-    node = rclpy.create_node('muse_run_watcher', context=context)
-    try:
-        deadline = time.monotonic() + timeout_s
-        wanted = {(name, f'/{namespace}') for name in names}
-        while time.monotonic() < deadline:
-            dead = [p.name for p in processes if not p.running()]
-            if dead:
-                raise RuntimeError(f'{", ".join(dead)} exited during start-up; see the logs')
-            seen = set(node.get_node_names_and_namespaces())
-            if wanted <= seen:
-                return
-            time.sleep(0.1)
-        missing = sorted(name for name, _ in wanted - set(node.get_node_names_and_namespaces()))
-        raise RuntimeError(f'nodes did not appear within {timeout_s:.0f} s: {missing}')
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+class GraphClient:
+    """The runner's own ROS context and node, spun in a thread, for the lifecycle manager.
+    Its signal handlers are off: Ctrl-C must reach the runner, not shut this context down
+    before the graph has been brought down."""
+
+    def __init__(self, namespace, names):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+
+        from muse_bringup.lifecycle_manager import LifecycleManager
+        self._rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, args=[], signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node('muse_run', context=self.context)
+        self._executor = SingleThreadedExecutor(context=self.context)
+        self._executor.add_node(self.node)
+        self._spinner = threading.Thread(target=self._executor.spin, daemon=True)
+        self._spinner.start()
+        self.manager = LifecycleManager(
+            self.node, namespace, names,
+            log=lambda text: print(f'[muse_run] lifecycle: {text}', flush=True))
+
+    def close(self):
+        self._executor.shutdown()
+        self.node.destroy_node()
+        self._rclpy.try_shutdown(context=self.context)
+        self._spinner.join(timeout=5)
+
+
+def check_running(processes):
+    """Raise RuntimeError naming the first process that exited."""
+    for proc in processes:
+        if not proc.running():
+            raise RuntimeError(f'{proc.name} exited with code {proc.proc.returncode}; see '
+                               f'{proc.log_path}')
 
 
 def parse_args(argv):
@@ -240,6 +261,7 @@ def run_graph(args, options, session):
     started = time.monotonic()
     interrupted = False
     error = None
+    client = None
     try:
         server_url = options.server_url
         if not server_url:
@@ -247,36 +269,35 @@ def run_graph(args, options, session):
             server_args, server_env, server_url = graph.local_server(options, port)
             server = ManagedProcess(
                 'music_server', [graph.executable(*SERVER_EXECUTABLE), *server_args],
-                session.logs / 'music_server.log', next(colours), args.quiet,
-                env=server_env)
+                session.logs / 'music_server.log', next(colours), args.quiet, env=server_env)
             processes.append(server)
             health = wait_for_health(f'http://127.0.0.1:{port}/healthz', 120.0, server)
             print(f'[muse_run] local {options.backend} server ready at {server_url}: {health}',
                   flush=True)
         overrides = graph.node_parameters(options, server_url)
-        replay = None
+        nodes = []
         for package, name in GRAPH_NODES:
-            if name == 'sensor_replay':
-                wait_for_nodes(options.namespace, [n for _, n in GRAPH_NODES if n != name],
-                               60.0, processes)
             argv = [graph.executable(package, name), *graph.ros_args(
                 options.namespace, params_file, overrides[name], options.log_level)]
-            proc = ManagedProcess(
+            nodes.append(ManagedProcess(
                 name, argv, session.logs / f'{name}.log', next(colours), args.quiet,
-                env=graph.secret_env(options) if name == 'cloud_bridge' else None)
-            processes.append(proc)
-            replay = proc if name == 'sensor_replay' else replay
-        print('[muse_run] graph running; Ctrl-C stops it', flush=True)
-        while replay.running():
-            supervise(p for p in processes if p is not replay)
-            time.sleep(0.2)
-        if replay.proc.returncode != 0:
-            raise RuntimeError(f'sensor_replay failed with code {replay.proc.returncode}; '
-                               f'see {replay.log_path}')
+                env=graph.secret_env(options) if name == 'cloud_bridge' else None))
+        processes += nodes
+        client = GraphClient(options.namespace, [name for _, name in GRAPH_NODES])
+        ended = client.manager.watch_end('sensor_replay')
+        client.manager.wait_for_services(120.0, alive=lambda: check_running(nodes))
+        client.manager.startup()
+        print('[muse_run] graph active; Ctrl-C stops it', flush=True)
+        replay = next(p for p in nodes if p.name == 'sensor_replay')
+        while not ended.wait(0.2):
+            supervise(processes, client.manager)
+            if not replay.running():
+                raise RuntimeError(f'sensor_replay failed with code {replay.proc.returncode}; '
+                                   f'see {replay.log_path}')
         print(f'[muse_run] replay finished; playing on for {args.tail_s:g} s', flush=True)
         tail_end = time.monotonic() + args.tail_s
         while time.monotonic() < tail_end:
-            supervise(p for p in processes if p is not replay)
+            supervise(processes, client.manager)
             time.sleep(0.2)
     except KeyboardInterrupt:
         interrupted = True
@@ -284,9 +305,13 @@ def run_graph(args, options, session):
     except (RuntimeError, FileNotFoundError) as exc:
         error = exc
     finally:
+        if client is not None:
+            client.manager.shutdown()
+            client.close()
         codes = {}
         for proc in reversed(processes):
             codes[proc.name] = proc.stop(timeout=STOP_TIMEOUT_S.get(proc.name, 15.0))
+        write_report(session)
     failed = {name: code for name, code in codes.items() if code not in (0, -signal.SIGINT)}
     summarise(session, time.monotonic() - started, failed, processes)
     if error is not None:
@@ -295,12 +320,26 @@ def run_graph(args, options, session):
     return 1 if failed and not interrupted else 0
 
 
-def supervise(processes):
-    """Respawn a crashed node that may be (RESPAWNED_NODES), after RESPAWN_DELAY_S; any other
-    exit, or one crash too many, ends the session with the node's exit code."""
+def write_report(session):
+    """The session report (timeline.png, metrics.json) from the closed bag and the WAV."""
+    if not session.bag.exists():
+        return
+    from muse_bringup.report import write_report as report
+    print('[muse_run] writing the session report', flush=True)
+    try:
+        for line in report(session):
+            print(f'[muse_run]   {line}', flush=True)
+    except Exception as exc:  # noqa: BLE001 - the bag and the WAV are safe; say why
+        print(f'[muse_run] session report failed: {exc!r}', file=sys.stderr, flush=True)
+
+
+def supervise(processes, manager):
+    """Respawn a crashed node that may be (RESPAWNED_NODES) after RESPAWN_DELAY_S and bring it
+    up again with the lifecycle manager; any other exit (the replay's is the caller's), one
+    crash too many, or a restarted node that does not come up ends the session."""
     now = time.monotonic()
     for proc in processes:
-        if proc.running():
+        if proc.running() or proc.name == 'sensor_replay':
             continue
         code = proc.proc.returncode
         if proc.name not in RESPAWNED_NODES or proc.respawns >= MAX_RESPAWNS:
@@ -312,6 +351,14 @@ def supervise(processes):
         elif now - proc.crashed_at >= RESPAWN_DELAY_S:
             proc.respawn()
             print(f'[muse_run] {proc.name} restarted (pid {proc.proc.pid})', flush=True)
+    pending = {p.name: p for p in processes if p.respawned_at is not None and p.running()}
+    for name in manager.revive(list(pending)):
+        pending.pop(name).respawned_at = None
+        print(f'[muse_run] {name} is active again', flush=True)
+    for proc in pending.values():
+        if now - proc.respawned_at > RESPAWN_BRINGUP_S:
+            raise RuntimeError(f'{proc.name} was restarted but did not come up within '
+                               f'{RESPAWN_BRINGUP_S:g} s; see {proc.log_path}')
 
 
 def summarise(session, wall_s, failed, processes=()):

@@ -10,8 +10,9 @@ from pathlib import Path
 
 NAMESPACE = 'muse'
 
-# (package, executable = node name), in start order: the recorder first so it hears
-# everything, the replay last so no sensor data is published before its consumers exist.
+# (package, executable = node name), in lifecycle order (muse_bringup.lifecycle_plan): the
+# recorder is configured first so it hears everything, the replay activated last so no sensor
+# data is published before its consumers are active; coming down, the reverse.
 GRAPH_NODES = (
     ('muse_bringup', 'session_recorder'),
     ('muse_player', 'audio_player'),
@@ -34,9 +35,9 @@ RESPAWNED_NODES = ('audio_player', 'activity_encoder')
 RESPAWN_DELAY_S = 2.0
 MAX_RESPAWNS = 3
 
-# Seconds a node may take to exit after SIGINT before it is terminated; the recorder closes
-# the bag and draws the session report then.
-STOP_TIMEOUT_S = {'session_recorder': 120}
+# Seconds a node may take to exit after SIGINT before it is terminated; the recorder may still
+# have to close its bag then (when the lifecycle manager could not clean it up first).
+STOP_TIMEOUT_S = {'session_recorder': 60}
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
-"""``session_recorder``: records every MUSE topic of a session to a rosbag2 and, when the
-session ends, writes the session report (timeline PNG and metrics.json) next to it.
+"""``session_recorder``: records every MUSE topic of a session to a rosbag2.
 
 Messages are taken raw (already CDR-serialised) and written by a worker thread, so recording
 never blocks the executor and costs no deserialisation. The bag opens in Foxglove, and
 ``ros2 bag play`` replays it on a real install.
+
+Lifecycle: configure opens the bag and subscribes (it is configured first, so it hears
+everything); cleanup (or shutdown) closes the bag. The session report is not this node's job:
+the runner, or the launch file's ``muse_report`` step, writes it from the closed bag.
 """
 
 import threading
@@ -13,12 +16,12 @@ from pathlib import Path
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from muse_common import diagnostics, params, qos, topics
+from muse_common.lifecycle import ManagedNode
 from muse_common.node_main import run_node
 from muse_common.rosbag_types import muse_typestore
 from muse_msgs.msg import (ActivityEstimate, AudioFragment, HeartRate, MusicPrompt,
                            PlaybackEvent, PromptOverride, UserProfile)
 from muse_sensors.bag import STORAGES
-from rclpy.node import Node
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Imu
 
@@ -50,25 +53,29 @@ def ros_type_name(msg_class):
     return f'{msg_class.__module__.split(".")[0]}/msg/{msg_class.__name__}'
 
 
-class SessionRecorder(Node):
+class SessionRecorder(ManagedNode):
 
     def __init__(self):
         super().__init__('session_recorder')
-        output_dir = params.declare(
-            self, 'output_dir', '', 'Session folder: the bag goes to <output_dir>/session_bag, '
-            'the report (timeline.png, metrics.json) beside it.', read_only=True)
-        storage = params.declare(self, 'storage', 'mcap', 'rosbag2 storage plugin.',
-                                 read_only=True, choices=STORAGES)
-        self._write_report = params.declare(
-            self, 'write_report', True, 'Write timeline.png and metrics.json when the node stops.')
-        if not output_dir:
+        self._output_dir = params.declare(
+            self, 'output_dir', '', 'Session folder: the bag goes to <output_dir>/session_bag.',
+            read_only=True)
+        self._storage = params.declare(self, 'storage', 'mcap', 'rosbag2 storage plugin.',
+                                       read_only=True, choices=STORAGES)
+        self._writer = None
+        self._worker = None
+        self._diagnostics = None
+        self._subscriptions = []
+
+    def configure(self):
+        if not self._output_dir:
             raise ValueError('parameter output_dir of session_recorder is empty; expected the '
                              'session folder to record into')
-        self._session = SessionPaths(Path(output_dir).expanduser().resolve())
+        self._session = SessionPaths(Path(self._output_dir).expanduser().resolve())
         self._session.root.mkdir(parents=True, exist_ok=True)
 
         from rosbags.rosbag2 import StoragePlugin, Writer
-        plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
+        plugin = StoragePlugin.MCAP if self._storage == 'mcap' else StoragePlugin.SQLITE3
         self._writer = Writer(self._session.bag, version=9, storage_plugin=plugin)
         self._writer.open()
         typestore = muse_typestore()
@@ -76,22 +83,45 @@ class SessionRecorder(Node):
         self._queue = DropOldestQueue(WRITE_QUEUE_DEPTH)
         self._max_publishers = {}
         self._counts = {}
-        self._dropped_after_close = 0
         for topic, msg_class, profile in RECORDED_TOPICS:
             subscription = self.create_subscription(
                 msg_class, topic, lambda raw, t=topic: self._queue.put((t, time.time_ns(), raw)),
                 profile, raw=True,
                 qos_overriding_options=QoSOverridingOptions.with_default_policies())
+            self._subscriptions.append(subscription)
             connection = self._writer.add_connection(
                 subscription.topic_name, ros_type_name(msg_class), typestore=typestore)
             self._counts[topic] = [connection, 0]
         self._worker = threading.Thread(target=self._write_loop, name='bag_writer', daemon=True)
         self._worker.start()
 
-        reporter = diagnostics.DiagnosticsReporter(self)
-        reporter.add('recording', self._recording_status)
-        reporter.add('foreign publishers', self._foreign_publishers)
+        self._diagnostics = diagnostics.DiagnosticsReporter(self)
+        self._diagnostics.add('recording', self._recording_status)
+        self._diagnostics.add('foreign publishers', self._foreign_publishers)
         self.get_logger().info(f'recording {len(RECORDED_TOPICS)} topics to {self._session.bag}')
+
+    def cleanup(self):
+        for subscription in self._subscriptions:
+            self.destroy_subscription(subscription)
+        self._subscriptions = []
+        if self._diagnostics is not None:
+            self._diagnostics.destroy()
+            self._diagnostics = None
+        if self._worker is not None:
+            self._queue.put_last(None)
+            self._worker.join(timeout=30)
+            self._worker = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            total = sum(entry[1] for entry in self._counts.values())
+            # After Ctrl-C (shutdown from run_node) the node logger can no longer reach /rosout:
+            # then log to the console only.
+            logger = (self.get_logger() if self.context.ok()
+                      else rclpy.logging.get_logger(f'{self.get_name()}.shutdown'))
+            dropped = (f', {self._queue.dropped} dropped (writer behind)' if self._queue.dropped
+                       else '')
+            logger.info(f'bag closed: {total} messages in {self._session.bag}{dropped}')
 
     def _write_loop(self):
         while True:
@@ -129,26 +159,6 @@ class SessionRecorder(Node):
             return diagnostics.ERROR, (f'more than one publisher on {", ".join(crowded)}: '
                                        'another graph shares this ROS domain'), values
         return diagnostics.OK, 'one producer per sensor topic', values
-
-    def destroy_node(self):
-        # Runs after the context was shut down (Ctrl-C, launch shutdown), when the node logger
-        # can no longer reach /rosout: log to the console only.
-        logger = rclpy.logging.get_logger(f'{self.get_name()}.shutdown')
-        self._queue.put_last(None)
-        self._worker.join(timeout=30)
-        self._writer.close()
-        total = sum(entry[1] for entry in self._counts.values())
-        dropped = f', {self._queue.dropped} dropped (writer behind)' if self._queue.dropped else ''
-        logger.info(f'bag closed: {total} messages in {self._session.bag}{dropped}')
-        if self._write_report:
-            from muse_bringup.report import write_report
-            try:
-                for line in write_report(self._session):
-                    logger.info(line)
-            except Exception as exc:  # the bag is safe; a report failure must say why
-                logger.error(f'session report failed: {exc!r}')
-        super().destroy_node()
-
 
 def main(args=None):
     return run_node(SessionRecorder, args)

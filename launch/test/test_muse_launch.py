@@ -60,6 +60,9 @@ class TestGraphComesUp(unittest.TestCase):
         with launch_testing_ros.WaitForTopics(topics, timeout=90.0) as wait:
             self.assertEqual(wait.topics_not_received(), set())
 
+    def test_the_lifecycle_manager_brings_the_graph_up(self, proc_output):
+        proc_output.assertWaitFor('graph active', process='muse_lifecycle_manager', timeout=90.0)
+
     def test_first_prompt_becomes_audible(self, proc_output):
         proc_output.assertWaitFor('prompt 1 audible', process='audio_player', timeout=90.0)
 

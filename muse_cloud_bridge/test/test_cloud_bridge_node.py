@@ -21,7 +21,7 @@ BRIDGE_PARAMETERS = ['-p', 'reconnect_min_s:=0.1', '-p', 'reconnect_max_s:=0.5',
 
 def _bridge_command(port, *extra):
     return [sys.executable, '-m', 'muse_cloud_bridge.cloud_bridge_node', '--ros-args',
-            '-r', '__ns:=/muse', '-p', f'server_url:=ws://127.0.0.1:{port}',
+            '-r', '__ns:=/muse', '-p', 'autostart:=true', '-p', f'server_url:=ws://127.0.0.1:{port}',
             *BRIDGE_PARAMETERS, *extra]
 
 

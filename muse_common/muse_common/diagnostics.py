@@ -15,6 +15,9 @@ STALE = DiagnosticStatus.STALE
 class DiagnosticsReporter:
     """Polls registered checks every ``period_s`` and publishes one DiagnosticArray.
 
+    A managed node makes it in ``configure`` and destroys it in ``cleanup``: health is reported
+    whenever the node holds resources, active or not (a plain publisher, not a lifecycle one).
+
     A check is a callable returning ``(level, message, values)`` where ``values`` is a mapping
     of key to anything ``str()`` can render. A check that raises is reported as ERROR.
     """
@@ -28,6 +31,11 @@ class DiagnosticsReporter:
         # /clock, which stands still before the replay starts and after it ends.
         self._timer = node.create_timer(period_s, self.publish,
                                         clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    def destroy(self):
+        """Stop reporting (a managed node's cleanup)."""
+        self._node.destroy_timer(self._timer)
+        self._node.destroy_publisher(self._publisher)
 
     def add(self, name, check):
         self._checks.append((name, check))

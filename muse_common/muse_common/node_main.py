@@ -1,4 +1,8 @@
-"""The one ``main()`` every MUSE node uses: init, spin, clean shutdown, exit 0 on Ctrl-C."""
+"""The one ``main()`` every MUSE node uses: init, spin, clean shutdown, exit 0 on Ctrl-C.
+
+Every MUSE node is a managed node (:mod:`muse_common.lifecycle`): it starts unconfigured and
+waits for a lifecycle manager, unless its ``autostart`` parameter is true.
+"""
 
 import gc
 import sys
@@ -7,9 +11,7 @@ import traceback
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-# Errors a node raises from its constructor because of bad parameters or inputs: reported as
-# one clear line, not a traceback.
-INPUT_ERRORS = (ValueError, LookupError, OSError)
+from muse_common.lifecycle import INPUT_ERRORS, ManagedNode
 
 
 def run_node(node_class, args=None):
@@ -19,14 +21,18 @@ def run_node(node_class, args=None):
     the executor only moves messages, and a SingleThreadedExecutor does that best: rclpy's
     MultiThreadedExecutor was seen stalling for seconds in processes that had imported torch,
     losing best-effort IMU samples at 128 Hz. Returns the process exit code: 1 when the node
-    could not be created, else the node's ``exit_code`` attribute (a node that fails while
-    running sets it before shutting down), 0 by default.
+    could not be created or (with ``autostart``) configured, else the node's ``exit_code``
+    attribute (a node that fails while running sets it), 0 by default. On the way out a managed
+    node is shut down from whatever state it is in, so it releases what it holds.
     """
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     exit_code = 0
     try:
         node = node_class()
+        if isinstance(node, ManagedNode) and node.autostart and not node.start():
+            node.exit_code = 1
+            return 1
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
@@ -45,6 +51,8 @@ def run_node(node_class, args=None):
     finally:
         if node is not None:
             exit_code = getattr(node, 'exit_code', 0)
+            if isinstance(node, ManagedNode):
+                node.finish()
             node.destroy_node()
         # A node whose constructor failed is still registered (weakly) with the context; let it
         # go before shutdown, which would otherwise call destroy_node on the half-built object.

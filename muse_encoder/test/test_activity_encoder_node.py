@@ -35,7 +35,7 @@ def subject(tmp_path_factory):
 
 def start_node(spawn, *params):
     args = [sys.executable, '-m', 'muse_encoder.activity_encoder_node', '--ros-args',
-            '-r', f'__ns:={NS}']
+            '-r', f'__ns:={NS}', '-p', 'autostart:=true']
     for param in params:
         args += ['-p', param]
     return spawn(args, name='activity_encoder')
@@ -182,7 +182,8 @@ def test_runtime_parameter_changes_are_validated(spawn, ros_node, subject):
     assert node.stop() == 0, node.output()
 
 
-def test_node_recognises_activities_replayed_by_sensor_replay(spawn, collector, subject):
+def test_node_recognises_activities_replayed_by_sensor_replay(spawn, collector, ros_node, lifecycle,
+                                                             wait_until, subject):
     """Whole chain with the real replay node (accelerated 4x; rclpy's Python executor on a
     busy 2-core machine loses IMU samples at 8x): the estimates follow the ground truth the
     replay publishes. A unit or axis mistake would sit near chance (1/8)."""
@@ -191,12 +192,22 @@ def test_node_recognises_activities_replayed_by_sensor_replay(spawn, collector, 
     encoder = start_node(spawn, 'smoothing:=none')
     replay_node = spawn([sys.executable, '-m', 'muse_sensors.sensor_replay_node', '--ros-args',
                          '-r', f'__ns:={NS}', '-p', f'source:={subject.path}', '-p', 'rate:=4.0',
-                         '-p', 'duration_s:=90.0', '-p', 'wait_for_subscribers:=1',
-                         '-p', 'start_delay_s:=3.0'], name='sensor_replay')
+                         '-p', 'duration_s:=90.0'], name='sensor_replay')
+    # The order a lifecycle manager keeps: the encoder up (it subscribes to imu), the replay
+    # configured, its publishers discovered, then the replay activated.
+    wait_until(lambda: ros_node.count_subscribers(f'{NS}/imu'), 60, 'the encoder', encoder)
+    replay_client = lifecycle(f'{NS}/sensor_replay', 'configure', process=replay_node)
+    wait_until(lambda: ros_node.count_publishers(f'{NS}/imu'), 30, 'the replay', replay_node)
+    assert replay_client.change_state('activate')
     expected = (90 * dalia.ACC_HZ - 256) // 64 + 1
-    got = collector.wait_for(f'{NS}/activity', expected, timeout=120)
-    assert replay_node.wait(timeout=60) == 0, replay_node.output()
-    time.sleep(2.0)
+    wait_until(lambda: replay_client.get_state() == 'inactive', 120, 'the end of the replay',
+               replay_node)
+    # The last windows are in the encoder's queue when the data ends: wait until the count
+    # stops growing, not a fixed time.
+    counts = []
+    wait_until(lambda: counts.append(len(collector.messages(f'{NS}/activity'))) or
+               (len(counts) > 20 and counts[-1] == counts[-21]), 30, 'the last estimates')
+    assert replay_node.stop() == 0, replay_node.output()
     got = collector.messages(f'{NS}/activity')
     # Every window when the machine keeps up; a loaded 2-core machine may cost a few (the
     # count is not the point here, the agreement below is).

@@ -4,15 +4,19 @@ The subscription callback only decodes and hands the fragment to ``player.Player
 insert under a lock); the sink's own thread (PortAudio callback, or the paced thread of the
 null/file sinks) pulls blocks, and the player's worker thread writes the session WAV and
 calls back here to publish events. Nothing in an executor callback waits on audio or disk.
+
+Lifecycle: configure opens the sink and the session recording and subscribes; events are
+published only while active (fragments that arrive earlier are buffered and played);
+cleanup closes the sink and finishes the recording.
 """
 
+import dataclasses
 import math
 
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
-from rclpy.qos_overriding_options import QoSOverridingOptions
 
 from muse_common import diagnostics, params, qos, stamps, topics
+from muse_common.lifecycle import ManagedNode
 from muse_common.node_main import run_node
 from muse_msgs.msg import AudioFragment, PlaybackEvent
 from muse_player.events import EventKind
@@ -38,31 +42,31 @@ def fragment_from_msg(msg):
         prompt_stamp=prompt_stamp if prompt_stamp > 0 else None)
 
 
-class AudioPlayerNode(Node):
+class AudioPlayerNode(ManagedNode):
     """Plays and records the stitched AudioFragment stream; reports what happened."""
 
     def __init__(self):
         super().__init__('audio_player')
         declare = params.declare
-        sink_kind = declare(
+        self._sink_kind = declare(
             self, 'sink', 'auto', 'Audio output. auto = the sound card if PortAudio finds an '
             'output device, else null; null paces in real time and plays nothing (headless); '
             'file plays into file_path. The session is recorded to record_path in every case.',
             read_only=True, choices=SINK_KINDS)
-        device = declare(self, 'device', '', 'sounddevice output device (name substring or '
+        self._device = declare(self, 'device', '', 'sounddevice output device (name substring or '
                          'index as text); empty = the system default.', read_only=True)
-        device_latency = declare(self, 'device_latency', 'high', 'PortAudio latency class of '
+        self._device_latency = declare(self, 'device_latency', 'high', 'PortAudio latency class of '
                                  'the output stream: high is robust, low is quicker.',
                                  read_only=True, choices=DEVICE_LATENCIES)
-        file_path = declare(self, 'file_path', 'muse_playback_{stamp}.wav', 'WAV file the '
+        self._file_path = declare(self, 'file_path', 'muse_playback_{stamp}.wav', 'WAV file the '
                             'file sink plays into ({stamp} = start time; never overwritten).',
                             read_only=True)
-        record_path = declare(self, 'record_path', DEFAULT_RECORD_PATH, 'WAV file the stitched '
+        self._record_path = declare(self, 'record_path', DEFAULT_RECORD_PATH, 'WAV file the stitched '
                               'session is always recorded to ({stamp} = start time; an existing '
                               'file is never overwritten, a _1, _2 suffix is added).',
                               read_only=True)
         defaults = PlayerConfig()
-        config = PlayerConfig(
+        self._config = PlayerConfig(
             output_sample_rate=declare(
                 self, 'output_sample_rate', defaults.output_sample_rate,
                 "Output and recording sample rate [Hz]; 0 = the first fragment's. Fragments at "
@@ -96,38 +100,59 @@ class AudioPlayerNode(Node):
                                        'after the next one arrived, then skipped [s].',
                                        min_value=0.0, max_value=60.0),
         )
-        diagnostics_period_s = declare(self, 'diagnostics_period_s', 1.0, 'Period of the '
+        self._diagnostics_period_s = declare(self, 'diagnostics_period_s', 1.0, 'Period of the '
                                        '/diagnostics report [s].', read_only=True,
                                        min_value=0.1, max_value=60.0)
-        # Bad settings and a missing device raise ValueError / OSError here, which run_node
-        # reports as one "cannot start" line.
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self._player = None
+        self._diagnostics = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def configure(self):
+        # Bad settings and a missing device raise ValueError / OSError: one 'cannot configure'
+        # line.
+        # The tunables as they are now (they may have changed while unconfigured).
+        config = dataclasses.replace(
+            self._config, **{name: self.get_parameter(name).value for name in TUNABLES})
         config.check()
-        sink, note = make_sink(sink_kind, device, file_path, device_latency,
-                               config.record_flush_s)
-        record_path = resolve_record_path(record_path)
+        sink, note = make_sink(self._sink_kind, self._device, self._file_path,
+                               self._device_latency, config.record_flush_s)
+        record_path = resolve_record_path(self._record_path)
         log = self.get_logger()
-        fell_back = sink_kind == 'auto' and sink.kind != 'sounddevice'
+        fell_back = self._sink_kind == 'auto' and sink.kind != 'sounddevice'
         (log.warning if fell_back else log.info)(note)
 
         self._decode_errors = 0
         self._last_decode_error = ''
-        overrides = QoSOverridingOptions.with_default_policies()
-        self._events = self.create_publisher(PlaybackEvent, topics.PLAYBACK, qos.EVENTS,
-                                             qos_overriding_options=overrides)
+        self._events = self.publisher(PlaybackEvent, topics.PLAYBACK, qos.EVENTS)
         self._player = Player(config, sink, record_path, on_event=self._publish_event,
                               on_log=self._log,
                               time_fn=lambda: self.get_clock().now().nanoseconds * 1e-9)
-        self.create_subscription(AudioFragment, topics.AUDIO, self._on_fragment, qos.AUDIO,
-                                 qos_overriding_options=overrides)
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
-        self._diagnostics = diagnostics.DiagnosticsReporter(self, diagnostics_period_s)
+        self._subscription = self.subscription(AudioFragment, topics.AUDIO, self._on_fragment,
+                                               qos.AUDIO)
+        self._diagnostics = diagnostics.DiagnosticsReporter(self, self._diagnostics_period_s)
         self._stats = None  # this tick's Player.stats(), taken by _check_buffer
         self._diagnostics.add('buffer', self._check_buffer)
         self._diagnostics.add('quality', self._check_quality)
         self._diagnostics.add('latency', self._check_latency)
         self._diagnostics.add('sink', self._check_sink)
         log.info(f'audio player ready: recording to {record_path}')
+
+    def cleanup(self):
+        if self._diagnostics is not None:
+            self._diagnostics.destroy()
+            self._diagnostics = None
+        if getattr(self, '_subscription', None) is not None:
+            self.destroy_subscription(self._subscription)
+            self._subscription = None
+        if self._player is not None:
+            self._player.close()
+            self._player = None
+        if getattr(self, '_events', None) is not None:
+            self.destroy_lifecycle_publisher(self._events)
+            self._events = None
 
     def _on_fragment(self, msg):
         try:
@@ -164,15 +189,18 @@ class AudioPlayerNode(Node):
     def _validate_parameters(self, parameters):
         # Only the tunables can change (the rest is read-only), and the running configuration
         # was checked whole at start, so the one rule of the changed tunable is all to check.
+        declick_s = self._config.declick_s   # read-only
         for parameter in parameters:
             if parameter.name in TUNABLES:
                 try:
-                    check_tuning(parameter.name, parameter.value, self._player.config.declick_s)
+                    check_tuning(parameter.name, parameter.value, declick_s)
                 except ValueError as exc:
                     return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, parameters):
+        if self._player is None:
+            return      # configure() reads them
         for parameter in parameters:
             if parameter.name in TUNABLES:
                 self._player.set_tuning(parameter.name, parameter.value)
@@ -227,13 +255,6 @@ class AudioPlayerNode(Node):
     def _tick_stats(self):
         """The snapshot _check_buffer took this tick (taken afresh should that have failed)."""
         return self._stats if self._stats is not None else self._player.stats()
-
-    def destroy_node(self):
-        player = getattr(self, '_player', None)  # absent if the constructor failed early
-        if player is not None:
-            player.close()
-        super().destroy_node()
-
 
 def main():
     return run_node(AudioPlayerNode)

@@ -51,7 +51,8 @@ def player_node(spawn, *params):
     test run in the same DDS domain can talk to it; returns (process, namespace)."""
     namespace = f'/player_test_{os.getpid()}_{next(_RUNS)}'
     args = [sys.executable, '-m', 'muse_player.audio_player_node', '--ros-args',
-            '-r', f'__ns:={namespace}', '-r', f'/diagnostics:={namespace}/diagnostics']
+            '-r', f'__ns:={namespace}', '-r', f'/diagnostics:={namespace}/diagnostics',
+            '-p', 'autostart:=true']
     for param in params:
         args += ['-p', param]
     return spawn(args), namespace
@@ -191,7 +192,7 @@ def test_mixer_settings_change_at_runtime_and_bad_values_are_refused(spawn, ros_
     future = client.get_parameters(sorted(shipped))
     wait_until(future.done, 30, 'the values of the shipped parameters', node)
     actual = dict(zip(sorted(shipped), map(parameter_value_to_python, future.result().values)))
-    overridden = {'sink', 'record_path'}
+    overridden = {'sink', 'record_path', 'autostart'}
     assert {k: v for k, v in actual.items() if k not in overridden} == \
         {k: v for k, v in shipped.items() if k not in overridden}
 

@@ -1,5 +1,9 @@
 """ROS adapter of the prompt builder: activity estimates, heart rate, profile and overrides in;
-a latched MusicPrompt out whenever ``decision.PromptDecider`` says the music should change."""
+a latched MusicPrompt out whenever ``decision.PromptDecider`` says the music should change.
+
+Lifecycle: configure loads the presets and makes the decider, publisher and subscriptions;
+prompts are published only while active (upstream nodes are activated after this one, so
+nothing is decided before); cleanup drops them."""
 
 import math
 import statistics
@@ -8,11 +12,10 @@ from collections import deque
 from dataclasses import fields, replace
 
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
-from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.time import Time
 
 from muse_common import diagnostics, params, qos, topics
+from muse_common.lifecycle import ManagedNode
 from muse_common.node_main import run_node
 from muse_msgs.msg import ActivityEstimate, HeartRate, MusicPrompt, PromptOverride, UserProfile
 from muse_prompt.decision import DecisionConfig, PromptDecider
@@ -42,7 +45,7 @@ def stamp_ns(stamp):
     return Time.from_msg(stamp).nanoseconds
 
 
-class PromptBuilderNode(Node):
+class PromptBuilderNode(ManagedNode):
     """Subscribes to activity, heart rate, profile and overrides; publishes MusicPrompt.
 
     Every callback (subscriptions, parameters, diagnostics) runs in the node's default,
@@ -54,49 +57,61 @@ class PromptBuilderNode(Node):
         super().__init__('prompt_builder')
         presets_file = params.declare(
             self, 'presets_file', '',
-            'YAML file of your own style presets, added to (or replacing) the built-in ones; '
+            'YAML file of your own style presets, added to (or replacing) the built-ins; '
             'empty = built-ins only. See muse_prompt/README.md.')
+        # The style's choices are the presets' names, so the library is read here, before the
+        # style parameter is declared; a bad file stops the node at once.
         try:
-            library = load_library(presets_file or None)
+            self._library = load_library(presets_file or None)
         except PresetError as exc:
             self.get_logger().fatal(str(exc))
             raise
-        style = params.declare(self, 'style', DEFAULT_STYLE, 'Style preset of the prompts.',
-                               choices=library.names)
+        params.declare(self, 'style', DEFAULT_STYLE, 'Style preset of the prompts.',
+                       choices=self._library.names)
         defaults = DecisionConfig()
-        config = {}
         for name in _CONFIG_NAMES:
             low, high = DecisionConfig.LIMITS.get(name, (None, None))
-            config[name] = params.declare(self, name, getattr(defaults, name),
-                                          _CONFIG_DESCRIPTIONS[name], min_value=low,
-                                          max_value=high)
-        self._decider = PromptDecider(library, style, DecisionConfig(**config))
-        self._validated_libraries = {}
-
-        overrides = QoSOverridingOptions.with_default_policies()
-        self._publisher = self.create_publisher(MusicPrompt, topics.PROMPT, qos.LATCHED,
-                                                qos_overriding_options=overrides)
-        self.create_subscription(ActivityEstimate, topics.ACTIVITY, self._on_activity,
-                                 qos.EVENTS, qos_overriding_options=overrides)
-        self.create_subscription(HeartRate, topics.HEART_RATE, self._on_heart_rate, qos.SENSOR,
-                                 qos_overriding_options=overrides)
-        self.create_subscription(UserProfile, topics.USER_PROFILE, self._on_profile, qos.LATCHED,
-                                 qos_overriding_options=overrides)
-        self.create_subscription(PromptOverride, topics.PROMPT_OVERRIDE, self._on_override,
-                                 qos.EVENTS, qos_overriding_options=overrides)
+            params.declare(self, name, getattr(defaults, name), _CONFIG_DESCRIPTIONS[name],
+                           min_value=low, max_value=high)
+        self._decider = None
+        self._diagnostics = None
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
 
+    def configure(self):
+        get = lambda name: self.get_parameter(name).value  # noqa: E731
         self._errors = 0
         self._last_error = ''
         self._last_error_at = -math.inf
         self._last_estimate_at = None
         self._latencies_ms = deque(maxlen=_LATENCY_WINDOW)
+        self._decider = PromptDecider(self._library, get('style'),
+                                      DecisionConfig(**{n: get(n) for n in _CONFIG_NAMES}))
+        self._validated_libraries = {}
+        self._publisher = self.publisher(MusicPrompt, topics.PROMPT, qos.LATCHED)
+        self._subscriptions = [
+            self.subscription(ActivityEstimate, topics.ACTIVITY, self._on_activity, qos.EVENTS),
+            self.subscription(HeartRate, topics.HEART_RATE, self._on_heart_rate, qos.SENSOR),
+            self.subscription(UserProfile, topics.USER_PROFILE, self._on_profile, qos.LATCHED),
+            self.subscription(PromptOverride, topics.PROMPT_OVERRIDE, self._on_override,
+                              qos.EVENTS)]
         self._diagnostics = diagnostics.DiagnosticsReporter(self)
         self._diagnostics.add('decision', self._check_decision)
         self._diagnostics.add('inputs', self._check_inputs)
         self.get_logger().info(
-            f'prompt builder ready: style {style!r}, presets {list(library.names)}')
+            f'prompt builder ready: style {get("style")!r}, presets {list(self._library.names)}')
+
+    def cleanup(self):
+        if self._diagnostics is not None:
+            self._diagnostics.destroy()
+            self._diagnostics = None
+        for subscription in getattr(self, '_subscriptions', ()):
+            self.destroy_subscription(subscription)
+        self._subscriptions = []
+        if getattr(self, '_publisher', None) is not None:
+            self.destroy_lifecycle_publisher(self._publisher)
+            self._publisher = None
+        self._decider = None
 
     # --- subscriptions -----------------------------------------------------------------------
 
@@ -157,7 +172,18 @@ class PromptBuilderNode(Node):
     # --- parameters --------------------------------------------------------------------------
 
     def _validate_parameters(self, parameters):
-        changes = {p.name: p.value for p in parameters}
+        changes = {p.name: p.value for p in parameters
+                   if p.name in ('style', 'presets_file') + _CONFIG_NAMES}
+        if not changes:
+            return SetParametersResult(successful=True)
+        if self._decider is None:
+            # Not configured: configure() reads the parameters; a presets file is checked now.
+            try:
+                if 'presets_file' in changes:
+                    self._library = load_library(changes['presets_file'] or None)
+            except PresetError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+            return SetParametersResult(successful=True)
         try:
             library = self._decider.library
             if 'presets_file' in changes:
@@ -172,7 +198,10 @@ class PromptBuilderNode(Node):
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, parameters):
-        changes = {p.name: p.value for p in parameters}
+        changes = {p.name: p.value for p in parameters
+                   if p.name in ('style', 'presets_file') + _CONFIG_NAMES}
+        if self._decider is None or not changes:
+            return  # unconfigured (configure() reads them), or not a rule (qos_overrides.*)
         rules = {n: v for n, v in changes.items() if n in _CONFIG_NAMES}
         library = (self._validated_libraries.pop(changes['presets_file'])
                    if 'presets_file' in changes else None)

@@ -35,7 +35,8 @@ def stamp(seconds):
 
 def start_node(spawn, *parameters):
     args = [sys.executable, '-m', 'muse_prompt.prompt_builder_node', '--ros-args',
-            '-r', f'__ns:={NAMESPACE}', '-p', 'min_dwell_s:=4.0', '-p', 'min_confidence:=0.6']
+            '-r', f'__ns:={NAMESPACE}', '-p', 'autostart:=true', '-p', 'min_dwell_s:=4.0',
+            '-p', 'min_confidence:=0.6']
     for parameter in parameters:
         args += ['-p', parameter]
     return spawn(args, name='prompt_builder')

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 import struct
 from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar
@@ -35,14 +36,19 @@ MAX_AUDIO_FRAME_BYTES = 16 * 1024 * 1024
 MAX_PROMPT_TEXT_CHARS = 4000
 MAX_NAME_CHARS = 128     # style, activity, client name, backend name
 MAX_TOKEN_CHARS = 512
+# Control messages are flat objects; deeper JSON is refused before it is parsed (the parser
+# recurses, and a few thousand levels exhaust Python's stack).
+MAX_JSON_DEPTH = 16
 UINT32_MAX = 2**32 - 1
+# first_seq leaves 2**31 frames of room (years of audio), so no seq of a session overflows.
+MAX_FIRST_SEQ = 2**31 - 1
 
 
 class ErrorCode(enum.IntEnum):
     """Error codes of ``error`` messages. Fatal errors close the connection with the same
     number as the WebSocket close code (application range 4000-4999)."""
 
-    MALFORMED = 4000              # not UTF-8 JSON, not an object, or a corrupt audio header
+    MALFORMED = 4000              # not JSON, nested too deep, not an object, corrupt audio header
     UNKNOWN_TYPE = 4001           # 'type' missing or not a message this side accepts
     INVALID_FIELD = 4002          # a field is missing, of the wrong type or out of range
     FRAME_TOO_LARGE = 4003        # a frame exceeds the protocol's size bound
@@ -53,7 +59,9 @@ class ErrorCode(enum.IntEnum):
     UNSUPPORTED_VERSION = 4011    # the server does not speak the client's protocol version
     UNSUPPORTED_ENCODING = 4012   # sample encoding not offered by the server
     HELLO_TIMEOUT = 4013          # no hello within the server's handshake timeout
-    SERVER_BUSY = 4020            # max_sessions reached; retry later
+    SERVER_BUSY = 4020            # max_sessions or a connection limit reached; retry later
+    RATE_LIMITED = 4022           # too many prompts (non-fatal) or failed hellos (fatal)
+    FORBIDDEN_ORIGIN = 4023       # a browser page's Origin the server does not allow
     SHUTTING_DOWN = 4021          # the server is stopping; no new prompts are accepted
     BACKEND_ERROR = 4030          # the backend failed to open or continue a stream
     INTERNAL_ERROR = 4031         # a server bug; the session ends
@@ -63,7 +71,7 @@ class ErrorCode(enum.IntEnum):
 FATAL_CODES = frozenset({
     ErrorCode.HELLO_REQUIRED, ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION,
     ErrorCode.UNSUPPORTED_ENCODING, ErrorCode.HELLO_TIMEOUT, ErrorCode.SERVER_BUSY,
-    ErrorCode.INTERNAL_ERROR})
+    ErrorCode.FORBIDDEN_ORIGIN, ErrorCode.INTERNAL_ERROR})
 
 
 # Full scale of 16-bit PCM: float x in [-1, 1] is the integer round(x * PCM_S16_SCALE), so
@@ -172,6 +180,11 @@ def _check_str(name, value, max_chars, allow_empty=True):
     if not isinstance(value, str) or len(value) > max_chars or (not allow_empty and not value):
         what = f'a {"" if allow_empty else "non-empty "}string of at most {max_chars} characters'
         raise InvalidField(name, what, value)
+    try:  # JSON can spell a lone surrogate ("\ud800"), which no UTF-8 encoder accepts later
+        value.encode('utf-8')
+    except UnicodeEncodeError:
+        raise InvalidField(name, 'a string of Unicode characters (no lone surrogates)',
+                           value.encode('utf-8', 'backslashreplace').decode()) from None
     return value
 
 
@@ -258,7 +271,8 @@ class Prompt(ControlMessage):
     heart_rate_bpm: float = _field(lambda n, v: _check_number(n, v, 0.0, 400.0, allow_null=True),
                                    float('nan'))
     stamp: float = _field(lambda n, v: _check_number(n, v, 0.0), 0.0)   # MusicPrompt stamp [s]
-    first_seq: int = _field(_check_int, 0)   # seq of the first fragment (resume after reconnect)
+    # seq of the first fragment (resume after reconnect)
+    first_seq: int = _field(lambda n, v: _check_int(n, v, 0, MAX_FIRST_SEQ), 0)
 
 
 @dataclass(frozen=True)
@@ -266,13 +280,6 @@ class Stop(ControlMessage):
     """Stop generating; the session stays open for the next prompt."""
 
     type: ClassVar[str] = 'stop'
-
-
-@dataclass(frozen=True)
-class Ping(ControlMessage):
-    type: ClassVar[str] = 'ping'
-    id: int = _field(_check_int)
-    t_client: float = _field(lambda n, v: _check_number(n, v), 0.0)  # echoed in the pong [s]
 
 
 # server -> client
@@ -290,14 +297,6 @@ class Welcome(ControlMessage):
     fragment_s: float = _field(lambda n, v: _check_number(n, v, 0.0), 0.0)
     max_ahead_s: float = _field(lambda n, v: _check_number(n, v, 0.0), 0.0)
     server: str = _field(lambda n, v: _check_str(n, v, MAX_NAME_CHARS), '')
-
-
-@dataclass(frozen=True)
-class Pong(ControlMessage):
-    type: ClassVar[str] = 'pong'
-    id: int = _field(_check_int)
-    t_client: float = _field(lambda n, v: _check_number(n, v), 0.0)
-    t_server: float = _field(lambda n, v: _check_number(n, v), 0.0)  # server wall clock [s]
 
 
 @dataclass(frozen=True)
@@ -342,8 +341,8 @@ class Error(ControlMessage):
             return str(self.code)
 
 
-CLIENT_MESSAGES = {m.type: m for m in (Hello, Prompt, Stop, Ping)}
-SERVER_MESSAGES = {m.type: m for m in (Welcome, Pong, Stopped, Shutdown, Error)}
+CLIENT_MESSAGES = {m.type: m for m in (Hello, Prompt, Stop)}
+SERVER_MESSAGES = {m.type: m for m in (Welcome, Stopped, Shutdown, Error)}
 
 
 def decode_control(data, accepted: dict[str, type], max_bytes: int = MAX_CONTROL_BYTES):
@@ -355,6 +354,10 @@ def decode_control(data, accepted: dict[str, type], max_bytes: int = MAX_CONTROL
     raw = data.encode('utf-8', 'surrogatepass') if isinstance(data, str) else bytes(data)
     if len(raw) > max_bytes:
         raise FrameTooLarge(f'control frame of {len(raw)} bytes exceeds {max_bytes} bytes')
+    depth = json_depth(raw)
+    if depth > MAX_JSON_DEPTH:
+        raise MalformedFrame(f'control frame nests {depth} levels deep; at most {MAX_JSON_DEPTH} '
+                             'are accepted')
     try:
         body = json.loads(raw.decode('utf-8'), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -367,6 +370,27 @@ def decode_control(data, accepted: dict[str, type], max_bytes: int = MAX_CONTROL
         raise UnknownMessageType(
             f'unknown message type {kind!r}; expected one of {sorted(accepted)}')
     return accepted[kind].from_dict(body)
+
+
+_JSON_STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep the arrays and objects of JSON text ``raw`` nest (brackets inside strings do
+    not count), found without parsing. Cheap for the flat messages of this protocol: with few
+    brackets in all, their count is returned (an upper bound, and within the limit)."""
+    brackets = raw.count(b'[') + raw.count(b'{')
+    if brackets <= MAX_JSON_DEPTH:
+        return brackets
+    depth = deepest = 0
+    for match in _JSON_STRING_OR_BRACKET.finditer(raw):
+        token = match.group()
+        if token in (b'[', b'{'):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b']', b'}'):
+            depth -= 1
+    return deepest
 
 
 def _reject_constant(name):

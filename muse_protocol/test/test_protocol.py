@@ -35,7 +35,6 @@ def _tone(n=1000, channels=2):
     protocol.Prompt(prompt_id=4, text='calm lofi beat', style='lofi_hiphop', activity='sitting',
                     energy=0.25, target_bpm=82.0, heart_rate_bpm=71.0, stamp=12.5, first_seq=9),
     protocol.Stop(),
-    protocol.Ping(id=3, t_client=99.25),
 ])
 def test_client_messages_round_trip(message):
     assert protocol.decode_control(message.to_json(), CLIENT_MESSAGES) == message
@@ -44,7 +43,6 @@ def test_client_messages_round_trip(message):
 @pytest.mark.parametrize('message', [
     protocol.Welcome(protocol=1, session_id='abc', backend='synth', sample_rate=32000, channels=1,
                      encoding='pcm_s16le', max_frame_bytes=65536, fragment_s=0.5, max_ahead_s=2.0),
-    protocol.Pong(id=3, t_client=1.5, t_server=1e9),
     protocol.Stopped(prompt_id=2, last_seq=10),
     protocol.Shutdown(grace_s=1.0),
     protocol.Error.make(ErrorCode.STALE_PROMPT, 'old', prompt_id=3),
@@ -91,7 +89,8 @@ def test_decoded_defaults_fill_optional_fields():
      ErrorCode.INVALID_FIELD),
     ('{"type": "prompt", "prompt_id": 1, "text": "a", "target_bpm": "fast"}',
      protocol.InvalidField, ErrorCode.INVALID_FIELD),
-    ('{"type": "ping"}', protocol.InvalidField, ErrorCode.INVALID_FIELD),
+    ('{"type": "ping"}', protocol.UnknownMessageType, ErrorCode.UNKNOWN_TYPE),  # WebSocket pings
+    ('{"type": "prompt", "text": "a"}', protocol.InvalidField, ErrorCode.INVALID_FIELD),
     ('{"type": "hello", "protocol": 2}', protocol.UnsupportedVersion,
      ErrorCode.UNSUPPORTED_VERSION),
     ('{"type": "hello", "token": "t"}', protocol.InvalidField, ErrorCode.INVALID_FIELD),
@@ -124,13 +123,39 @@ def test_oversized_control_frame_is_rejected_before_parsing():
     assert caught.value.code is ErrorCode.FRAME_TOO_LARGE
 
 
+@pytest.mark.parametrize('depth', [protocol.MAX_JSON_DEPTH + 1, 5000])
+def test_deep_json_is_malformed_before_it_is_parsed(depth):
+    raw = '{"type": "prompt", "prompt_id": 1, "text": "a", "x": ' + '[' * depth + ']' * depth + '}'
+    with pytest.raises(protocol.MalformedFrame, match='nests'):
+        protocol.decode_control(raw, CLIENT_MESSAGES)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    text = '[{' * 1000 + '\\"' + ']}' * 5
+    prompt = protocol.Prompt(prompt_id=1, text=text)
+    assert protocol.decode_control(prompt.to_json(), CLIENT_MESSAGES).text == text
+
+
+@pytest.mark.parametrize('field', ['token', 'client', 'encoding'])
+def test_a_lone_surrogate_is_an_invalid_field_not_an_encoding_crash(field):
+    raw = '{"type": "hello", "protocol": 1, "%s": "ok\\ud800"}' % field  # JSON's escape
+    with pytest.raises(protocol.InvalidField, match=field):
+        protocol.decode_control(raw, CLIENT_MESSAGES)
+
+
+def test_first_seq_leaves_room_for_the_session_to_go_on():
+    assert protocol.Prompt(prompt_id=1, text='a', first_seq=protocol.MAX_FIRST_SEQ).first_seq
+    with pytest.raises(protocol.InvalidField, match='first_seq'):
+        protocol.Prompt(prompt_id=1, text='a', first_seq=protocol.UINT32_MAX)
+
+
 def test_messages_cannot_be_built_invalid():
     with pytest.raises(protocol.InvalidField):
         protocol.Prompt(prompt_id=1, text='x' * (protocol.MAX_PROMPT_TEXT_CHARS + 1))
     with pytest.raises(protocol.InvalidField):
         protocol.Prompt(prompt_id=1, text='a', target_bpm=float('inf'))
     with pytest.raises(protocol.InvalidField):
-        protocol.Ping(id=-3)
+        protocol.Prompt(prompt_id=-3, text='a')
 
 
 @pytest.mark.parametrize('char', ['\U0001f3b5', '\x01', '"'])

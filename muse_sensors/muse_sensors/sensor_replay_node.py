@@ -16,25 +16,22 @@ import time
 from pathlib import Path
 
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.clock import Clock as RosClock, ClockType
-from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Imu
 
 from muse_common import activities, diagnostics, params, qos, stamps, topics
+from muse_common.lifecycle import ManagedNode
 from muse_common.node_main import run_node
 from muse_msgs.msg import ActivityEstimate, HeartRate, UserProfile
 from muse_sensors import bag, dalia
 from muse_sensors.replay import (ActivityLabel, HeartRateSample, ImuSample, TimelinePlayer,
                                  ProfileRecord, replay_span, subject_events)
 
-# Let the last messages reach subscribers before the process goes (DDS sends asynchronously).
-END_GRACE_S = 0.5
-# How often to check whether the replay may start (wait_for_subscribers, start_delay_s).
-START_POLL_S = 0.05
+# After a failure, let the last messages reach subscribers before the process goes (DDS
+# sends asynchronously).
+FAILURE_GRACE_S = 0.5
 # A publication later than this behind its schedule is worth a warning in diagnostics.
 LATE_WARN_S = 0.05
 # rclcpp's ClockQoS: only the newest time matters.
@@ -72,7 +69,7 @@ class MonotonicToRos:
         return int(monotonic_s * 1e9) + self._offset_ns
 
 
-class SourceError(Exception):
+class SourceError(ValueError):
     """The replay source cannot be opened; the message says which and why."""
 
 
@@ -102,101 +99,108 @@ def open_source(source, start_offset_s, duration_s):
         raise SourceError(f'{path}: {exc}') from exc
 
 
-class SensorReplayNode(Node):
-    """Publishes imu, heart_rate, user_profile, activity/ground_truth (and /clock)."""
+class SensorReplayNode(ManagedNode):
+    """Publishes imu, heart_rate, user_profile, activity/ground_truth (and /clock).
+
+    Lifecycle: configure opens the source and makes the publishers; activate starts the
+    replay (from ``start_offset_s`` again after a deactivate); at the end of the data (loop
+    false) or on a failure the node deactivates itself, which is how the lifecycle manager
+    learns that the session's data is over (``transition_event``, and ``end_of_data`` in
+    diagnostics).
+    """
 
     def __init__(self):
         super().__init__('sensor_replay')
-        source = params.declare(
+        self._source = params.declare(
             self, 'source', '', 'PPG-DaLiA subject pickle (S<i>.pkl) or rosbag2 folder written '
             'by muse_dalia_to_bag.', read_only=True)
-        rate = params.declare(self, 'rate', 1.0, 'Replay speed: 1.0 = real time, 10.0 = ten '
-                              'times faster. May be changed while playing.',
-                              min_value=0.01, max_value=1000.0)
-        loop = params.declare(self, 'loop', False, 'Start again from start_offset_s when the '
-                              'data ends (data and stamps keep running forward).')
-        start_offset_s = params.declare(self, 'start_offset_s', 0.0, 'Skip this much data at '
-                                        'the start [s].', read_only=True, min_value=0.0,
-                                        max_value=1e6)
-        duration_s = params.declare(self, 'duration_s', 0.0, 'Replay only this much data [s]; '
-                                    '0 = all.', read_only=True, min_value=0.0, max_value=1e6)
+        params.declare(self, 'rate', 1.0, 'Replay speed: 1.0 = real time, 10.0 = ten times '
+                       'faster. May be changed while playing.', min_value=0.01, max_value=1000.0)
+        params.declare(self, 'loop', False, 'Start again from start_offset_s when the data ends '
+                       '(data and stamps keep running forward).')
+        self._start_offset_s = params.declare(
+            self, 'start_offset_s', 0.0, 'Skip this much data at the start [s].', read_only=True,
+            min_value=0.0, max_value=1e6)
+        self._duration_s = params.declare(
+            self, 'duration_s', 0.0, 'Replay only this much data [s]; 0 = all.', read_only=True,
+            min_value=0.0, max_value=1e6)
         self._publish_clock = params.declare(
             self, 'publish_clock', False, 'Publish /clock (rosgraph_msgs/Clock) following the '
             'data, for nodes run with use_sim_time.', read_only=True)
         self._frame_id = params.declare(self, 'frame_id', 'wrist', 'header.frame_id of the '
                                         'sensor messages.', read_only=True)
-        self._wait_for_subscribers = params.declare(
-            self, 'wait_for_subscribers', 0, 'Before the first message, wait until the imu topic '
-            'has at least this many subscribers (0 = do not wait).', read_only=True,
-            min_value=0, max_value=1000)
-        self._start_delay_s = params.declare(
-            self, 'start_delay_s', 0.0, 'Then wait this long [s, wall time] before the first '
-            'message, so that every subscriber has discovered every topic.',
-            read_only=True, min_value=0.0, max_value=3600.0)
-        self._shutdown_on_end = params.declare(
-            self, 'shutdown_on_end', True, 'When the data ends (and loop is false): true = log a '
-            'summary and exit with code 0; false = stay alive, publishing nothing.')
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._player = None
+        self._end_signal = None
+        self._diagnostics = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def configure(self):
         try:
-            name, timeline, t_start, t_end, clock_base = open_source(source, start_offset_s,
-                                                                    duration_s)
+            name, timeline, t_start, t_end, clock_base = open_source(
+                self._source, self._start_offset_s, self._duration_s)
         except SourceError as exc:
-            self.get_logger().fatal(f'cannot replay: {exc}')
-            raise SystemExit(2) from None
+            raise ValueError(f'cannot replay: {exc}') from None
         self._name = name
-        self._source = source
+        self._timeline, self._t_start, self._t_end = timeline, t_start, t_end
         # Sim time starts at the bag's recorded time, or at 'now' for a pickle, so that
         # stamps look like real dates either way.
         self._clock_base_s = clock_base if clock_base is not None else time.time()
         self._sim_time = self.get_parameter('use_sim_time').value
 
-        overrides = QoSOverridingOptions.with_default_policies()
-        self._imu_pub = self.create_publisher(Imu, topics.IMU, qos.SENSOR,
-                                              qos_overriding_options=overrides)
-        self._hr_pub = self.create_publisher(HeartRate, topics.HEART_RATE, qos.SENSOR,
-                                             qos_overriding_options=overrides)
-        self._profile_pub = self.create_publisher(UserProfile, topics.USER_PROFILE, qos.LATCHED,
-                                                  qos_overriding_options=overrides)
-        self._truth_pub = self.create_publisher(ActivityEstimate, topics.GROUND_TRUTH_ACTIVITY,
-                                                qos.EVENTS, qos_overriding_options=overrides)
-        self._clock_pub = (self.create_publisher(Clock, topics.CLOCK, CLOCK_QOS)
+        self._imu_pub = self.publisher(Imu, topics.IMU, qos.SENSOR)
+        self._hr_pub = self.publisher(HeartRate, topics.HEART_RATE, qos.SENSOR)
+        self._profile_pub = self.publisher(UserProfile, topics.USER_PROFILE, qos.LATCHED)
+        self._truth_pub = self.publisher(ActivityEstimate, topics.GROUND_TRUTH_ACTIVITY,
+                                         qos.EVENTS)
+        self._clock_pub = (self.publisher(Clock, topics.CLOCK, CLOCK_QOS)
                            if self._publish_clock else None)
         self.counts = {'imu': 0, 'heart_rate': 0, 'user_profile': 0, 'ground_truth': 0}
         self._imu = self._imu_template()
         self._clock_map = MonotonicToRos(self.get_clock())
         self._began = None
-
-        self._player = TimelinePlayer(timeline, t_start, t_end, self._emit, rate=rate, loop=loop,
-                              on_end=self._on_end)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._player = self._new_player()
+        # The player thread reports the end of the data through a guard condition, so that the
+        # node deactivates itself on the executor, not on the player's thread.
+        self._end_signal = self.create_guard_condition(self._on_end)
         self._diagnostics = diagnostics.DiagnosticsReporter(self, hardware_id=f'replay {name}')
         self._diagnostics.add('replay', self._check)
         self.get_logger().info(
-            f'replaying {name} from {source}: data {t_start:.1f}-{t_end:.1f} s at {rate:g}x'
-            f'{", looping" if loop else ""}{", publishing /clock" if self._publish_clock else ""}')
-        self._ready_since = None
-        self._start_timer = None
-        if self._wait_for_subscribers > 0 or self._start_delay_s > 0:
-            # Steady time: with use_sim_time the ROS clock stands still until we publish /clock.
-            self._start_timer = self.create_timer(START_POLL_S, self._maybe_start,
-                                                  clock=RosClock(clock_type=ClockType.STEADY_TIME))
-        else:
-            self._start()
+            f'ready to replay {name} from {self._source}: data {t_start:.1f}-{t_end:.1f} s at '
+            f'{self._player.pacer.rate:g}x{", looping" if self._player.loop else ""}'
+            f'{", publishing /clock" if self._publish_clock else ""}')
 
-    def _maybe_start(self):
-        """Timer: start once enough subscribers are there and the delay has passed."""
-        now = time.monotonic()
-        if self._imu_pub.get_subscription_count() < self._wait_for_subscribers:
-            return
-        if self._ready_since is None:
-            self._ready_since = now
-        if now - self._ready_since >= self._start_delay_s:
-            self._start_timer.cancel()
-            self._start()
+    def _new_player(self):
+        return TimelinePlayer(self._timeline, self._t_start, self._t_end, self._emit,
+                              rate=self.get_parameter('rate').value,
+                              loop=self.get_parameter('loop').value,
+                              on_end=lambda: self._end_signal.trigger())
 
-    def _start(self):
-        if self._began is None:
-            self._began = time.monotonic()
-            self._player.start()
+    def activate(self):
+        if self._player.finished or self._began is not None:
+            self._player = self._new_player()      # a second activation replays from the start
+        self._began = time.monotonic()
+        self._player.start()
+        self.get_logger().info('replay started')
+
+    def deactivate(self):
+        self._player.stop()
+
+    def cleanup(self):
+        if self._player is not None:
+            self._player.stop()
+            self._player = None
+        for publisher in ('_imu_pub', '_hr_pub', '_profile_pub', '_truth_pub', '_clock_pub'):
+            if getattr(self, publisher, None) is not None:
+                self.destroy_lifecycle_publisher(getattr(self, publisher))
+                setattr(self, publisher, None)
+        if self._end_signal is not None:
+            self.destroy_guard_condition(self._end_signal)
+            self._end_signal = None
+        if self._diagnostics is not None:
+            self._diagnostics.destroy()
+            self._diagnostics = None
 
     # ------------------------------------------------------------------ publishing
 
@@ -273,29 +277,35 @@ class SensorReplayNode(Node):
     # --------------------------------------------------------------- end of data
 
     def _on_end(self):
-        """TimelinePlayer thread: the data ended (or playback failed)."""
-        ended_at = time.monotonic()
+        """Executor (guard condition from the player thread): the data ended or playback
+        failed. Log a summary and deactivate: the lifecycle manager ends the session on it."""
         player = self._player
-        summary = (f'{self._name}: published {self.counts} over {ended_at - self._began:.1f} s wall '
-                   f'(data {player.data_t:.1f} s, {player.loops_done} loops); lateness mean '
+        if player is None or not player.finished or not self.is_active():
+            return
+        summary = (f'{self._name}: published {self.counts} over {time.monotonic() - self._began:.1f} s '
+                   f'wall (data {player.data_t:.1f} s, {player.loops_done} loops); lateness mean '
                    f'{player.lateness.mean * 1e3:.2f} ms, p95 {player.lateness.percentile(95) * 1e3:.2f} ms, '
                    f'max {player.lateness.max * 1e3:.2f} ms')
         if player.error is not None:
             self.get_logger().error(f'replay failed: {player.error!r}; {summary}')
-            self.exit_code = 1   # run_node's exit code: the session must end as a failure
+            # A failed replay ends its process (exit code 1) instead of deactivating: the runner
+            # and the launch file then end the session at once, as a failure.
+            self.exit_code = 1
         else:
             self.get_logger().info(f'end of data; {summary}')
         # Announce the final counts, so that consumers can tell foreign traffic (more
         # messages than this replay sent) from their own.
         self._diagnostics.publish()
-        if self._shutdown_on_end or player.error is not None:
-            time.sleep(END_GRACE_S)
+        if player.error is not None:
+            time.sleep(FAILURE_GRACE_S)   # let the last messages and the diagnostics go out
             self.context.try_shutdown()
+        else:
+            self.trigger_deactivate()
 
     def _check(self):
         player = self._player
         values = {
-            'source': self._source, 'data_time_s': player.data_t, 'rate': player.pacer.rate,
+            'state': self.state_label, 'source': self._source, 'data_time_s': player.data_t, 'rate': player.pacer.rate,
             'loop': player.loop, 'loops_done': player.loops_done,
             'lateness_mean_ms': player.lateness.mean * 1e3,
             'lateness_p95_ms': player.lateness.percentile(95) * 1e3,
@@ -308,6 +318,8 @@ class SensorReplayNode(Node):
             return diagnostics.ERROR, f'replay failed: {player.error}', values
         if player.finished:
             return diagnostics.OK, 'end of data', values
+        if self._began is None:
+            return diagnostics.OK, 'configured, waiting for activation', values
         if player.lateness.percentile(95) > LATE_WARN_S:
             return diagnostics.WARN, 'publishing behind schedule', values
         return diagnostics.OK, 'playing', values
@@ -316,21 +328,16 @@ class SensorReplayNode(Node):
 
     def _on_set_parameters(self, changes):
         # rclpy has already refused wrong types and values outside the declared ranges (the
-        # descriptors), so every change that gets here can be applied.
+        # descriptors), so every change that gets here can be applied; a player made later
+        # reads the parameters afresh.
         for change in changes:
+            if self._player is None:
+                break
             if change.name == 'rate':
                 self._player.set_rate(change.value)
             elif change.name == 'loop':
                 self._player.loop = change.value
-            elif change.name == 'shutdown_on_end':
-                self._shutdown_on_end = change.value
         return SetParametersResult(successful=True)
-
-    def destroy_node(self):
-        player = getattr(self, '_player', None)   # absent if the source failed to open
-        if player is not None:
-            player.stop()
-        super().destroy_node()
 
 
 def main(args=None):

@@ -20,12 +20,12 @@ TOPICS = {'imu': f'{NS}/imu', 'hr': f'{NS}/heart_rate', 'profile': f'{NS}/user_p
           'truth': f'{NS}/activity/ground_truth'}
 # Everything must arrive to be counted: the node's QoS override parameters (tested here too)
 # make the sensor topics reliable with a history deep enough that a subscriber slowed by a
-# busy machine loses nothing at 100x, the subscribers keep everything, and the node waits for
-# this process to subscribe before it publishes.
+# busy machine loses nothing at 100x, the subscribers keep everything, and the test activates
+# the node (a managed node) only once this process has discovered its publishers.
 RELIABLE_ALL = QoSProfile(depth=10000, reliability=ReliabilityPolicy.RELIABLE)
 OVERRIDES = [f'qos_overrides.{TOPICS[k]}.publisher.{policy}' for k in ('imu', 'hr')
              for policy in ('reliability:=reliable', 'depth:=10000')]
-DELAY = ['wait_for_subscribers:=1', 'start_delay_s:=1.0']
+NODE = f'{NS}/sensor_replay'
 
 
 @pytest.fixture(scope='module')
@@ -65,6 +65,25 @@ def wait_exit(proc, timeout=120):
     return code, proc.output()
 
 
+def start(lifecycle, ros_node, proc, wait_until, topics=('imu', 'hr', 'truth', 'profile')):
+    """Configure the replay, wait until this process has discovered its publishers (what a
+    start delay used to guess at), activate it; returns its lifecycle client."""
+    client = lifecycle(NODE, 'configure', process=proc)
+    wait_until(lambda: all(ros_node.count_publishers(TOPICS[k]) for k in topics), 30,
+               'the replay\'s publishers', proc)
+    assert client.change_state('activate'), proc.output()
+    return client
+
+
+def run_to_end(client, proc, wait_until, timeout=120):
+    """Wait until the replay deactivates itself at the end of its data, then stop it (Ctrl-C);
+    returns (exit code, output)."""
+    wait_until(lambda: client.get_state() == 'inactive', timeout,
+               'the replay to deactivate at the end of its data', proc)
+    code = proc.stop()
+    return code, proc.output()
+
+
 def check_against_timeline(collector, subject, expected_events):
     """Counts, order and values of what arrived equal the replay timeline."""
     expected_imu = [e for e in expected_events if isinstance(e, ImuSample)]
@@ -98,11 +117,12 @@ def imu_stamps(imu):
     return [stamps.to_sec(m.header.stamp) for m in imu]
 
 
-def test_replay_at_10x_delivers_every_message_with_monotonic_stamps(spawn, collector, subject,
-                                                                   subject_path):
+def test_replay_at_10x_delivers_every_message_with_monotonic_stamps(
+        spawn, collector, ros_node, lifecycle, wait_until, subject, subject_path):
     listen(collector)
-    proc = replay(spawn, f'source:={subject_path}', 'rate:=10.0', *DELAY, *OVERRIDES)
-    code, output = wait_exit(proc)
+    proc = replay(spawn, f'source:={subject_path}', 'rate:=10.0', *OVERRIDES)
+    client = start(lifecycle, ros_node, proc, wait_until)
+    code, output = run_to_end(client, proc, wait_until)
     assert code == 0, output
     assert 'end of data' in output and 'lateness mean' in output
     imu, hr, truth = check_against_timeline(collector, subject, list(subject_events(subject)))
@@ -121,24 +141,26 @@ def test_replay_at_10x_delivers_every_message_with_monotonic_stamps(spawn, colle
     assert all(b >= a for a, b in zip(truth_t, truth_t[1:]))
 
 
-def test_replay_from_a_bag(spawn, collector, subject, bag_path):
+def test_replay_from_a_bag(spawn, collector, ros_node, lifecycle, wait_until, subject, bag_path):
     listen(collector)
-    proc = replay(spawn, f'source:={bag_path}', 'rate:=20.0', *DELAY, *OVERRIDES)
-    code, output = wait_exit(proc)
+    proc = replay(spawn, f'source:={bag_path}', 'rate:=20.0', *OVERRIDES)
+    client = start(lifecycle, ros_node, proc, wait_until)
+    code, output = run_to_end(client, proc, wait_until)
     assert code == 0, output
     imu, _, _ = check_against_timeline(collector, subject, list(subject_events(subject)))
     t = imu_stamps(imu)
     assert min(b - a for a, b in zip(t, t[1:])) > 0
 
 
-def test_sim_time_and_clock_follow_the_bag(spawn, collector, subject, bag_path):
+def test_sim_time_and_clock_follow_the_bag(spawn, collector, ros_node, lifecycle, wait_until,
+                                           subject, bag_path):
     listen(collector)
     collector.subscribe(Clock, '/clock', QoSProfile(depth=10000,
                                                      reliability=ReliabilityPolicy.BEST_EFFORT))
     proc = replay(spawn, f'source:={bag_path}', 'rate:=10.0', 'start_offset_s:=20.0',
-                  'duration_s:=10.0', 'publish_clock:=true', 'use_sim_time:=true', *DELAY,
-                  *OVERRIDES)
-    code, output = wait_exit(proc)
+                  'duration_s:=10.0', 'publish_clock:=true', 'use_sim_time:=true', *OVERRIDES)
+    client = start(lifecycle, ros_node, proc, wait_until)
+    code, output = run_to_end(client, proc, wait_until)
     assert code == 0, output
     expected = list(subject_events(subject, 20.0, 10.0))
     imu, hr, _ = check_against_timeline(collector, subject, expected)
@@ -152,13 +174,15 @@ def test_sim_time_and_clock_follow_the_bag(spawn, collector, subject, bag_path):
     assert clock[0] >= START + 20.0 - 1e-6 and clock[-1] == pytest.approx(START + 30.0, abs=1e-6)
 
 
-def test_loop_keeps_stamps_running_and_stays_until_stopped(spawn, collector, subject_path):
+def test_loop_keeps_stamps_running_and_stays_until_stopped(spawn, collector, ros_node, lifecycle,
+                                                           wait_until, subject_path):
     listen(collector)
     proc = replay(spawn, f'source:={subject_path}', 'rate:=20.0', 'duration_s:=2.0',
-                  'loop:=true', *DELAY, *OVERRIDES)
+                  'loop:=true', *OVERRIDES)
+    client = start(lifecycle, ros_node, proc, wait_until)
     imu = collector.wait_for(TOPICS['imu'], 4 * 64, timeout=60)
     assert len(imu) >= 4 * 64                                # four passes over 2 s of data
-    assert proc.proc.poll() is None
+    assert client.get_state() == 'active'
     assert proc.stop() == 0
     t = imu_stamps(collector.messages(TOPICS['imu']))
     assert min(b - a for a, b in zip(t, t[1:])) > 0
@@ -175,30 +199,35 @@ def replay_status(collector):
     return None, {}
 
 
-def test_without_shutdown_on_end_it_stays_alive_and_reports_end_of_data(spawn, collector,
-                                                                        subject_path):
+def test_at_the_end_it_deactivates_itself_and_reports_end_of_data(spawn, collector, ros_node,
+                                                                  lifecycle, wait_until,
+                                                                  subject_path):
     collector.subscribe(DiagnosticArray, '/diagnostics', 50)
-    proc = replay(spawn, f'source:={subject_path}', 'rate:=50.0', 'duration_s:=5.0',
-                  'shutdown_on_end:=false')
-    deadline_messages = 0
-    while replay_status(collector)[0] != 'end of data' and deadline_messages < 60:
-        collector.wait_for('/diagnostics', len(collector.messages('/diagnostics')) + 1, timeout=2)
-        deadline_messages += 1
+    proc = replay(spawn, f'source:={subject_path}', 'rate:=50.0', 'duration_s:=5.0')
+    client = lifecycle(NODE, 'configure', 'activate', process=proc)
+    wait_until(lambda: replay_status(collector)[0] == 'end of data', 60,
+               'diagnostics reporting the end of the data', proc)
     message, values = replay_status(collector)
-    assert message == 'end of data', values
     assert values['end_of_data'] == 'True' and values['published_imu'] == str(5 * 32)
     assert float(values['lateness_max_ms']) >= float(values['lateness_mean_ms']) >= 0
     assert float(values['data_time_s']) == pytest.approx(5.0, abs=0.05)
-    assert proc.proc.poll() is None                          # still alive, publishing nothing
+    assert client.get_state() == 'inactive'                  # alive, publishing nothing
+    # Activated again, it replays from the start; cleaned up, it lets the source go.
+    assert client.change_state('activate')
+    wait_until(lambda: client.get_state() == 'inactive', 60, 'the second pass to end', proc)
+    assert client.change_state('cleanup') and client.get_state() == 'unconfigured'
     assert proc.stop() == 0
+    assert proc.output().count('end of data') == 2
 
 
-def test_rate_can_change_while_playing(spawn, collector, ros_node, subject_path):
+def test_rate_can_change_while_playing(spawn, collector, ros_node, lifecycle, wait_until,
+                                       subject_path):
     from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
 
     listen(collector)
-    proc = replay(spawn, f'source:={subject_path}', 'rate:=0.2', *DELAY, *OVERRIDES)
+    proc = replay(spawn, f'source:={subject_path}', 'rate:=0.2', *OVERRIDES)
+    replay_client = start(lifecycle, ros_node, proc, wait_until)
     client = ros_node.create_client(SetParameters, f'{NS}/sensor_replay/set_parameters')
     assert client.wait_for_service(timeout_sec=30)
 
@@ -219,7 +248,7 @@ def test_rate_can_change_while_playing(spawn, collector, ros_node, subject_path)
     assert not set_param('loop', 'yes').successful
     # At 0.2x a minute of data takes 5 minutes; at 100x the rest is over in a moment.
     assert set_param('rate', 100.0).successful
-    code, output = wait_exit(proc, timeout=60)
+    code, output = run_to_end(replay_client, proc, wait_until, timeout=60)
     assert code == 0, output
     assert len(collector.wait_for(TOPICS['imu'], 60 * 32, timeout=10)) == 60 * 32
 
@@ -242,21 +271,32 @@ def bad_source(tmp_path, kind):
 ])
 def test_bad_source_exits_non_zero_with_a_clear_error(spawn, tmp_path, kind, words):
     source = bad_source(tmp_path, kind)
-    proc = replay(spawn, f"source:='{source}'")
+    proc = replay(spawn, f"source:='{source}'", 'autostart:=true')
     code, output = wait_exit(proc, timeout=60)
-    assert code == 2, output
+    assert code == 1, output
     assert words in output and 'cannot replay' in output
     assert source in output
     assert 'Traceback' not in output
 
 
+def test_under_a_manager_a_bad_source_fails_configure_and_the_node_stays(spawn, lifecycle,
+                                                                         tmp_path):
+    source = bad_source(tmp_path, 'missing')
+    proc = replay(spawn, f"source:='{source}'")
+    client = lifecycle(NODE, process=proc)
+    assert not client.change_state('configure')
+    assert client.get_state() == 'unconfigured'
+    assert proc.stop() == 0
+    assert 'no such PPG-DaLiA subject file' in proc.output()
+
+
 def test_offset_beyond_the_data_is_refused(spawn, subject_path):
-    proc = replay(spawn, f'source:={subject_path}', 'start_offset_s:=600.0')
+    proc = replay(spawn, f'source:={subject_path}', 'start_offset_s:=600.0', 'autostart:=true')
     code, output = wait_exit(proc, timeout=60)
-    assert code == 2 and 'start_offset_s=600.0 is outside the 60.00 s' in output, output
+    assert code == 1 and 'start_offset_s=600.0 is outside the 60.00 s' in output, output
 
 
-def test_installed_parameter_file_is_valid(spawn, subject_path):
+def test_installed_parameter_file_is_valid(spawn, lifecycle, wait_until, subject_path):
     from ament_index_python.packages import get_package_share_directory
     from pathlib import Path
 
@@ -264,7 +304,8 @@ def test_installed_parameter_file_is_valid(spawn, subject_path):
     assert params_file.is_file()
     proc = spawn([sys.executable, '-m', 'muse_sensors.sensor_replay_node', '--ros-args',
                   '-r', f'__ns:={NS}', '--params-file', str(params_file),
-                  '-p', f'source:={subject_path}', '-p', 'rate:=50.0', '-p', 'duration_s:=5.0'])
-    code, output = wait_exit(proc, timeout=60)
+                  '-p', f'source:={subject_path}', '-p', 'rate:=50.0', '-p', 'duration_s:=5.0',
+                  '-p', 'autostart:=true'])
+    code, output = run_to_end(lifecycle(NODE, process=proc), proc, wait_until, timeout=60)
     assert code == 0, output
     assert "'imu': 160" in output and 'end of data' in output

@@ -1,8 +1,10 @@
 """The MUSE music server: a WebSocket endpoint streaming generated music to bridge clients.
 
 Runs without ROS (``pip install ./muse_protocol ./muse_server`` then ``muse_music_server``); nothing here
-imports rclpy. One session per connection (see :mod:`server_session`), a bounded number of
-them, token authentication, ``GET /healthz`` for monitoring, graceful shutdown on SIGTERM/SIGINT.
+imports rclpy. One session per connection (see :mod:`muse_server.session`), a bounded number of
+them, token authentication with limits on unauthenticated connections
+(:mod:`muse_server.admission`), ``GET /healthz`` for monitoring, graceful shutdown on
+SIGTERM/SIGINT within ``shutdown_grace_s`` + 2 s.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from http import HTTPStatus
 from websockets.asyncio.server import serve
 
 from muse_protocol import protocol
-from muse_server.backends.base import BackendError, MusicBackend, backend_names, create_backend
 from muse_protocol.tokens import TOKEN_ENV, resolve_token
-from muse_server.session import (Session, SessionConfig, is_connection_closed,
-                                              send_fatal)
+from muse_server.admission import AdmissionLimits, ConnectionGate
+from muse_server.backends.base import BackendError, MusicBackend, backend_names, create_backend
+from muse_server.session import Session, SessionConfig, is_connection_closed, send_fatal
+from muse_server.streaming import run_in_daemon_thread
 
 logger = logging.getLogger('muse_music_server')
 
@@ -35,6 +38,11 @@ HEALTH_PATH = '/healthz'
 # Incoming frames between MAX_CONTROL_BYTES and this get a coded FRAME_TOO_LARGE reply and the
 # session goes on; beyond it websockets closes the connection with 1009 (message too big).
 INCOMING_FRAME_LIMIT = 4 * protocol.MAX_CONTROL_BYTES
+# After the shutdown grace: how long closing handshakes, then session handlers and the backend,
+# may take before the server stops without them (their threads are daemons).
+CLOSE_TIMEOUT_S = 0.5
+STOP_WAIT_S = 0.5
+REFUSALS_LOGGED_PER_S = 1.0  # refusal log lines (connection floods must not flood the log)
 
 
 @dataclass(frozen=True)
@@ -47,8 +55,13 @@ class ServerConfig:
     fragment_s: float = 0.5
     context_s: float = 4.0
     max_frame_bytes: int = protocol.DEFAULT_MAX_AUDIO_FRAME_BYTES
-    hello_timeout_s: float = 5.0
+    hello_timeout_s: float = 2.0
     shutdown_grace_s: float = 1.0
+    keepalive_s: float = 10.0        # WebSocket ping period; a pong later than this ends it
+    write_timeout_s: float = 10.0    # a client not reading for this long is dropped
+    messages_per_s: float = 10.0     # control messages a session may send (bursts of 2x)
+    allow_origins: tuple[str, ...] = ()  # browser Origins accepted (none: browsers refused)
+    admission: AdmissionLimits = AdmissionLimits()
 
     def __post_init__(self):
         checks = [
@@ -62,6 +75,9 @@ class ServerConfig:
              f'in [{protocol.AUDIO_HEADER_BYTES + 64}, {protocol.MAX_AUDIO_FRAME_BYTES}]'),
             ('hello_timeout_s', self.hello_timeout_s > 0.0, '> 0'),
             ('shutdown_grace_s', self.shutdown_grace_s >= 0.0, '>= 0'),
+            ('keepalive_s', self.keepalive_s > 0.0, '> 0'),
+            ('write_timeout_s', self.write_timeout_s > 0.0, '> 0'),
+            ('messages_per_s', self.messages_per_s > 0.0, '> 0'),
             ('token', self.token is None or 0 < len(self.token) <= protocol.MAX_TOKEN_CHARS,
              f'None or 1 to {protocol.MAX_TOKEN_CHARS} characters'),
         ]
@@ -80,16 +96,22 @@ class MusicServer:
         self._session_config = SessionConfig(
             token=config.token, max_ahead_s=config.max_ahead_s, context_s=config.context_s,
             max_frame_bytes=config.max_frame_bytes, fragment_s=config.fragment_s,
-            hello_timeout_s=config.hello_timeout_s)
-        self.sessions: dict[str, Session] = {}
-        self._connections = 0  # accepted connections, authenticated or not (bounded)
+            hello_timeout_s=config.hello_timeout_s, write_timeout_s=config.write_timeout_s,
+            messages_per_s=config.messages_per_s,
+            message_burst=max(1, int(2 * config.messages_per_s)))
+        self.sessions: dict[str, Session] = {}  # authenticated sessions (max_sessions)
+        self.gate = ConnectionGate(config.admission)
+        self._connections = set()  # every open WebSocket, authenticated or not
         self.stats = {'prompts': 0, 'fragments': 0, 'errors': 0, 'sessions_total': 0,
-                      'rejected_busy': 0, 'switch_latency_s': collections.deque(maxlen=200)}
+                      'rejected_busy': 0, 'evicted': 0,
+                      'switch_latency_s': collections.deque(maxlen=200)}
         self._server = None
         self._port = config.port
         self._stopping = False
         self._stopped = asyncio.Event()
+        self._shutdown_task: asyncio.Task | None = None
         self._started_at = time.monotonic()
+        self._refusal_log = _LogThrottle(REFUSALS_LOGGED_PER_S)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -98,7 +120,11 @@ class MusicServer:
             self._handle, self.config.host, self.config.port,
             process_request=self._process_request, max_size=INCOMING_FRAME_LIMIT,
             # PCM barely deflates; compressing it would only cost CPU and latency
-            compression=None, server_header='muse_music_server')
+            compression=None, server_header='muse_music_server',
+            # clients send no Origin; a browser page does, and may only if allowed
+            origins=[None, *self.config.allow_origins],
+            open_timeout=self.config.hello_timeout_s, close_timeout=CLOSE_TIMEOUT_S,
+            ping_interval=self.config.keepalive_s, ping_timeout=self.config.keepalive_s)
         self._port = self._server.sockets[0].getsockname()[1]
         logger.info('listening on ws://%s:%d (backend %s, %d Hz, %d channel(s), auth %s)',
                     self.config.host, self.port, self.backend.name, self.backend.sample_rate,
@@ -127,22 +153,53 @@ class MusicServer:
     async def wait_stopped(self):
         await self._stopped.wait()
 
+    def request_shutdown(self, reason: str) -> asyncio.Task:
+        """Start :meth:`shutdown` from a callback (a signal handler); the task is kept here,
+        since the event loop keeps only a weak reference to it."""
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.ensure_future(self.shutdown(reason))
+        return self._shutdown_task
+
     async def shutdown(self, reason: str = 'shutdown requested'):
-        """Stop accepting, tell every session, give them ``shutdown_grace_s``, then close."""
+        """Stop accepting, tell every session, give them ``shutdown_grace_s``, then close.
+
+        Done within grace + CLOSE_TIMEOUT_S + 3 * STOP_WAIT_S (2 s) whatever clients and
+        backend calls do: connections still open then are aborted, calls still running are left to
+        their daemon threads.
+        """
         if self._stopping:
             await self._stopped.wait()
             return
         self._stopping = True
         logger.info('shutting down (%s): %d session(s) open', reason, len(self.sessions))
+        loop = asyncio.get_running_loop()
         grace = self.config.shutdown_grace_s
+        deadline = loop.time() + grace
         sessions = list(self.sessions.values())
         await asyncio.gather(*(s.notify_shutdown(grace) for s in sessions))
-        if sessions and grace > 0:
-            await asyncio.sleep(grace)
+        while self.sessions and loop.time() < deadline:  # sessions may end sooner
+            await asyncio.sleep(min(0.05, deadline - loop.time()))
         if self._server is not None:
             self._server.close(close_connections=True)
-            await self._server.wait_closed()
-        self.backend.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._server.wait_closed()),
+                                       CLOSE_TIMEOUT_S + STOP_WAIT_S)
+            except asyncio.TimeoutError:
+                for websocket in list(self._connections):  # not reading: no close handshake
+                    websocket.transport.abort()
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._server.wait_closed()),
+                                           STOP_WAIT_S)
+                except asyncio.TimeoutError:
+                    logger.warning('stopping with %d session(s) still releasing their streams',
+                                   len(self.sessions))
+        try:
+            await asyncio.wait_for(run_in_daemon_thread(self.backend.close), STOP_WAIT_S)
+        except asyncio.TimeoutError:
+            logger.warning('the backend did not close within %g s; stopping without it',
+                           STOP_WAIT_S)
+        except Exception:
+            logger.exception('closing the backend failed')
         logger.info('stopped')
         self._stopped.set()
 
@@ -158,6 +215,7 @@ class MusicServer:
             'channels': self.backend.channels,
             'sessions': len(self.sessions),
             'max_sessions': self.config.max_sessions,
+            'handshaking': self.gate.pending,
             'auth': self.config.token is not None,
             'uptime_s': round(time.monotonic() - self._started_at, 3),
             'prompts': self.stats['prompts'],
@@ -165,6 +223,8 @@ class MusicServer:
             'errors': self.stats['errors'],
             'sessions_total': self.stats['sessions_total'],
             'rejected_busy': self.stats['rejected_busy'],
+            'refused': dict(self.gate.refused),
+            'evicted': self.stats['evicted'],
             'prompt_to_first_fragment_ms_p50': (
                 round(statistics.median(latencies) * 1e3, 2) if latencies else None),
         }
@@ -179,36 +239,80 @@ class MusicServer:
         return response
 
     async def _handle(self, websocket):
+        self._connections.add(websocket)
+        try:
+            await self._serve_connection(websocket)
+        finally:
+            self._connections.discard(websocket)
+
+    async def _serve_connection(self, websocket):
+        address = _address_of(websocket)
         if self._stopping:
-            await _refuse(websocket, protocol.ErrorCode.SHUTTING_DOWN, 'the server is shutting down')
+            await self._refuse(websocket, protocol.ErrorCode.SHUTTING_DOWN,
+                               'the server is shutting down')
             return
-        if self._connections >= self.config.max_sessions:
-            self.stats['rejected_busy'] += 1
-            await _refuse(websocket, protocol.ErrorCode.SERVER_BUSY,
-                          f'all {self.config.max_sessions} sessions are in use; retry later')
+        refusal = self.gate.refusal(address)
+        if refusal is not None:
+            await self._refuse(websocket, *refusal)
             return
-        self._connections += 1
         session = Session(websocket, self.backend, self._session_config, self.stats,
                           lambda: self._stopping)
         try:
-            if not await session.handshake():
+            with self.gate.handshaking(address):
+                admitted = await session.handshake(lambda: self._admit(session))
+            if not admitted:
+                if session.failed_hello:
+                    self.gate.failed(address)
                 return
-            self.sessions[session.id] = session
             self.stats['sessions_total'] += 1
             await session.run()
         except Exception as exc:
             if not is_connection_closed(exc):
                 logger.exception('session %s crashed', session.id)
         finally:
-            self._connections -= 1
-            self.sessions.pop(session.id, None)
-            logger.info('session %s ended (%d open)', session.id, len(self.sessions))
+            if self.sessions.pop(session.id, None) is not None:
+                logger.info('session %s ended (%d open)', session.id, len(self.sessions))
+
+    def _admit(self, session: Session):
+        """An authenticated client takes a session slot, or is refused SERVER_BUSY."""
+        if self._stopping:
+            return protocol.ErrorCode.SHUTTING_DOWN, 'the server is shutting down'
+        if len(self.sessions) >= self.config.max_sessions:
+            self.stats['rejected_busy'] += 1
+            return (protocol.ErrorCode.SERVER_BUSY,
+                    f'all {self.config.max_sessions} sessions are in use; retry later')
+        self.sessions[session.id] = session
+        return None
+
+    async def _refuse(self, websocket, code: protocol.ErrorCode, message: str):
+        self._refusal_log.info('refusing %s: %s', _address_of(websocket), message)
+        with contextlib.suppress(Exception):  # the client may already be gone
+            await send_fatal(websocket, code, message)
 
 
-async def _refuse(websocket, code: protocol.ErrorCode, message: str):
-    logger.info('refusing %s: %s', websocket.remote_address, message)
-    with contextlib.suppress(Exception):  # the client may already be gone
-        await send_fatal(websocket, code, message)
+def _address_of(websocket) -> str:
+    peer = websocket.remote_address
+    return str(peer[0]) if peer else 'unknown'
+
+
+class _LogThrottle:
+    """INFO lines at most ``per_s`` a second; the ones left out are counted in the next."""
+
+    def __init__(self, per_s: float):
+        self._interval = 1.0 / per_s
+        self._next = 0.0
+        self._suppressed = 0
+
+    def info(self, message: str, *args):
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            message += f' ({self._suppressed} similar lines left out)'
+            self._suppressed = 0
+        self._next = now + self._interval
+        logger.info(message, *args)
 
 
 # ---------------------------------------------------------------- command line
@@ -269,6 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help='close connections that send no hello within this time')
     parser.add_argument('--shutdown-grace-s', type=float, default=defaults.shutdown_grace_s,
                         help='time sessions get between the shutdown notice and the close')
+    parser.add_argument('--keepalive-s', type=float, default=defaults.keepalive_s,
+                        help='WebSocket ping period; a client whose pong is later is dropped')
+    parser.add_argument('--write-timeout-s', type=float, default=defaults.write_timeout_s,
+                        help='drop a client that reads nothing sent to it for this long')
+    parser.add_argument('--messages-per-s', type=float, default=defaults.messages_per_s,
+                        help='control messages a session may send per second (bursts of twice '
+                        'that); beyond, RATE_LIMITED and reading pauses')
+    parser.add_argument('--allow-origin', action='append', default=[], metavar='ORIGIN',
+                        help='browser Origin (e.g. https://example.org) allowed to connect; '
+                        'connections with any other Origin header are refused (403)')
     parser.add_argument('--log-level', default='INFO',
                         choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'], help='logging level')
     return parser
@@ -287,7 +401,7 @@ async def serve_until_signalled(backend: MusicBackend, config: ServerConfig):
     async with MusicServer(backend, config) as server:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(
-                signum, lambda s=signum: asyncio.ensure_future(server.shutdown(signal.Signals(s).name)))
+                signum, lambda s=signum: server.request_shutdown(signal.Signals(s).name))
         await server.wait_stopped()
 
 
@@ -309,7 +423,9 @@ def main(argv=None) -> int:
             host=args.host, port=args.port, token=token, max_sessions=args.max_sessions,
             max_ahead_s=args.max_ahead_s, fragment_s=args.fragment_s, context_s=args.context_s,
             max_frame_bytes=args.max_frame_bytes, hello_timeout_s=args.hello_timeout_s,
-            shutdown_grace_s=args.shutdown_grace_s)
+            shutdown_grace_s=args.shutdown_grace_s, keepalive_s=args.keepalive_s,
+            write_timeout_s=args.write_timeout_s, messages_per_s=args.messages_per_s,
+            allow_origins=tuple(args.allow_origin))
         backend = create_backend(args.backend, **backend_options(args))
     except (ValueError, BackendError) as exc:
         logger.error('%s', exc)

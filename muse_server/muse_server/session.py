@@ -8,26 +8,22 @@ which the ``websockets`` connection provides.
 from __future__ import annotations
 
 import asyncio
-import collections
 import hmac
 import logging
-import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
 from websockets.exceptions import ConnectionClosed
 
 from muse_protocol import protocol
-from muse_server.backends.base import (BackendError, MusicBackend, MusicStream, PromptSpec,
-                                             check_fragment)
+from muse_server.backends.base import MusicBackend, PromptSpec
+from muse_server.streaming import AudioTail, PlaybackPacer, StreamRunner
 
 logger = logging.getLogger('muse_music_server')
 
 # Session-phase control messages (a second hello is an unknown type there).
-SESSION_MESSAGES = {m.type: m for m in (protocol.Prompt, protocol.Stop, protocol.Ping)}
+SESSION_MESSAGES = {m.type: m for m in (protocol.Prompt, protocol.Stop)}
 HANDSHAKE_MESSAGES = {protocol.Hello.type: protocol.Hello}
 LOGGED_ERRORS_PER_SESSION = 5
 
@@ -41,108 +37,16 @@ class SessionConfig:
     context_s: float = 4.0              # tail of sent audio handed to a new stream [s]
     max_frame_bytes: int = protocol.DEFAULT_MAX_AUDIO_FRAME_BYTES
     fragment_s: float = 0.5             # what the backend was asked for (announced in welcome)
-    hello_timeout_s: float = 5.0
+    hello_timeout_s: float = 2.0
     stream_close_timeout_s: float = 30.0  # wait for a busy backend call before giving up
+    # A client whose unread data stays above the write buffer's high-water mark this long is
+    # not reading: its connection is dropped, whatever it sends meanwhile.
+    write_timeout_s: float = 10.0
+    # Control messages a client may send per second (and in a burst); beyond, reading pauses
+    # (TCP pushes back on the client) and RATE_LIMITED is answered once per second.
+    messages_per_s: float = 10.0
+    message_burst: int = 20
     server_name: str = 'muse_music_server'
-
-
-class PlaybackPacer:
-    """Keeps a stream at most ``max_ahead_s`` ahead of a listener playing it in real time.
-
-    The listener is assumed to start playing when the stream's first fragment is sent and to
-    play at real time from then on; if the stream falls behind (the listener ran dry), the
-    playback position is rebased to "now" as the listener's would be.
-    """
-
-    def __init__(self, max_ahead_s: float, clock=time.monotonic):
-        self.max_ahead_s = max_ahead_s
-        self._clock = clock
-        self._start = None
-        self._sent_s = 0.0
-
-    def restart(self):
-        self._start = None
-        self._sent_s = 0.0
-
-    def sent(self, duration_s: float):
-        now = self._clock()
-        if self._start is None:
-            self._start = now
-        elif self._sent_s < now - self._start:
-            self._start = now - self._sent_s
-        self._sent_s += duration_s
-
-    def ahead_s(self) -> float:
-        if self._start is None:
-            return 0.0
-        return max(0.0, self._sent_s - (self._clock() - self._start))
-
-    def delay_before_next(self, next_duration_s: float, max_ahead_s: float | None = None) -> float:
-        """Seconds to wait before generating a fragment of ``next_duration_s`` so that,
-        once sent, the stream is at most ``max_ahead_s`` (default: the pacer's) ahead."""
-        limit = self.max_ahead_s if max_ahead_s is None else min(max_ahead_s, self.max_ahead_s)
-        threshold = max(limit - next_duration_s, 0.0)
-        return max(0.0, self.ahead_s() - threshold)
-
-
-class AudioTail:
-    """The last ``seconds`` of audio sent to the listener, for the next stream's context."""
-
-    def __init__(self, seconds: float, sample_rate: int, channels: int):
-        self._max_samples = max(1, int(round(seconds * sample_rate)))
-        self._channels = channels
-        self._chunks: collections.deque[np.ndarray] = collections.deque()
-        self._samples = 0
-
-    def append(self, audio: np.ndarray):
-        self._chunks.append(audio)
-        self._samples += len(audio)
-        while self._samples - len(self._chunks[0]) >= self._max_samples:
-            self._samples -= len(self._chunks.popleft())
-
-    def get(self) -> np.ndarray | None:
-        if not self._chunks:
-            return None
-        return np.concatenate(list(self._chunks))[-self._max_samples:].copy()
-
-
-class StreamRunner:
-    """Runs one MusicStream's blocking calls on the session's worker threads, one at a time.
-
-    A call abandoned by a cancelled coroutine keeps running in its thread; the lock makes
-    ``close`` wait for it rather than close a stream under a running call.
-    """
-
-    def __init__(self, stream: MusicStream, executor: ThreadPoolExecutor, channels: int):
-        self._stream = stream
-        self._executor = executor
-        self._channels = channels
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def _next_blocking(self):
-        with self._lock:
-            if self._closed:
-                raise BackendError('stream already closed')
-            started = time.time_ns()
-            fragment = check_fragment(self._stream.next_fragment(), self._channels)
-            return fragment, started, time.time_ns()
-
-    def _close_blocking(self):
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._stream.close()
-
-    async def next_fragment(self):
-        """-> (float32 (n, channels), generation start ns, generation end ns)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._next_blocking)
-
-    async def close(self):
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._close_blocking)
-        except Exception:  # closing is best effort; the stream is dropped either way
-            logger.exception('closing a stream failed')
 
 
 @dataclass
@@ -154,6 +58,42 @@ class _Stream:
     next_seq: int
     fresh: bool = True  # its next frame starts a stream (FIRST)
     restarts: int = 0
+    held: tuple | None = None  # (fragment, started_ns, finished_ns) not yet sent, see _pump
+
+
+@dataclass(frozen=True)
+class _PromptRequest:
+    prompt: protocol.Prompt
+    received_at: float  # monotonic
+
+
+STOP = 'stop'  # the command of a 'stop' message
+
+
+class _SeqExhausted(Exception):
+    """A stream used up the seq numbers of its prompt (only a first_seq near the top and
+    tiny frames get there; the protocol's ordering forbids wrapping around)."""
+
+    def __init__(self, stream: _Stream):
+        super().__init__(f'prompt {stream.prompt.prompt_id} used up its seq numbers')
+        self.stream = stream
+
+
+class MessageRate:
+    """A token bucket: ``rate`` messages per second, bursts of ``burst``."""
+
+    def __init__(self, rate: float, burst: int, clock=time.monotonic):
+        self.rate, self.burst, self._clock = rate, burst, clock
+        self._tokens = float(burst)
+        self._updated = clock()
+
+    def wait_s(self) -> float:
+        """Take one token; -> how long to wait first (0: none) to stay within the rate."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0.0 else -self._tokens / self.rate
 
 
 class _Switch:
@@ -166,7 +106,12 @@ class _Switch:
 
 
 class Session:
-    """One WebSocket connection. ``run()`` returns when the connection is over."""
+    """One WebSocket connection. ``run()`` returns when the connection is over.
+
+    Two tasks share the session: the receive loop turns client messages into one pending
+    command (the newest prompt, or stop), and the pump, the only one to touch streams and send
+    audio, carries commands out.
+    """
 
     def __init__(self, websocket, backend: MusicBackend, config: SessionConfig, server_stats,
                  is_shutting_down):
@@ -178,57 +123,42 @@ class Session:
         self._is_shutting_down = is_shutting_down
         self.client_name = ''
         self.encoding = protocol.Encoding.PCM_S16LE
-        # current stream + a prompt being prepared + one superseded preparation still finishing
-        self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix=f'session-{self.id}')
+        self.failed_hello = False  # the client failed the handshake (the server throttles it)
+        # receive loop -> pump
         self._wakeup = asyncio.Event()
-        self._requested: tuple[protocol.Prompt, float] | None = None  # (prompt, received at)
-        self._stop_requested = False
+        self._command: _PromptRequest | str | None = None  # the newest wins
+        self._halted = False
         self._last_prompt_id = -1
+        # the pump's: what plays, what is being prepared, what is being let go
         self._current: _Stream | None = None
         self._switch: _Switch | None = None
-        self._held = None  # (fragment, started_ns, finished_ns) of the current stream, see _pump
+        self._superseded: set[asyncio.Task] = set()  # preparations a newer prompt replaced
+        self._closers: set[asyncio.Task] = set()      # old streams closing in the background
         self._last_sent = (-1, -1)
         self._pacer = PlaybackPacer(config.max_ahead_s)
         self._tail = AudioTail(config.context_s, backend.sample_rate, backend.channels)
-        self._max_frame_samples = 0
-        self._pump_task: asyncio.Task | None = None
-        self._halted = False
         self._fragment_s = config.fragment_s  # duration of the last fragment generated
-        self._background: set[asyncio.Task] = set()  # stream closers running detached
+        self._max_frame_samples = 0
+        self._message_rate = MessageRate(config.messages_per_s, config.message_burst)
+        self._rate_limited_at = -1.0
         self._errors_logged = 0
 
     # ------------------------------------------------------------ lifecycle
 
-    async def handshake(self) -> bool:
-        """Wait for a valid hello and answer welcome; False (connection closed) on failure."""
-        try:
-            raw = await asyncio.wait_for(self.ws.recv(), self.config.hello_timeout_s)
-        except asyncio.TimeoutError:
-            await self._fail(protocol.ErrorCode.HELLO_TIMEOUT,
-                             f'no hello within {self.config.hello_timeout_s:g} s')
+    async def handshake(self, admit=lambda: None) -> bool:
+        """Wait for a valid hello and answer welcome; False (connection closed) on failure.
+
+        ``admit()`` is asked once the client is authenticated: None lets it in, a
+        ``(code, message)`` refuses it (the server's session limit).
+        """
+        refusal = await self._check_hello()
+        if refusal is not None:
+            self.failed_hello = True
+        else:
+            refusal = admit()
+        if refusal is not None:
+            await self._fail(*refusal)
             return False
-        if isinstance(raw, (bytes, bytearray, memoryview)):
-            await self._fail(protocol.ErrorCode.HELLO_REQUIRED,
-                             'the first message must be a hello text frame, got a binary frame')
-            return False
-        try:
-            hello = protocol.decode_control(raw, HANDSHAKE_MESSAGES)
-        except protocol.UnknownMessageType as exc:
-            await self._fail(protocol.ErrorCode.HELLO_REQUIRED, f'the first message must be hello: {exc}')
-            return False
-        except protocol.ProtocolError as exc:
-            await self._fail(exc.code, f'bad hello: {exc}')
-            return False
-        if self.config.token is not None and not hmac.compare_digest(
-                hello.token.encode(), self.config.token.encode()):
-            await self._fail(protocol.ErrorCode.UNAUTHORIZED, 'wrong or missing token')
-            return False
-        try:
-            self.encoding = protocol.Encoding.from_wire_name(hello.encoding)
-        except protocol.InvalidField as exc:
-            await self._fail(protocol.ErrorCode.UNSUPPORTED_ENCODING, str(exc))
-            return False
-        self.client_name = hello.client
         self._max_frame_samples = protocol.max_samples_per_frame(
             self.config.max_frame_bytes, self.backend.channels, self.encoding)
         await self.ws.send(protocol.Welcome(
@@ -241,16 +171,47 @@ class Session:
                     self.encoding.wire_name)
         return True
 
+    async def _check_hello(self):
+        """-> None for a valid hello from a client holding the token, else (code, message)."""
+        code = protocol.ErrorCode
+        try:
+            raw = await asyncio.wait_for(self.ws.recv(), self.config.hello_timeout_s)
+        except asyncio.TimeoutError:
+            return code.HELLO_TIMEOUT, f'no hello within {self.config.hello_timeout_s:g} s'
+        if isinstance(raw, (bytes, bytearray, memoryview)):
+            return (code.HELLO_REQUIRED,
+                    'the first message must be a hello text frame, got a binary frame')
+        try:
+            hello = protocol.decode_control(raw, HANDSHAKE_MESSAGES)
+        except protocol.UnknownMessageType as exc:
+            return code.HELLO_REQUIRED, f'the first message must be hello: {exc}'
+        except protocol.InvalidField as exc:
+            if exc.field == 'token':  # its text is a secret, or a near miss of one: not shown
+                return exc.code, (f"bad hello: field 'token' is not a string of at most "
+                                  f'{protocol.MAX_TOKEN_CHARS} Unicode characters')
+            return exc.code, f'bad hello: {exc}'
+        except protocol.ProtocolError as exc:
+            return exc.code, f'bad hello: {exc}'
+        if self.config.token is not None and not same_secret(hello.token, self.config.token):
+            return code.UNAUTHORIZED, 'wrong or missing token'
+        try:
+            self.encoding = protocol.Encoding.from_wire_name(hello.encoding)
+        except protocol.InvalidField as exc:
+            return code.UNSUPPORTED_ENCODING, str(exc)
+        self.client_name = hello.client
+        return None
+
     async def run(self):
         """Serve the session until the client leaves or the server closes it."""
-        self._pump_task = asyncio.create_task(self._pump(), name=f'pump-{self.id}')
-        receive_task = asyncio.create_task(self._receive_loop(), name=f'receive-{self.id}')
+        pump = asyncio.create_task(self._pump(), name=f'pump-{self.id}')
+        receive = asyncio.create_task(self._receive_loop(), name=f'receive-{self.id}')
+        watchdog = asyncio.create_task(self._watch_writes(), name=f'watchdog-{self.id}')
         try:
-            await asyncio.wait({self._pump_task, receive_task}, return_when=asyncio.FIRST_COMPLETED)
-            if self._halted and not receive_task.done():
+            await asyncio.wait({pump, receive, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+            if self._halted and not receive.done():
                 # shutting down: keep answering (SHUTTING_DOWN) until the server closes us
-                await asyncio.wait({receive_task})
-            for task in (self._pump_task, receive_task):
+                await asyncio.wait({receive, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (pump, receive, watchdog):
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     exc = task.exception()
                     if not is_connection_closed(exc):
@@ -259,41 +220,63 @@ class Session:
                         await self._fail(protocol.ErrorCode.INTERNAL_ERROR,
                                          f'internal error: {type(exc).__name__}')
         finally:
-            for task in (self._pump_task, receive_task):
+            for task in (pump, receive, watchdog):
                 task.cancel()
-            await asyncio.gather(self._pump_task, receive_task, return_exceptions=True)
+            await asyncio.gather(pump, receive, watchdog, return_exceptions=True)
             await self._release_streams()
 
     async def notify_shutdown(self, grace_s: float):
-        """Tell the client the server is stopping, and stop generating."""
+        """Tell the client the server is stopping (within ``grace_s``), and stop generating."""
         self._halted = True
         self._wakeup.set()
         try:
-            await self.ws.send(protocol.Shutdown(grace_s=grace_s).to_json())
-        except Exception as exc:  # the client may already be gone
+            await asyncio.wait_for(self.ws.send(protocol.Shutdown(grace_s=grace_s).to_json()),
+                                   grace_s)
+        except Exception as exc:  # gone, or not reading: the server closes it after grace_s
             logger.debug('session %s: shutdown notice not sent: %r', self.id, exc)
 
     async def _release_streams(self):
-        closing = []
+        closing = list(self._closers) + list(self._superseded)
         if self._current is not None:
             closing.append(self._current.runner.close())
         if self._switch is not None:
-            closing.append(self._discard_switch(self._switch))
-        closing.extend(self._background)
-        self._current = self._switch = self._held = None
+            closing.append(self._discard(self._switch))
+        self._current = self._switch = None
         if closing:
             try:
                 await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True),
                                        self.config.stream_close_timeout_s)
             except asyncio.TimeoutError:
+                # the streams still close once their calls return (StreamRunner)
                 logger.warning('session %s: a backend call did not finish within %g s; '
                                'leaving it behind', self.id, self.config.stream_close_timeout_s)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _watch_writes(self):
+        """Drop a client that does not read what is sent to it (see write_timeout_s)."""
+        transport = getattr(self.ws, 'transport', None)
+        if transport is None:  # not a websockets connection
+            await asyncio.Event().wait()
+        period = self.config.write_timeout_s / 4
+        stalled_since = None
+        while True:
+            await asyncio.sleep(period)
+            if transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[1]:
+                stalled_since = None
+                continue
+            now = time.monotonic()
+            stalled_since = now if stalled_since is None else stalled_since
+            if now - stalled_since >= self.config.write_timeout_s:
+                logger.info('session %s: dropping a client that read nothing for %g s',
+                            self.id, self.config.write_timeout_s)
+                self.stats['evicted'] += 1
+                transport.abort()
+                return
 
     # ------------------------------------------------------------ control messages
 
     async def _receive_loop(self):
         async for raw in self.ws:
+            await self._keep_rate()
             if isinstance(raw, (bytes, bytearray, memoryview)):
                 await self._reply_error(protocol.ErrorCode.UNEXPECTED_BINARY,
                                         f'clients send text frames only; got {len(raw)} binary bytes')
@@ -303,15 +286,24 @@ class Session:
             except protocol.ProtocolError as exc:
                 await self._reply_error(exc.code, str(exc))
                 continue
-            if isinstance(message, protocol.Ping):
-                await self.ws.send(protocol.Pong(id=message.id, t_client=message.t_client,
-                                                 t_server=time.time()).to_json())
-            elif isinstance(message, protocol.Prompt):
+            if isinstance(message, protocol.Prompt):
                 await self._on_prompt(message)
             elif isinstance(message, protocol.Stop):
-                self._stop_requested = True
-                self._requested = None
+                self._command = STOP
                 self._wakeup.set()
+
+    async def _keep_rate(self):
+        """Pause reading a client over its message rate (the first time in a second, say so)."""
+        wait_s = self._message_rate.wait_s()
+        if wait_s <= 0.0:
+            return
+        now = time.monotonic()
+        if now - self._rate_limited_at >= 1.0:
+            self._rate_limited_at = now
+            await self._reply_error(
+                protocol.ErrorCode.RATE_LIMITED,
+                f'more than {self.config.messages_per_s:g} messages/s; reading paused')
+        await asyncio.sleep(wait_s)
 
     async def _on_prompt(self, prompt: protocol.Prompt):
         if self._is_shutting_down():
@@ -326,9 +318,7 @@ class Session:
                 f'prompt_id {self._last_prompt_id}', prompt.prompt_id)
             return
         self._last_prompt_id = prompt.prompt_id
-        # a prompt not yet started is superseded by a newer one
-        self._requested = (prompt, time.monotonic())
-        self._stop_requested = False
+        self._command = _PromptRequest(prompt, time.monotonic())
         self.stats['prompts'] += 1
         self._wakeup.set()
 
@@ -365,63 +355,104 @@ class Session:
             if self._halted:
                 await self._release_streams()
                 return
-            if self._stop_requested:
-                await self._stop()
-                continue
-            if self._requested is not None:
-                self._begin_switch(*self._requested)
-                self._requested = None
-            if self._switch is not None and self._switch.task.done():
-                await self._complete_switch()
-                continue
-            if self._current is None:
-                await self._wakeup.wait()
-                continue
-            # While a switch is prepared, old audio is made only as the listener needs it, so
-            # that the old stream competes as little as possible with the new one's start.
-            limit = 3 * self._fragment_s if self._switch is not None else None
-            delay = self._pacer.delay_before_next(self._fragment_s, limit)
-            if delay > 0:
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
-                continue
-            generated = await self._next_of_current()
-            if generated is None:
-                continue
-            self._fragment_s = len(generated[0]) / self.backend.sample_rate
-            if self._held is not None:
-                await self._send(self._current, *self._held)
-            self._held = generated
+            try:
+                await self._pump_once()
+            except _SeqExhausted as exc:
+                if exc.stream is self._current:
+                    self._current = None
+                    self._close_in_background(exc.stream.runner)
+                await self._reply_error(protocol.ErrorCode.INVALID_FIELD,
+                                        f'{exc}; send a new prompt', exc.stream.prompt.prompt_id)
 
-    def _begin_switch(self, prompt: protocol.Prompt, received_at: float):
+    async def _pump_once(self):
+        if self._command is STOP:
+            self._command = None
+            await self._stop()
+            return
+        self._start_requested_switch()
+        if self._switch is not None and self._switch.task.done():
+            await self._complete_switch()
+            return
+        if self._current is None:
+            await self._wakeup.wait()
+            return
+        # While a switch is prepared, old audio is made only as the listener needs it, so
+        # that the old stream competes as little as possible with the new one's start.
+        limit = 3 * self._fragment_s if self._switch is not None else None
+        delay = self._pacer.delay_before_next(self._fragment_s, limit)
+        if delay > 0:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            return
+        generated = await self._next_noticing_prompts()
+        if generated is None:
+            return
+        self._fragment_s = len(generated[0]) / self.backend.sample_rate
+        if self._current.held is not None:
+            await self._send(self._current, *self._current.held)
+        self._current.held = generated
+
+    async def _next_noticing_prompts(self):
+        """The current stream's next fragment; a prompt arriving meanwhile starts being
+        prepared at once instead of after the fragment."""
+        generating = asyncio.ensure_future(self._next_of_current())
+        woken = None
+        try:
+            while not generating.done():
+                woken = asyncio.ensure_future(self._wakeup.wait())
+                await asyncio.wait({generating, woken}, return_when=asyncio.FIRST_COMPLETED)
+                if woken.done():
+                    self._wakeup.clear()
+                    self._start_requested_switch()
+                woken.cancel()
+            return generating.result()
+        finally:
+            generating.cancel()
+            if woken is not None:
+                woken.cancel()
+
+    def _start_requested_switch(self):
+        """Start preparing the requested prompt, unless a superseded preparation is still
+        finishing (then the newest request waits for it: the backend prepares at most two)."""
+        if not isinstance(self._command, _PromptRequest) or self._superseded:
+            return
+        request, self._command = self._command, None
         if self._switch is not None:
-            self._detach(self._discard_switch(self._switch))
+            self._supersede(self._switch)
         context = self._tail.get()
-        task = asyncio.create_task(self._prepare(prompt, context), name=f'prepare-{prompt.prompt_id}')
+        task = asyncio.create_task(self._prepare(request.prompt, context),
+                                   name=f'prepare-{request.prompt.prompt_id}')
         task.add_done_callback(lambda _: self._wakeup.set())
-        self._switch = _Switch(prompt, task, received_at)
+        self._switch = _Switch(request.prompt, task, request.received_at)
 
-    def _detach(self, coroutine):
-        """Run a stream closer without waiting for it; the session's end awaits it."""
-        task = asyncio.ensure_future(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _supersede(self, switch: _Switch):
+        task = asyncio.ensure_future(self._discard(switch))
+        self._superseded.add(task)
+
+        def done(_):
+            self._superseded.discard(task)
+            self._wakeup.set()  # a waiting request may start now
+        task.add_done_callback(done)
+
+    def _close_in_background(self, runner: StreamRunner):
+        """Close a stream without waiting for it; the session's end awaits it."""
+        task = asyncio.ensure_future(runner.close())
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
 
     async def _prepare(self, prompt: protocol.Prompt, context):
-        loop = asyncio.get_running_loop()
-        stream = await loop.run_in_executor(self._executor, self.backend.open_stream,
-                                            _to_spec(prompt), context)
-        runner = StreamRunner(stream, self._executor, self.backend.channels)
+        runner = await StreamRunner.open(self.backend, _to_spec(prompt), context,
+                                         name=f'session-{self.id}')
         try:
             first = await runner.next_fragment()
         except BaseException:
-            await runner.close()
+            runner.close_soon()
             raise
         return runner, first
 
-    async def _discard_switch(self, switch: _Switch):
+    async def _discard(self, switch: _Switch):
         """Close the stream of a switch that lost to a newer prompt (once it is ready)."""
         try:
             runner, _ = await switch.task
@@ -439,13 +470,11 @@ class Session:
                                     f'could not start prompt {switch.prompt.prompt_id}: {exc}',
                                     switch.prompt.prompt_id)
             return  # the old stream goes on
-        old, held = self._current, self._held
-        self._current = _Stream(switch.prompt, runner, switch.prompt.first_seq)
-        self._held = None
+        old, self._current = self._current, _Stream(switch.prompt, runner, switch.prompt.first_seq)
         if old is not None:
-            self._detach(old.runner.close())
-            if held is not None:
-                await self._send(old, *held, last=True)
+            self._close_in_background(old.runner)
+            if old.held is not None:
+                await self._send(old, *old.held, last=True)
         self._pacer.restart()
         self._fragment_s = len(first[0]) / self.backend.sample_rate
         await self._send(self._current, *first)
@@ -464,9 +493,9 @@ class Session:
             logger.warning('session %s: prompt %d stream failed: %s', self.id,
                            stream.prompt.prompt_id, exc)
             await stream.runner.close()
-        if self._held is not None:  # the failed stream's audio so far still goes out
-            await self._send(stream, *self._held)
-            self._held = None
+        if stream.held is not None:  # the failed stream's audio so far still goes out
+            held, stream.held = stream.held, None
+            await self._send(stream, *held)
         if stream.restarts == 0:
             try:
                 stream.runner, first = await self._prepare(stream.prompt, self._tail.get())
@@ -478,24 +507,25 @@ class Session:
                 stream.restarts += 1
                 self._pacer.restart()
                 return first
-        await self._reply_error(protocol.ErrorCode.BACKEND_ERROR,
+        await self._end_current(protocol.ErrorCode.BACKEND_ERROR,
                                 f'the stream of prompt {stream.prompt.prompt_id} failed',
                                 stream.prompt.prompt_id)
-        self._current = None
-        self._held = None
         return None
 
+    async def _end_current(self, code, message, prompt_id):
+        stream, self._current = self._current, None
+        self._close_in_background(stream.runner)
+        await self._reply_error(code, message, prompt_id)
+
     async def _stop(self):
-        self._stop_requested = False
         if self._switch is not None:
-            self._detach(self._discard_switch(self._switch))
+            self._supersede(self._switch)
             self._switch = None
-        if self._held is not None:
-            await self._send(self._current, *self._held, last=True)
-            self._held = None
-        if self._current is not None:
-            await self._current.runner.close()
-            self._current = None
+        stream, self._current = self._current, None
+        if stream is not None:
+            if stream.held is not None:
+                await self._send(stream, *stream.held, last=True)
+            await stream.runner.close()
         prompt_id, seq = self._last_sent
         await self.ws.send(protocol.Stopped(prompt_id=prompt_id, last_seq=seq).to_json())
 
@@ -503,6 +533,8 @@ class Session:
         """Send one fragment as one or more audio frames (split to fit max_frame_bytes)."""
         chunk = self._max_frame_samples
         pieces = range(0, len(fragment), chunk)
+        if stream.next_seq + len(pieces) - 1 > protocol.UINT32_MAX:
+            raise _SeqExhausted(stream)
         for index, start in enumerate(pieces):
             part = fragment[start:start + chunk]
             flags = protocol.Flags(0)
@@ -523,6 +555,12 @@ class Session:
             self._pacer.sent(len(part) / self.backend.sample_rate)
             self._tail.append(part)
             self.stats['fragments'] += 1
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time token comparison on bytes (surrogatepass: encoding cannot raise)."""
+    return hmac.compare_digest(given.encode('utf-8', 'surrogatepass'),
+                               expected.encode('utf-8', 'surrogatepass'))
 
 
 async def send_fatal(ws, code: protocol.ErrorCode, message: str):

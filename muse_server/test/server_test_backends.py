@@ -32,6 +32,9 @@ class SineStream(MusicStream):
         if self.backend.fail_prompt_after.get(self.prompt.prompt_id) == self.produced:
             self.backend.fail_prompt_after.pop(self.prompt.prompt_id)
             raise BackendError(f'injected failure of prompt {self.prompt.prompt_id}')
+        if self.backend.blocked_prompts.get(self.prompt.prompt_id) == self.produced:
+            self.backend.blocked.set()
+            self.backend.unblocked.wait()  # a hung backend call until the test releases it
         if self.backend.fragment_delay_s:
             time.sleep(self.backend.fragment_delay_s)
         if self.prompt.prompt_id in self.backend.nan_prompts:
@@ -55,7 +58,8 @@ class SineBackend(MusicBackend):
     channels = 1
 
     def __init__(self, fragment_s=0.25, open_delay_s=0.0, slow_prompts=(), fragment_delay_s=0.0,
-                 fail_prompt_after=None, fail_open_prompts=(), nan_prompts=()):
+                 fail_prompt_after=None, fail_open_prompts=(), nan_prompts=(),
+                 blocked_prompts=None):
         self.fragment_samples = int(round(fragment_s * SAMPLE_RATE))
         self.open_delay_s = open_delay_s
         self.slow_prompts = set(slow_prompts)
@@ -63,11 +67,18 @@ class SineBackend(MusicBackend):
         self.fail_prompt_after = dict(fail_prompt_after or {})
         self.fail_open_prompts = set(fail_open_prompts)
         self.nan_prompts = set(nan_prompts)  # streams of these produce invalid audio
+        # prompt_id -> fragments made before next_fragment blocks until `unblocked` is set
+        # (JSON keys from --backend-option are strings)
+        self.blocked_prompts = {int(k): v for k, v in (blocked_prompts or {}).items()}
+        self.blocked = threading.Event()    # set once a call is blocked
+        self.open_started = threading.Event()
+        self.unblocked = threading.Event()
         self.lock = threading.Lock()
         self.opened = []          # (prompt, context) per open_stream call
         self.closed_streams = 0
 
     def open_stream(self, prompt, context=None):
+        self.open_started.set()
         if prompt.prompt_id in self.fail_open_prompts:
             raise BackendError(f'injected open failure of prompt {prompt.prompt_id}')
         if prompt.prompt_id in self.slow_prompts:

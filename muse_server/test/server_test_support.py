@@ -2,6 +2,7 @@
 an in-process server on a free port, collecting what a client receives, process servers."""
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -152,3 +153,124 @@ def server_env(**extra):
     """Environment for a server process: the test backends importable."""
     path = os.pathsep.join([str(TEST_DIR), os.environ.get('PYTHONPATH', '')])
     return {'PYTHONPATH': path, **extra}
+
+
+class RawClient:
+    """A bare TCP WebSocket client that sends exactly what it is told and reads only when told
+    (websockets' own client always reads). Blocking; for hostile tests. While reading it answers
+    the server's keepalive pings unless ``answer_pings`` is False."""
+
+    def __init__(self, port, receive_buffer=None, source='127.0.0.1', handshake=True,
+                 answer_pings=True, extra_headers=''):
+        self.answer_pings = answer_pings
+        self.sock = socket.socket()
+        if receive_buffer is not None:  # set before connecting, so the TCP window stays small
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.bind((source, 0))
+        self.sock.settimeout(10.0)
+        self.sock.connect(('127.0.0.1', port))
+        self._buffer = b''
+        self.status = ''
+        if handshake:
+            self.status = self.upgrade(port, extra_headers)
+
+    def upgrade(self, port, extra_headers=''):
+        """The HTTP upgrade; -> the status line."""
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f'GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n'
+                           f'Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n'
+                           f'Sec-WebSocket-Version: 13\r\n{extra_headers}\r\n').encode())
+        response = b''
+        while b'\r\n\r\n' not in response:
+            chunk = self.sock.recv(1)
+            if not chunk:
+                break
+            response += chunk
+        return response.split(b'\r\n')[0].decode(errors='replace')
+
+    def send(self, payload, opcode=None, rsv1=False):
+        """One frame: ``str`` as text, ``bytes`` as binary unless ``opcode`` says otherwise."""
+        from websockets.frames import Frame, Opcode
+        if opcode is None:
+            opcode = Opcode.TEXT if isinstance(payload, str) else Opcode.BINARY
+        data = payload.encode('utf-8', 'surrogatepass') if isinstance(payload, str) else payload
+        wire = Frame(opcode, data).serialize(mask=True)
+        if rsv1:  # a reserved bit no extension was negotiated for (websockets will not set it)
+            wire = bytes([wire[0] | 0x40]) + wire[1:]
+        self.sock.sendall(wire)
+
+    def ping(self, payload=b'ping'):
+        from websockets.frames import Opcode
+        self.send(payload, Opcode.PING)
+
+    def next_frame(self, timeout=10.0):
+        """-> (opcode, payload) of the next frame; None once closed or after ``timeout``."""
+        from websockets.frames import Opcode
+        deadline = time.monotonic() + timeout
+        while True:
+            frame, self._buffer = _parse_frame(self._buffer)
+            if frame is not None:
+                if frame[0] == Opcode.PING and self.answer_pings:
+                    self.send(frame[1], Opcode.PONG)
+                return frame
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                return None
+            if not chunk:
+                return None
+            self._buffer += chunk
+
+    def texts(self, count=1, timeout=10.0):
+        """The next ``count`` text messages (audio and pings skipped), fewer if it closed."""
+        from websockets.frames import Opcode
+        deadline = time.monotonic() + timeout
+        texts = []
+        while len(texts) < count:
+            frame = self.next_frame(max(0.0, deadline - time.monotonic()))
+            if frame is None or frame[0] == Opcode.CLOSE:
+                break
+            if frame[0] == Opcode.TEXT:
+                texts.append(frame[1].decode())
+        return texts
+
+    def read_until_closed(self, timeout=10.0):
+        """Read frames until the server closes; -> (text messages, close code or None)."""
+        from websockets.frames import Opcode
+        deadline = time.monotonic() + timeout
+        texts, code = [], None
+        while True:
+            frame = self.next_frame(max(0.0, deadline - time.monotonic()))
+            if frame is None:
+                return texts, code
+            opcode, payload = frame
+            if opcode == Opcode.TEXT:
+                texts.append(payload.decode())
+            elif opcode == Opcode.CLOSE:
+                code = int.from_bytes(payload[:2], 'big') if len(payload) >= 2 else 1005
+                return texts, code
+
+    def close(self):
+        self.sock.close()
+
+
+def _parse_frame(data):
+    """-> ((opcode, payload), rest) of one unmasked server frame, or (None, data)."""
+    if len(data) < 2:
+        return None, data
+    length, offset = data[1] & 0x7F, 2
+    if length == 126:
+        if len(data) < 4:
+            return None, data
+        length, offset = int.from_bytes(data[2:4], 'big'), 4
+    elif length == 127:
+        if len(data) < 10:
+            return None, data
+        length, offset = int.from_bytes(data[2:10], 'big'), 10
+    if len(data) < offset + length:
+        return None, data
+    return (data[0] & 0x0F, data[offset:offset + length]), data[offset + length:]

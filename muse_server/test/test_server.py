@@ -306,7 +306,7 @@ BAD_FRAMES = [
     (json.dumps({'type': 'prompt', 'text': 'no id'}), ErrorCode.INVALID_FIELD),
     (json.dumps({'type': 'prompt', 'prompt_id': 9, 'text': 'x', 'energy': 7}),
      ErrorCode.INVALID_FIELD),
-    (json.dumps({'type': 'ping', 'id': 'one'}), ErrorCode.INVALID_FIELD),
+    (json.dumps({'type': 'ping', 'id': 1}), ErrorCode.UNKNOWN_TYPE),  # WebSocket pings instead
     (json.dumps({'type': 'prompt', 'prompt_id': 9, 'text': 'x' * 40_000}),
      ErrorCode.FRAME_TOO_LARGE),
     (b'\x01\x02binary from a client', ErrorCode.UNEXPECTED_BINARY),
