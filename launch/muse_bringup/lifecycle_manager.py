@@ -114,7 +114,10 @@ class LifecycleManager:
         ended = threading.Event()
 
         def on_transition(event):
-            if event.start_state.label == 'active' and event.goal_state.label == 'inactive':
+            # rclpy announces a deactivation as active -> deactivating, then deactivating ->
+            # inactive (never active -> inactive in one event).
+            if event.start_state.label in ('active', 'deactivating') and \
+                    event.goal_state.label == 'inactive':
                 ended.set()
 
         self._node.create_subscription(TransitionEvent, f'{self._paths[name]}/transition_event',

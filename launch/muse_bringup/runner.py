@@ -42,8 +42,9 @@ def package_share(package):
 class ManagedProcess:
     """A child process whose output is prefixed on the console and kept in a log file."""
 
-    def __init__(self, name, argv, log_path, colour, quiet=False, env=None):
+    def __init__(self, name, argv, log_path, colour, quiet=False, env=None, pass_fds=()):
         self.name = name
+        self.pass_fds = tuple(pass_fds)
         self.log_path = log_path
         self.argv = [str(a) for a in argv]
         self.env = env
@@ -59,7 +60,8 @@ class ManagedProcess:
     def _start(self, log_mode):
         self.proc = subprocess.Popen(
             self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, **(self.env or {})})
+            start_new_session=True, env={**os.environ, **(self.env or {})},
+            pass_fds=self.pass_fds)
         self._pump = threading.Thread(target=self._forward_output, args=(log_mode,), daemon=True)
         self._pump.start()
 
@@ -246,12 +248,12 @@ def run(args):
         token=token, use_sim_time=args.use_sim_time)
     options.validate()
     try:
-        return run_graph(args, options, session)
+        return run_graph(args, options, session, lease)
     finally:
         lease.release()
 
 
-def run_graph(args, options, session):
+def run_graph(args, options, session, lease):
     params_file = Path(args.params_file) if args.params_file else \
         package_share('muse_bringup') / 'config' / 'muse.yaml'
 
@@ -281,7 +283,8 @@ def run_graph(args, options, session):
                 options.namespace, params_file, overrides[name], options.log_level)]
             nodes.append(ManagedProcess(
                 name, argv, session.logs / f'{name}.log', next(colours), args.quiet,
-                env=graph.secret_env(options) if name == 'cloud_bridge' else None))
+                env=graph.secret_env(options) if name == 'cloud_bridge' else None,
+                pass_fds=lease.fds))
         processes += nodes
         client = GraphClient(options.namespace, [name for _, name in GRAPH_NODES])
         ended = client.manager.watch_end('sensor_replay')

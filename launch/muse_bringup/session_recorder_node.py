@@ -65,7 +65,7 @@ class SessionRecorder(ManagedNode):
         self._writer = None
         self._worker = None
         self._diagnostics = None
-        self._subscriptions = []
+        self._input_subscriptions = []
 
     def configure(self):
         if not self._output_dir:
@@ -88,7 +88,7 @@ class SessionRecorder(ManagedNode):
                 msg_class, topic, lambda raw, t=topic: self._queue.put((t, time.time_ns(), raw)),
                 profile, raw=True,
                 qos_overriding_options=QoSOverridingOptions.with_default_policies())
-            self._subscriptions.append(subscription)
+            self._input_subscriptions.append(subscription)
             connection = self._writer.add_connection(
                 subscription.topic_name, ros_type_name(msg_class), typestore=typestore)
             self._counts[topic] = [connection, 0]
@@ -101,9 +101,9 @@ class SessionRecorder(ManagedNode):
         self.get_logger().info(f'recording {len(RECORDED_TOPICS)} topics to {self._session.bag}')
 
     def cleanup(self):
-        for subscription in self._subscriptions:
+        for subscription in self._input_subscriptions:
             self.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._input_subscriptions = []
         if self._diagnostics is not None:
             self._diagnostics.destroy()
             self._diagnostics = None

@@ -57,6 +57,13 @@ class DomainLease:
     def env(self):
         return {DOMAIN_ENV: str(self.domain_id)}
 
+    @property
+    def fds(self):
+        """Pass these to every process of the graph (``subprocess.Popen(pass_fds=...)``): the
+        lock then lasts until the last of them exits, so nodes a killed runner left behind
+        keep their domain from the next session."""
+        return () if self._fd is None else (self._fd,)
+
     def release(self):
         if self._fd is not None:
             os.close(self._fd)

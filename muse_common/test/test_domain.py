@@ -59,3 +59,17 @@ def test_a_user_set_ros_domain_id_is_used_as_given(lock_dir):
 def test_a_bad_domain_id_is_refused_with_what_was_expected(lock_dir, text):
     with pytest.raises(domain.DomainError, match='ROS domain id'):
         domain.claim_domain(env={'ROS_DOMAIN_ID': text})
+
+
+def test_a_child_given_the_lease_fd_keeps_the_domain_after_the_parent_lets_go(lock_dir):
+    lease = domain.claim_domain(env={})
+    child = subprocess.Popen([sys.executable, '-c', 'import sys; sys.stdin.read()'],
+                             stdin=subprocess.PIPE, pass_fds=lease.fds)
+    try:
+        lease.release()       # the parent lets go; the orphaned node still holds the lock
+        assert domain.claim_domain(given=lease.domain_id, env={}).shared_with
+        assert domain.claim_domain(env={}).domain_id != lease.domain_id
+    finally:
+        child.stdin.close()
+        child.wait(timeout=30)
+    assert domain.claim_domain(given=lease.domain_id, env={}).shared_with == ''

@@ -96,7 +96,7 @@ class ActivityEncoderNode(ManagedNode):
         self._timings = RollingStats(window=TIMING_HISTORY)
 
         self._publisher = self.publisher(ActivityEstimate, topics.ACTIVITY, qos.EVENTS)
-        self._subscriptions = [
+        self._input_subscriptions = [
             self.subscription(Imu, topics.IMU, self._on_imu, qos.SENSOR),
             self.subscription(HeartRate, topics.HEART_RATE, self._on_heart_rate, qos.SENSOR),
             self.subscription(UserProfile, topics.USER_PROFILE, self._on_profile, qos.LATCHED)]
@@ -125,9 +125,9 @@ class ActivityEncoderNode(ManagedNode):
         if self._diagnostics is not None:
             self._diagnostics.destroy()
             self._diagnostics = None
-        for subscription in getattr(self, '_subscriptions', ()):
+        for subscription in getattr(self, '_input_subscriptions', ()):
             self.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._input_subscriptions = []
         if getattr(self, '_publisher', None) is not None:
             self.destroy_lifecycle_publisher(self._publisher)
             self._publisher = None
