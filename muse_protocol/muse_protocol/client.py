@@ -16,7 +16,7 @@ import asyncio
 import collections
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from muse_protocol import protocol
 
@@ -113,6 +113,10 @@ class MusicClient:
         except asyncio.TimeoutError:
             raise TimeoutError(f'no WebSocket handshake with {self.url} within '
                                f'{self.open_timeout:g} s') from None
+        except InvalidHandshake as exc:
+            # e.g. a proxy in front of the servers answering 503 while none is ready: the
+            # same as a connection that closed before the welcome (the link retries)
+            raise ConnectionLost(None, f'WebSocket handshake refused: {exc}') from None
         try:
             try:
                 await self._ws.send(protocol.Hello(

@@ -60,8 +60,7 @@ class ErrorCode(enum.IntEnum):
     UNSUPPORTED_ENCODING = 4012   # sample encoding not offered by the server
     HELLO_TIMEOUT = 4013          # no hello within the server's handshake timeout
     SERVER_BUSY = 4020            # max_sessions or a connection limit reached; retry later
-    RATE_LIMITED = 4022           # too many prompts (non-fatal) or failed hellos (fatal)
-    FORBIDDEN_ORIGIN = 4023       # a browser page's Origin the server does not allow
+    RATE_LIMITED = 4022           # too many messages (non-fatal) or failed hellos (fatal)
     SHUTTING_DOWN = 4021          # the server is stopping; no new prompts are accepted
     BACKEND_ERROR = 4030          # the backend failed to open or continue a stream
     INTERNAL_ERROR = 4031         # a server bug; the session ends
@@ -71,7 +70,7 @@ class ErrorCode(enum.IntEnum):
 FATAL_CODES = frozenset({
     ErrorCode.HELLO_REQUIRED, ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION,
     ErrorCode.UNSUPPORTED_ENCODING, ErrorCode.HELLO_TIMEOUT, ErrorCode.SERVER_BUSY,
-    ErrorCode.FORBIDDEN_ORIGIN, ErrorCode.INTERNAL_ERROR})
+    ErrorCode.INTERNAL_ERROR})
 
 
 # Full scale of 16-bit PCM: float x in [-1, 1] is the integer round(x * PCM_S16_SCALE), so

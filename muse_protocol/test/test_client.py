@@ -10,7 +10,7 @@ from websockets.asyncio.server import serve
 from server_test_backends import SineBackend
 from server_test_support import TOKEN, run, serving
 from muse_protocol import protocol
-from muse_protocol.client import MusicClient
+from muse_protocol.client import ConnectionLost, MusicClient
 from muse_protocol.link import (PLAYING_RECONNECT_MAX_S, ExponentialBackoff, LinkState,
                                 OrderGuard, ReconnectingLink)
 from muse_protocol.stats import RateMeter, RollingStats
@@ -256,6 +256,31 @@ def test_a_reply_to_hello_with_an_unhashable_type_is_a_malformed_frame():
     run(scenario())
 
 
+def test_a_refused_websocket_handshake_is_a_lost_connection_the_link_retries():
+    """A proxy in front of the servers (Ray Serve's) answers plain HTTP errors while no
+    replica can take the connection."""
+    async def unavailable(reader, writer):
+        await reader.readuntil(b'\r\n\r\n')
+        writer.write(b'HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n')
+        await writer.drain()
+        writer.close()
+
+    async def scenario():
+        proxy = await asyncio.start_server(unavailable, '127.0.0.1', 0)
+        url = f'ws://127.0.0.1:{proxy.sockets[0].getsockname()[1]}'
+        async with proxy:
+            with pytest.raises(ConnectionLost, match='503'):
+                await MusicClient(url, token=TOKEN).connect()
+            recorder = _Recorder()
+            link = _link(url, recorder)
+            runner = asyncio.create_task(link.run())
+            await recorder.wait(lambda r: link.counters['connect_failures'] >= 2)
+            assert not runner.done() and '503' in link.last_error
+            await link.close()
+            await runner
+    run(scenario())
+
+
 def test_link_drops_a_frozen_server_and_comes_back_when_it_thaws(spawn):
     """A server that stops answering without closing the connection (a hung GPU box, a
     network partition) is detected by lost pings, not only by TCP."""
@@ -301,7 +326,7 @@ def test_a_consumer_that_falls_behind_is_not_taken_for_a_dead_server():
         limit = protocol.AUDIO_HEADER_BYTES + 2 * 64
         async with serving(SineBackend(), max_frame_bytes=limit) as server:
             async with MusicClient(server.url, token=TOKEN, keepalive_interval_s=0.2,
-                                   keepalive_timeout_s=1.0) as client:
+                                   keepalive_timeout_s=5.0) as client:
                 await client.send_prompt(protocol.Prompt(prompt_id=1, text='one'))
                 await client.receive(timeout=10)
                 await asyncio.sleep(2.5)  # the consumer is busy: nothing is taken

@@ -62,6 +62,7 @@ class ServerConfig:
     messages_per_s: float = 10.0     # control messages a session may send (bursts of 2x)
     allow_origins: tuple[str, ...] = ()  # browser Origins accepted (none: browsers refused)
     admission: AdmissionLimits = AdmissionLimits()
+    server_name: str = 'muse_music_server'  # announced in every welcome (Serve: the replica)
 
     def __post_init__(self):
         checks = [
@@ -98,7 +99,7 @@ class MusicServer:
             max_frame_bytes=config.max_frame_bytes, fragment_s=config.fragment_s,
             hello_timeout_s=config.hello_timeout_s, write_timeout_s=config.write_timeout_s,
             messages_per_s=config.messages_per_s,
-            message_burst=max(1, int(2 * config.messages_per_s)))
+            message_burst=max(1, int(2 * config.messages_per_s)), server_name=config.server_name)
         self.sessions: dict[str, Session] = {}  # authenticated sessions (max_sessions)
         self.gate = ConnectionGate(config.admission)
         self._connections = set()  # every open WebSocket, authenticated or not
@@ -164,8 +165,8 @@ class MusicServer:
         """Stop accepting, tell every session, give them ``shutdown_grace_s``, then close.
 
         Done within grace + CLOSE_TIMEOUT_S + 3 * STOP_WAIT_S (2 s) whatever clients and
-        backend calls do: connections still open then are aborted, calls still running are left to
-        their daemon threads.
+        backend calls do: connections still open then are aborted, calls still running are left
+        to their daemon threads.
         """
         if self._stopping:
             await self._stopped.wait()
@@ -179,6 +180,7 @@ class MusicServer:
         await asyncio.gather(*(s.notify_shutdown(grace) for s in sessions))
         while self.sessions and loop.time() < deadline:  # sessions may end sooner
             await asyncio.sleep(min(0.05, deadline - loop.time()))
+        closed_by = loop.time() + CLOSE_TIMEOUT_S + 3 * STOP_WAIT_S
         if self._server is not None:
             self._server.close(close_connections=True)
             try:
@@ -193,11 +195,12 @@ class MusicServer:
                 except asyncio.TimeoutError:
                     logger.warning('stopping with %d session(s) still releasing their streams',
                                    len(self.sessions))
+        backend_wait_s = max(STOP_WAIT_S, closed_by - loop.time())  # what the bound leaves
         try:
-            await asyncio.wait_for(run_in_daemon_thread(self.backend.close), STOP_WAIT_S)
+            await asyncio.wait_for(run_in_daemon_thread(self.backend.close), backend_wait_s)
         except asyncio.TimeoutError:
-            logger.warning('the backend did not close within %g s; stopping without it',
-                           STOP_WAIT_S)
+            logger.warning('the backend did not close within %.1f s; stopping without it',
+                           backend_wait_s)
         except Exception:
             logger.exception('closing the backend failed')
         logger.info('stopped')
@@ -237,6 +240,11 @@ class MusicServer:
         del response.headers['Content-Type']
         response.headers['Content-Type'] = 'application/json'
         return response
+
+    async def handle_connection(self, websocket):
+        """Serve one accepted connection (any object with the ``websockets`` connection's
+        ``recv``/``send``/``close``/async iteration/``remote_address``) until it ends."""
+        await self._handle(websocket)
 
     async def _handle(self, websocket):
         self._connections.add(websocket)

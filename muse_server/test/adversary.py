@@ -29,7 +29,7 @@ from muse_protocol.client import ConnectionLost, MusicClient, ServerError
 E = protocol.ErrorCode
 # The server the attacks expect (adversarial_server_args): short timeouts keep them quick.
 HELLO_TIMEOUT_S = 1.0
-KEEPALIVE_S = 1.0
+KEEPALIVE_S = 2.0  # the honest listener must answer within it on a loaded host
 WRITE_TIMEOUT_S = 1.0
 MAX_SESSIONS = 8
 PER_ADDRESS_PENDING = 4     # AdmissionLimits defaults

@@ -565,3 +565,20 @@ def test_a_bug_in_one_session_ends_it_with_internal_error_and_spares_the_others(
                 await collect(healthy, heard, frames_of(1, count + 3))
                 assert await healthy.ping() >= 0
     run(scenario())
+
+
+def test_browser_origins_are_refused_unless_allowed():
+    from websockets.exceptions import InvalidStatus
+
+    async def scenario():
+        async with serving(SineBackend(), allow_origins=('https://ok.example',)) as server:
+            async with connect(server.url, origin='https://ok.example') as ws:
+                await ws.send(protocol.Hello(protocol=1, token=TOKEN).to_json())
+                welcome = protocol.decode_control(await ws.recv(), protocol.SERVER_MESSAGES)
+                assert isinstance(welcome, protocol.Welcome)
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(server.url, origin='https://evil.example')
+            assert refused.value.response.status_code == 403
+            async with MusicClient(server.url, token=TOKEN):  # no Origin: the bridge's case
+                pass
+    run(scenario())

@@ -126,3 +126,21 @@ def test_request_shutdown_keeps_its_task_and_shuts_down_once():
             await task
             assert server.stopping
     run(scenario())
+
+
+def test_a_client_that_reads_nothing_is_dropped_even_when_keepalive_cannot_tell():
+    # Once its send buffer is full, websockets' own keepalive ping waits for it to drain and
+    # never times out: a non-reader held its session for good. The write watchdog drops it.
+    async def scenario():
+        async with serving(SineBackend(fragment_s=1.0), fragment_s=1.0, max_ahead_s=10_000.0,
+                           keepalive_s=60.0, write_timeout_s=0.5) as server:
+            client = await asyncio.to_thread(RawClient, server.port, receive_buffer=4096)
+            try:
+                client.send(protocol.Hello(protocol=1, token=TOKEN).to_json())
+                client.send(_prompt(1).to_json())  # then never reads
+                await _until(lambda: server.stats['sessions_total'] == 1, 'the session')
+                await _until(lambda: not server.sessions, 'the non-reader to be dropped')
+                assert server.stats['evicted'] == 1
+            finally:
+                client.close()
+    run(scenario())
