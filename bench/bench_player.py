@@ -171,9 +171,10 @@ def run_loopback(prompts, spacing_s):
         'server': [sys.executable, '-m', 'muse_server.server', '--host', '127.0.0.1',
                    '--port', str(port), '--backend', 'synth'],
         'bridge': [sys.executable, '-m', 'muse_cloud_bridge.cloud_bridge_node', '--ros-args',
-                   '-r', f'__ns:={namespace}', '-p', f'server_url:=ws://127.0.0.1:{port}'],
+                   '-r', f'__ns:={namespace}', '-p', 'autostart:=true',
+                   '-p', f'server_url:=ws://127.0.0.1:{port}'],
         'player': [sys.executable, '-m', 'muse_player.audio_player_node', '--ros-args',
-                   '-r', f'__ns:={namespace}', '-p', 'sink:=null',
+                   '-r', f'__ns:={namespace}', '-p', 'autostart:=true', '-p', 'sink:=null',
                    '-p', f"record_path:={folder / 'loopback.wav'}"],
     }
     processes = {name: ManagedProcess(name, cmd, folder / f'{name}.log', colour='', quiet=True)

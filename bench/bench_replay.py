@@ -18,6 +18,7 @@ Prints mean, median, p95 and max per pacing, and the baseline/TimelinePlayer rat
 
 import argparse
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -92,6 +93,7 @@ def node_run(subject_path, seconds):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Imu
 
+    from muse_common.lifecycle import LifecycleClient
     from muse_common.stamps import to_sec
 
     rclpy.init()
@@ -106,12 +108,28 @@ def node_run(subject_path, seconds):
     spinner.start()
     cmd = [sys.executable, '-m', 'muse_sensors.sensor_replay_node', '--ros-args',
            '-r', '__ns:=/bench', '-p', f'source:={subject_path}', '-p', 'rate:=1.0',
-           '-p', f'duration_s:={float(seconds)}', '-p', 'wait_for_subscribers:=1',
-           '-p', 'start_delay_s:=1.0']
+           '-p', f'duration_s:={float(seconds)}']
     finish = progress_during(seconds + 3, 'sensor_replay node at 1x')
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 3 + 60)
+        # A managed node: configure, activate once this process sees its publisher, and stop
+        # it once it has deactivated itself at the end of the data.
+        replay = LifecycleClient(node, '/bench/sensor_replay', timeout_s=60.0)
+        if not (replay.wait_for_service(60.0) and replay.change_state('configure')):
+            raise RuntimeError('sensor_replay did not configure')
+        deadline = time.monotonic() + 30
+        while not node.count_publishers('/bench/imu') and time.monotonic() < deadline:
+            time.sleep(0.05)
+        replay.change_state('activate')
+        deadline = time.monotonic() + seconds * 3 + 60
+        while replay.get_state() != 'inactive' and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+        result = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     finally:
+        if proc.poll() is None:
+            proc.kill()
         finish()
         executor.shutdown()
         node.destroy_node()

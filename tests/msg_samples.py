@@ -8,8 +8,7 @@ import math
 import sys
 
 from builtin_interfaces.msg import Time
-from muse_msgs.msg import (ActivityEstimate, AudioFragment, HeartRate, MusicPrompt,
-                           PromptOverride, UserProfile)
+from muse_msgs.msg import ActivityEstimate, AudioFragment, HeartRate, MusicPrompt, UserProfile
 from std_msgs.msg import Header
 
 TOPIC_PREFIX = '/muse_test/samples/'
@@ -31,22 +30,19 @@ def sample_messages():
         raw_class_id=ActivityEstimate.STAIRS,
         probabilities=[0.01, 0.01, 0.05, 0.0, 0.01, 0.0, 0.01, 0.9, 0.01],
         embedding=[float(i) / 7 for i in range(64)],
-        window_start=Time(sec=4, nanosec=5), window_end=Time(sec=12, nanosec=6),
-        heart_rate_bpm=101.0, inference_ms=2.5)
+        window_start=Time(sec=4, nanosec=5), heart_rate_bpm=101.0)
     prompt = MusicPrompt(
         header=_header(13, ''), prompt_id=42,
         text='Chill techno music. Current activity: Walking. Héart rate is 64 bpm.',
         activity='walking', activity_class_id=ActivityEstimate.WALKING, heart_rate_bpm=64.0,
         target_bpm=118.0, energy=0.6, style='chill_techno',
         reason=MusicPrompt.REASON_ACTIVITY_CHANGE, trigger_stamp=Time(sec=12, nanosec=6))
-    override = PromptOverride(header=_header(14, ''), style='lofi', text='Only drums.',
-                              clear=True)
     fragment = AudioFragment(
         header=_header(15, ''), prompt_id=42, seq=3, sample_rate=32000, channels=1,
         encoding=AudioFragment.ENCODING_PCM_S16LE, data=bytes(range(256)) * 250,
         is_first=False, is_last=True, prompt_stamp=Time(sec=13, nanosec=1),
         generation_started=Time(sec=14, nanosec=2), generation_finished=Time(sec=14, nanosec=900))
-    return {type(m).__name__: m for m in (hr, profile, activity, prompt, override, fragment)}
+    return {type(m).__name__: m for m in (hr, profile, activity, prompt, fragment)}
 
 
 def assert_same(expected, received, path=''):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 from graph_session import params_file_with, run_graph
-from muse_bringup.report import label_at, load_session
+from muse_bringup.session_data import label_at, load_session
 
 RATE = 6.0
 MINUTES = 8.0

@@ -25,6 +25,10 @@ from muse_bringup import lifecycle_plan
 from muse_bringup.session import GRAPH_NODES, RESPAWNED_NODES
 
 
+# Endpoints every node has, configured or not (not the ones configure makes).
+_STANDARD_TOPICS = ('/rosout', '/parameter_events', '/transition_event', '/diagnostics')
+
+
 class LifecycleError(RuntimeError):
     """A managed node did not come up (or could not be reached); the message names it."""
 
@@ -73,9 +77,38 @@ class LifecycleManager:
             else:
                 self._log(f'{name}: {transition} failed ({why}); going on')
 
-    def startup(self):
-        """Configure every node, then activate every node, in order."""
-        self._run(lifecycle_plan.bringup_steps(self.names), strict=True)
+    def startup(self, discovery_timeout_s=30.0):
+        """Configure every node, wait until the endpoints they made are discovered, then
+        activate every node, in order."""
+        steps = lifecycle_plan.bringup_steps(self.names)
+        configure = [step for step in steps if step[1] == 'configure']
+        self._run(configure, strict=True)
+        self.wait_for_endpoints(discovery_timeout_s)
+        self._run([step for step in steps if step[1] != 'configure'], strict=True)
+
+    def wait_for_endpoints(self, timeout_s):
+        """Wait until this node's graph shows every managed node's data topics (made in
+        configure; discovery is asynchronous): a condition, not a fixed delay. Gives up after
+        ``timeout_s`` and says which nodes it did not see."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            missing = [name for name in self.names if not self._data_endpoints(name)]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                self._log(f'endpoints of {missing} not discovered in {timeout_s:g} s; going on')
+                return
+            time.sleep(0.05)
+
+    def _data_endpoints(self, name):
+        path = self._paths[name]
+        node_name, namespace = path.rsplit('/', 1)[1], path.rsplit('/', 1)[0] or '/'
+        try:
+            endpoints = (self._node.get_publisher_names_and_types_by_node(node_name, namespace)
+                         + self._node.get_subscriber_names_and_types_by_node(node_name, namespace))
+        except Exception:  # noqa: BLE001 - the node is not in the graph yet
+            return []
+        return [topic for topic, _ in endpoints if not topic.endswith(_STANDARD_TOPICS)]
 
     def shutdown(self):
         """Deactivate, clean up and shut down every node that is up, in reverse order; a node
@@ -114,10 +147,8 @@ class LifecycleManager:
         ended = threading.Event()
 
         def on_transition(event):
-            # rclpy announces a deactivation as active -> deactivating, then deactivating ->
-            # inactive (never active -> inactive in one event).
-            if event.start_state.label in ('active', 'deactivating') and \
-                    event.goal_state.label == 'inactive':
+            # Events name the transition states too: active -> deactivating -> inactive.
+            if event.start_state.label == 'deactivating' and event.goal_state.label == 'inactive':
                 ended.set()
 
         self._node.create_subscription(TransitionEvent, f'{self._paths[name]}/transition_event',
@@ -183,6 +214,7 @@ def main(args=None):
         return manager.run()
     finally:
         executor.shutdown()
+        spinner.join(timeout=5.0)
         manager.node.destroy_node()
         rclpy.try_shutdown()
 

@@ -148,9 +148,9 @@ class GraphClient:
 
     def close(self):
         self._executor.shutdown()
+        self._spinner.join(timeout=5)
         self.node.destroy_node()
         self._rclpy.try_shutdown(context=self.context)
-        self._spinner.join(timeout=5)
 
 
 def check_running(processes):
@@ -330,8 +330,7 @@ def write_report(session):
     from muse_bringup.report import write_report as report
     print('[muse_run] writing the session report', flush=True)
     try:
-        for line in report(session):
-            print(f'[muse_run]   {line}', flush=True)
+        report(session)     # summarise() prints its summary lines
     except Exception as exc:  # noqa: BLE001 - the bag and the WAV are safe; say why
         print(f'[muse_run] session report failed: {exc!r}', file=sys.stderr, flush=True)
 

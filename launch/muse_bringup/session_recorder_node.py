@@ -20,7 +20,7 @@ from muse_common.lifecycle import ManagedNode
 from muse_common.node_main import run_node
 from muse_common.rosbag_types import muse_typestore
 from muse_msgs.msg import (ActivityEstimate, AudioFragment, HeartRate, MusicPrompt,
-                           PlaybackEvent, PromptOverride, UserProfile)
+                           PlaybackEvent, UserProfile)
 from muse_sensors.bag import STORAGES
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Imu
@@ -42,7 +42,6 @@ RECORDED_TOPICS = (
     (topics.GROUND_TRUTH_ACTIVITY, ActivityEstimate, qos.EVENTS),
     (topics.ACTIVITY, ActivityEstimate, qos.EVENTS),
     (topics.PROMPT, MusicPrompt, qos.LATCHED),
-    (topics.PROMPT_OVERRIDE, PromptOverride, qos.EVENTS),
     (topics.AUDIO, AudioFragment, qos.AUDIO),
     (topics.PLAYBACK, PlaybackEvent, qos.EVENTS),
     (topics.DIAGNOSTICS, DiagnosticArray, qos.EVENTS),

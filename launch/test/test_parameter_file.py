@@ -31,7 +31,7 @@ def test_every_graph_node_has_a_section():
 @pytest.fixture(scope='module')
 def subject(tmp_path_factory):
     from muse_sensors.synthetic import write_subject
-    return write_subject(tmp_path_factory.mktemp('subject'), 1, 2.0, 3)
+    return write_subject(tmp_path_factory.mktemp('subject'), 1, 2.0, 3, chest=False)
 
 
 @pytest.mark.parametrize('package,name', GRAPH_NODES, ids=[n for _, n in GRAPH_NODES])

@@ -19,6 +19,7 @@ lifecycle set`` or :class:`LifecycleClient` drive the transitions through the st
 """
 
 import threading
+import time
 import traceback
 
 from lifecycle_msgs.msg import State, Transition
@@ -98,6 +99,19 @@ class ManagedNode(LifecycleNode):
         return self.create_subscription(
             msg_type, topic, callback, qos_profile,
             qos_overriding_options=QoSOverridingOptions.with_default_policies(), **kwargs)
+
+    def wait_for_matches(self, publishers, timeout_s):
+        """Wait (at most ``timeout_s``) until every subscription this process's graph knows of
+        on each publisher's topic has matched it: DDS discovery is asynchronous, and a source
+        that starts publishing before its subscribers have matched loses the first messages.
+        Returns the topics still unmatched."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            waiting = [p.topic_name for p in publishers
+                       if p.get_subscription_count() < self.count_subscribers(p.topic_name)]
+            if not waiting or time.monotonic() > deadline:
+                return waiting
+            time.sleep(0.01)
 
     @property
     def state_label(self):

@@ -1,6 +1,8 @@
-"""Conversions between builtin_interfaces/Time and float seconds."""
+"""Conversions between builtin_interfaces/Time and float seconds.
 
-from builtin_interfaces.msg import Time
+``to_sec`` reads any message with ``sec``/``nanosec`` (rclpy's or a rosbags one), so plain
+modules such as the session report use it without ROS; only ``from_sec`` makes an rclpy Time.
+"""
 
 
 def to_sec(stamp):
@@ -8,6 +10,7 @@ def to_sec(stamp):
 
 
 def from_sec(seconds):
+    from builtin_interfaces.msg import Time   # here, so that to_sec needs no ROS message
     sec = int(seconds // 1)
     nanosec = int(round((seconds - sec) * 1e9))
     if nanosec >= 1_000_000_000:

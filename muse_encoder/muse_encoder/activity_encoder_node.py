@@ -253,9 +253,7 @@ class ActivityEncoderNode(ManagedNode):
         msg.probabilities = prediction.probabilities.tolist()
         msg.embedding = prediction.embedding.tolist()
         msg.window_start = stamps.from_sec(window.start_s)
-        msg.window_end = stamps.from_sec(window.end_s)
         msg.heart_rate_bpm = hr_used
-        msg.inference_ms = prediction.total_ms
         self._publisher.publish(msg)
         with self._lock:
             self._timings.add(prediction.total_ms)

@@ -22,7 +22,7 @@ def encoder():
 def subject(tmp_path_factory):
     """A subject the default checkpoint never saw (index and seed outside its training set)."""
     folder = tmp_path_factory.mktemp('subjects')
-    return dalia.load_subject(write_subject(folder, 41, 4, seed=2024, balanced=True))
+    return dalia.load_subject(write_subject(folder, 41, 4, seed=2024, balanced=True, chest=False))
 
 
 def test_one_window_gives_probabilities_embedding_and_timing(encoder, subject):

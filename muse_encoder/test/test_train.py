@@ -22,7 +22,7 @@ ARTEFACTS = ('tiny.pt', 'metrics.json', 'training_curves.png', 'confusion_matrix
 def subjects(tmp_path_factory):
     folder = tmp_path_factory.mktemp('tiny_subjects')
     for index in (1, 2, 3):
-        write_subject(folder, index, 2.5, seed=5, balanced=True)
+        write_subject(folder, index, 2.5, seed=5, balanced=True, chest=False)
     return folder
 
 

@@ -99,6 +99,13 @@ class AudioPlayerNode(ManagedNode):
                                        'A missing fragment is waited for at most this long '
                                        'after the next one arrived, then skipped [s].',
                                        min_value=0.0, max_value=60.0),
+            min_playback_rate=declare(self, 'min_playback_rate', defaults.min_playback_rate,
+                                      'Slowest playback rate that covers late audio instead '
+                                      'of underrun silence (varispeed; 1 = never stretch).',
+                                      read_only=True, min_value=0.5, max_value=1.0),
+            stretch_below_s=declare(self, 'stretch_below_s', defaults.stretch_below_s,
+                                    'Playback slows down while less than this is buffered [s].',
+                                    read_only=True, min_value=0.0, max_value=60.0),
         )
         self._diagnostics_period_s = declare(self, 'diagnostics_period_s', 1.0, 'Period of the '
                                        '/diagnostics report [s].', read_only=True,
@@ -225,7 +232,8 @@ class AudioPlayerNode(ManagedNode):
     def _check_quality(self):
         s = self._tick_stats()
         keys = ('underruns', 'underrun_s', 'late', 'duplicates', 'missing', 'overflow',
-                'superseded_fragments', 'superseded_prompts', 'received')
+                'superseded_fragments', 'superseded_prompts', 'received', 'stretched_s',
+                'stretch_gained_s', 'lowest_playback_rate')
         values = {key: s.get(key, 0) for key in keys}
         values['decode_errors'] = self._decode_errors
         values['last_decode_error'] = self._last_decode_error

@@ -8,12 +8,19 @@ new stream fades in. The last ``declick_s`` of the playing stream are always hel
 there is something to fade out even when nothing else is left (buffer ran dry, or a switch
 finds the old stream exhausted): the sound never stops with a cut.
 
-Underruns are filled with silence entered and left through ``declick_s`` fades; playback
-resumes once ``prebuffer_s`` is buffered again. Why silence rather than time-stretching the
-last audio is argued in the README.
+Late audio is first covered by playing slower: while less than ``stretch_below_s`` of the
+playing stream is left (queued and in the jitter buffer), each output block consumes fewer
+input frames, down to ``min_playback_rate`` times the block when nothing is left, and stretches
+them over the block (as WebRTC's jitter buffer does; here by continuous linear-interpolation
+varispeed, so the pitch drops with the rate by 12 log2(1 / rate) semitones, 3.9 at 0.8x,
+while it lasts; pitch-preserving stretching would need a phase vocoder or WSOLA with state
+across blocks). Only when even that cannot fill a block is it
+an underrun: silence entered and left through ``declick_s`` fades; playback resumes once
+``prebuffer_s`` is buffered again. ``min_playback_rate`` 1 turns stretching off.
 """
 
 import enum
+import math
 from collections import deque
 
 import numpy as np
@@ -41,6 +48,31 @@ def check_tuning(name, value, declick_s):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= 60.0:
         why = ' (at least the declick fade)' if name == 'crossfade_s' else ''
         raise ValueError(f'{name} is {value!r}; expected seconds in [{low:g}, 60]{why}')
+
+
+def check_stretch(min_playback_rate, stretch_below_s):
+    """Raise ValueError unless the time-stretch settings are usable."""
+    if isinstance(min_playback_rate, bool) or not isinstance(min_playback_rate, (int, float)) \
+            or not 0.5 <= min_playback_rate <= 1.0:
+        raise ValueError(f'min_playback_rate is {min_playback_rate!r}; expected a rate in '
+                         '[0.5, 1] (1 = never stretch)')
+    if isinstance(stretch_below_s, bool) or not isinstance(stretch_below_s, (int, float)) \
+            or not 0.0 <= stretch_below_s <= 60.0:
+        raise ValueError(f'stretch_below_s is {stretch_below_s!r}; expected seconds in [0, 60]')
+
+
+def stretch(audio, frames, previous):
+    """``audio`` (n, channels) played over ``frames >= n`` frames by linear interpolation,
+    continuing from ``previous`` (the frame heard just before, or None): output frame j is the
+    input at position (j + 1) n / frames, so the last output frame is the last input frame and
+    consecutive blocks join without a step."""
+    count = len(audio)
+    source = np.concatenate([audio[:1] if previous is None else previous[None], audio])
+    positions = np.arange(1, frames + 1, dtype=np.float64) * (count / frames)
+    index = np.minimum(positions.astype(np.int64), count)
+    frac = (positions - index)[:, None].astype(np.float32)
+    after = np.minimum(index + 1, count)
+    return (source[index] * (1.0 - frac) + source[after] * frac).astype(np.float32)
 
 
 def fade_in_gain(length, start=0, count=None):
@@ -166,7 +198,8 @@ class Mixer:
     """Jitter buffer + stream stitching; ``next_block`` is called at the sink's pace."""
 
     def __init__(self, sample_rate, channels, block_frames, *, crossfade_s=0.5,
-                 prebuffer_s=0.3, max_wait_missing_s=0.5, declick_s=0.005):
+                 prebuffer_s=0.3, max_wait_missing_s=0.5, declick_s=0.005,
+                 min_playback_rate=1.0, stretch_below_s=0.5):
         for name, value in (('sample_rate', sample_rate), ('channels', channels),
                             ('block_frames', block_frames)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -189,6 +222,13 @@ class Mixer:
         self.underrun_frames = 0
         self.superseded_prompts = 0
         self._underrun_start = None  # output frame where the ongoing underrun began
+        check_stretch(min_playback_rate, stretch_below_s)
+        self.min_playback_rate = float(min_playback_rate)
+        self._stretch_below = round(stretch_below_s * self.sample_rate)
+        self.stretched_frames = 0    # output frames played slower than real time
+        self.stretch_gained_frames = 0   # output frames those blocks gained (late audio covered)
+        self.lowest_rate = 1.0
+        self._last_frame = None      # the last input frame played (stretch continuity)
 
     # -- tunables (may change while playing) -------------------------------------------
 
@@ -261,15 +301,39 @@ class Mixer:
         self._end_underrun(events)
         return events
 
+    def _playback_rate(self):
+        """How fast to play the next block: 1 while ``stretch_below_s`` or more of the stream
+        is left, falling linearly to ``min_playback_rate`` as it runs out."""
+        if self.min_playback_rate >= 1.0 or self._stream.complete or not self._stretch_below:
+            return 1.0
+        left = self._queue.frames - self._reserve + self.buffer.pending_seconds(
+            self._stream.key.prompt_id) * self.sample_rate
+        if left >= self._stretch_below:
+            return 1.0
+        return 1.0 - (1.0 - self.min_playback_rate) * (1.0 - max(0.0, left) / self._stretch_below)
+
     def _play(self, out, now, events):
         """Fill ``out`` from the playing stream; returns how many frames it provided."""
         stream = self._stream
         n_out = len(out)
         self._fill(n_out + self._reserve, now, allow_skip=True, events=events)
         available = self._queue.frames if stream.complete else self._queue.frames - self._reserve
-        count = max(0, min(n_out, available))
+        rate = self._playback_rate()
+        wanted = n_out if rate >= 1.0 else max(1, round(n_out * rate))
+        if rate < 1.0 and available < wanted and available >= math.ceil(n_out * self.min_playback_rate):
+            wanted = available      # stretch what is there rather than fall silent
+        count = max(0, min(wanted, available))
+        if count == wanted and wanted < n_out:
+            taken = self._take(count, self.frames_out, events)
+            out[:] = stretch(taken, n_out, self._last_frame)
+            self._last_frame = taken[-1].copy()
+            self.stretched_frames += n_out
+            self.stretch_gained_frames += n_out - count
+            self.lowest_rate = min(self.lowest_rate, count / n_out)
+            return n_out
         if count:
             out[:count] = self._take(count, self.frames_out, events)
+            self._last_frame = out[count - 1].copy()
         if count < n_out:
             if stream.complete:
                 self.state = MixerState.IDLE  # it ended; its last frames were faded on arrival
@@ -279,6 +343,7 @@ class Mixer:
                     audio = self._take(held, self.frames_out + count, events)
                     self._tails.append(_Tail(audio * fade_out_gain(held)[:, None], offset=count))
                 self.state = MixerState.REBUFFERING
+                self._last_frame = None
                 self.underruns += 1
                 self._underrun_start = self.frames_out + count
         return count
@@ -380,6 +445,7 @@ class Mixer:
         elif self.state is MixerState.REBUFFERING:
             self._end_underrun(events)  # its reserve was faded out when it ran dry
         self._queue.clear()
+        self._last_frame = None
         new_prompt = old is None or old.key.prompt_id != candidate.key.prompt_id
         if old is not None and new_prompt and self.state is not MixerState.IDLE:
             self.superseded_prompts += 1
@@ -421,5 +487,8 @@ class Mixer:
             'underrun_s': self.underrun_frames / self.sample_rate,
             'superseded_prompts': self.superseded_prompts,
             'output_s': self.frames_out / self.sample_rate,
+            'stretched_s': self.stretched_frames / self.sample_rate,
+            'stretch_gained_s': self.stretch_gained_frames / self.sample_rate,
+            'lowest_playback_rate': self.lowest_rate,
         })
         return stats

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from muse_common.stats import percentile
 from muse_player.events import EventKind
-from muse_player.mixer import Mixer, check_declick, check_tuning
+from muse_player.mixer import Mixer, check_declick, check_stretch, check_tuning
 from muse_player.sinks import NullSink, SinkUnavailableError
 from muse_player.wav_recorder import CrashSafeWavWriter, RecorderError
 
@@ -36,6 +36,8 @@ class PlayerConfig:
     max_wait_missing_s: float = 0.5
     declick_s: float = 0.005
     record_flush_s: float = 0.5
+    min_playback_rate: float = 0.8   # slowest playback that covers late audio (1 = off)
+    stretch_below_s: float = 0.5     # slow down while less than this is buffered
 
     def check(self):
         for name in ('output_sample_rate', 'output_channels'):
@@ -46,6 +48,7 @@ class PlayerConfig:
         if not 0.001 <= self.block_s <= 1.0:
             raise ValueError(f'block_s is {self.block_s!r}; expected seconds in [0.001, 1]')
         check_declick(self.declick_s)
+        check_stretch(self.min_playback_rate, self.stretch_below_s)
         if not self.record_flush_s > 0:
             raise ValueError(f'record_flush_s is {self.record_flush_s!r}; expected seconds > 0')
         for name in ('crossfade_s', 'prebuffer_s', 'max_wait_missing_s'):
@@ -133,7 +136,9 @@ class Player:
         cfg = self.config
         self._mixer = Mixer(sample_rate, channels, max(1, round(cfg.block_s * sample_rate)),
                             crossfade_s=cfg.crossfade_s, prebuffer_s=cfg.prebuffer_s,
-                            max_wait_missing_s=cfg.max_wait_missing_s, declick_s=cfg.declick_s)
+                            max_wait_missing_s=cfg.max_wait_missing_s, declick_s=cfg.declick_s,
+                            min_playback_rate=cfg.min_playback_rate,
+                            stretch_below_s=cfg.stretch_below_s)
         self._outbox.put(('start', sample_rate, channels, self._mixer.block_frames))
 
     def _render(self):

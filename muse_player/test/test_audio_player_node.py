@@ -79,9 +79,11 @@ def test_the_node_orders_crossfades_reports_and_records_two_prompts(
     from diagnostic_msgs.msg import DiagnosticArray
     from muse_msgs.msg import AudioFragment, PlaybackEvent
     record = tmp_path / 'session.wav'
+    # min_playback_rate 1: fragments are told apart by their exact frequency, which a
+    # slowed-down stream end would shift
     node, ns = player_node(spawn, 'sink:=null', f'record_path:={record}', 'prebuffer_s:=0.2',
                            'crossfade_s:=0.3', 'max_wait_missing_s:=0.3',
-                           'diagnostics_period_s:=0.5')
+                           'diagnostics_period_s:=0.5', 'min_playback_rate:=1.0')
     collector.subscribe(PlaybackEvent, f'{ns}/playback', qos.EVENTS)
     collector.subscribe(DiagnosticArray, f'{ns}/diagnostics', 10)
     publisher = ros_node.create_publisher(AudioFragment, f'{ns}/audio', qos.AUDIO)

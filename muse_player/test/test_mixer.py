@@ -327,3 +327,41 @@ def test_bad_settings_are_refused_naming_them(name, value, words):
     with pytest.raises(ValueError) as caught:
         setattr(mixer, name, value)
     assert words in str(caught.value)
+
+
+def test_a_slow_server_is_covered_by_slower_playback_instead_of_silence():
+    """Fragments of 0.125 s arrive every 0.135 s (the server makes 0.93x real time): without
+    stretching the queue runs dry and the mixer fills silence; with playback down to 0.8x it
+    plays on, slowed while little is buffered, and says how much it stretched."""
+    pieces = sine_stream([300] * 30)
+    signal = np.concatenate(pieces)[:, 0]
+    period_blocks = 13.5     # 0.135 s between arrivals, in 10 ms blocks
+
+    def play(**stretching):
+        player = Clocked(make_mixer(prebuffer_s=0.1, **stretching))
+        items = fragments(1, pieces, RATE)
+        arrivals = [round(index * period_blocks) for index in range(len(items))]
+        for block in range(arrivals[-1] + 1):
+            player.push([item for item, at in zip(items, arrivals) if at == block])
+            player.run(1)
+        return player
+
+    plain = play()
+    stretched = play(min_playback_rate=0.8, stretch_below_s=0.3)
+    assert plain.mixer.underruns > 0 and plain.mixer.stats()['stretched_s'] == 0.0
+    assert stretched.mixer.underruns == 0
+    stats = stretched.mixer.stats()
+    assert stats['stretched_s'] > 0.5 and stats['stretch_gained_s'] > 0.2
+    assert 0.8 <= stats['lowest_playback_rate'] < 1.0
+    # No click: a slowed sine changes by less per sample than the sine itself.
+    out = stretched.out
+    assert np.abs(np.diff(out)).max() <= max_step(300, RATE, AMPLITUDE) + 1e-6
+    # Slower means lower: varispeed plays the 300 Hz sine at 300 x rate.
+    assert 0.8 * 300 - 5 <= dominant_freq(out[-RATE // 2:], RATE) < 300
+
+
+@pytest.mark.parametrize('name, value', [('min_playback_rate', 0.3), ('min_playback_rate', 1.5),
+                                         ('stretch_below_s', -1.0)])
+def test_bad_stretch_settings_are_refused_naming_them(name, value):
+    with pytest.raises(ValueError, match=name):
+        make_mixer(**{name: value})

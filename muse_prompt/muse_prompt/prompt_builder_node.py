@@ -1,5 +1,6 @@
-"""ROS adapter of the prompt builder: activity estimates, heart rate, profile and overrides in;
-a latched MusicPrompt out whenever ``decision.PromptDecider`` says the music should change.
+"""ROS adapter of the prompt builder: activity estimates, heart rate and profile in, manual
+overrides through the ``~/override_prompt`` service (muse_msgs/srv/OverridePrompt); a latched
+MusicPrompt out whenever ``decision.PromptDecider`` says the music should change.
 
 Lifecycle: configure loads the presets and makes the decider, publisher and subscriptions;
 prompts are published only while active (upstream nodes are activated after this one, so
@@ -17,7 +18,8 @@ from rclpy.time import Time
 from muse_common import diagnostics, params, qos, topics
 from muse_common.lifecycle import ManagedNode
 from muse_common.node_main import run_node
-from muse_msgs.msg import ActivityEstimate, HeartRate, MusicPrompt, PromptOverride, UserProfile
+from muse_msgs.msg import ActivityEstimate, HeartRate, MusicPrompt, UserProfile
+from muse_msgs.srv import OverridePrompt
 from muse_prompt.decision import DecisionConfig, PromptDecider
 from muse_prompt.presets import DEFAULT_STYLE, PresetError, UnknownStyleError, load_library
 from muse_common.profile import Profile
@@ -94,9 +96,9 @@ class PromptBuilderNode(ManagedNode):
         self._input_subscriptions = [
             self.subscription(ActivityEstimate, topics.ACTIVITY, self._on_activity, qos.EVENTS),
             self.subscription(HeartRate, topics.HEART_RATE, self._on_heart_rate, qos.SENSOR),
-            self.subscription(UserProfile, topics.USER_PROFILE, self._on_profile, qos.LATCHED),
-            self.subscription(PromptOverride, topics.PROMPT_OVERRIDE, self._on_override,
-                              qos.EVENTS)]
+            self.subscription(UserProfile, topics.USER_PROFILE, self._on_profile, qos.LATCHED)]
+        self._override_service = self.create_service(OverridePrompt, topics.OVERRIDE_PROMPT,
+                                                     self._on_override)
         self._diagnostics = diagnostics.DiagnosticsReporter(self)
         self._diagnostics.add('decision', self._check_decision)
         self._diagnostics.add('inputs', self._check_inputs)
@@ -110,6 +112,9 @@ class PromptBuilderNode(ManagedNode):
         for subscription in getattr(self, '_input_subscriptions', ()):
             self.destroy_subscription(subscription)
         self._input_subscriptions = []
+        if getattr(self, '_override_service', None) is not None:
+            self.destroy_service(self._override_service)
+            self._override_service = None
         if getattr(self, '_publisher', None) is not None:
             self.destroy_lifecycle_publisher(self._publisher)
             self._publisher = None
@@ -133,25 +138,37 @@ class PromptBuilderNode(ManagedNode):
             f'{msg.height_cm:.1f} cm, {msg.weight_kg:.1f} kg')
         self._decide('profile', self._decider.on_profile, stamp_ns(msg.header.stamp), profile)
 
-    def _on_override(self, msg):
-        stamp = stamp_ns(msg.header.stamp) or self.get_clock().now().nanoseconds
-        self.get_logger().info(f'override: style={msg.style!r} text={msg.text!r} '
-                               f'clear={msg.clear}')
-        self._decide('override', self._decider.on_override, stamp, msg.style, msg.text,
-                     msg.clear)
+    def _on_override(self, request, response):
+        """Service: apply an override now; the answer says whether, and which prompt followed."""
+        self.get_logger().info(f'override: style={request.style!r} text={request.text!r} '
+                               f'clear={request.clear}')
+        if not self.is_active():
+            response.accepted, response.reason = False, f'prompt_builder is {self.state_label}'
+            return response
+        prompt = self._decide('override', self._decider.on_override,
+                              self.get_clock().now().nanoseconds, request.style, request.text,
+                              request.clear)
+        response.accepted = self._last_refusal is None
+        response.reason = self._last_refusal or ''
+        response.prompt_id = prompt.prompt_id if prompt is not None else 0
+        return response
 
     def _decide(self, what, handler, *args):
+        """Run one decision; publish the prompt it makes (returned, or None)."""
         started = time.perf_counter()
+        self._last_refusal = None
         try:
             prompt = handler(*args)
         except (ValueError, UnknownStyleError) as exc:
             self._errors += 1
+            self._last_refusal = str(exc)
             self._last_error, self._last_error_at = f'{what}: {exc}', time.monotonic()
             self.get_logger().warning(f'ignored a bad {what}: {exc}', throttle_duration_sec=5.0)
-            return
+            return None
         if prompt is not None:
             self._publish(prompt)
         self._latencies_ms.append((time.perf_counter() - started) * 1e3)
+        return prompt
 
     def _publish(self, prompt):
         rendered = prompt.rendered

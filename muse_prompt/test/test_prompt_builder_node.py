@@ -12,7 +12,8 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from muse_common import qos, topics
-from muse_msgs.msg import ActivityEstimate, HeartRate, MusicPrompt, PromptOverride, UserProfile
+from muse_msgs.msg import ActivityEstimate, HeartRate, MusicPrompt, UserProfile
+from muse_msgs.srv import OverridePrompt
 from muse_common.activities import ACTIVITY_NAMES
 
 NAMESPACE = '/muse'
@@ -61,12 +62,18 @@ class Graph:
                                                 qos.SENSOR)
         self.profile = node.create_publisher(UserProfile, absolute(topics.USER_PROFILE),
                                              qos.LATCHED)
-        self.override = node.create_publisher(PromptOverride, absolute(topics.PROMPT_OVERRIDE),
-                                              qos.EVENTS)
+        self.override = node.create_client(OverridePrompt,
+                                           f'{NAMESPACE}/prompt_builder/override_prompt')
 
     def connected(self):
         return all(p.get_subscription_count() > 0
-                   for p in (self.activity, self.heart_rate, self.profile, self.override))
+                   for p in (self.activity, self.heart_rate, self.profile)) \
+            and self.override.service_is_ready()
+
+    def override_prompt(self, wait_until, **fields):
+        future = self.override.call_async(OverridePrompt.Request(**fields))
+        wait_until(future.done, TIMEOUT, f'an answer to the override {fields}')
+        return future.result()
 
     def estimate(self, seconds, name, confidence):
         class_id = ACTIVITY_NAMES.index(name)
@@ -74,7 +81,7 @@ class Graph:
         probabilities[class_id] = confidence
         msg = ActivityEstimate(class_id=class_id, label=name, confidence=confidence,
                                raw_class_id=class_id, probabilities=probabilities,
-                               window_start=stamp(seconds - 8), window_end=stamp(seconds))
+                               window_start=stamp(seconds - 8))
         msg.header.stamp = stamp(seconds)
         msg.header.frame_id = 'wrist'
         self.activity.publish(msg)
@@ -144,9 +151,12 @@ def test_node_turns_flapping_estimates_into_latched_prompts(spawn, collector, ro
     assert prompts[1].target_bpm == 100.0  # walking at 65 bpm: 112 + 0.5 * (65 - 100) -> 100
 
     # manual text, then clear
-    graph.override.publish(PromptOverride(text='Solo piano, slow and gentle.'))
-    time.sleep(0.1)
-    graph.override.publish(PromptOverride(clear=True))
+    answer = graph.override_prompt(wait_until, text='Solo piano, slow and gentle.')
+    assert (answer.accepted, answer.reason, answer.prompt_id) == (True, '', 4)
+    refused = graph.override_prompt(wait_until, style='polka')
+    assert not refused.accepted and "unknown style preset 'polka'" in refused.reason
+    assert refused.prompt_id == 0
+    assert graph.override_prompt(wait_until, clear=True).prompt_id == 5
     prompts = collector.wait_for(prompt_topic, 5, timeout=TIMEOUT)
     assert [(p.prompt_id, p.reason) for p in prompts[3:]] == [
         (4, MusicPrompt.REASON_MANUAL), (5, MusicPrompt.REASON_MANUAL)], node.output()

@@ -62,6 +62,7 @@ class ErrorCode(enum.IntEnum):
     SERVER_BUSY = 4020            # max_sessions or a connection limit reached; retry later
     RATE_LIMITED = 4022           # too many messages (non-fatal) or failed hellos (fatal)
     SHUTTING_DOWN = 4021          # the server is stopping; no new prompts are accepted
+    SERVER_OVERLOADED = 4023      # one more stream would not be served in real time; retry later
     BACKEND_ERROR = 4030          # the backend failed to open or continue a stream
     INTERNAL_ERROR = 4031         # a server bug; the session ends
 
@@ -70,7 +71,7 @@ class ErrorCode(enum.IntEnum):
 FATAL_CODES = frozenset({
     ErrorCode.HELLO_REQUIRED, ErrorCode.UNAUTHORIZED, ErrorCode.UNSUPPORTED_VERSION,
     ErrorCode.UNSUPPORTED_ENCODING, ErrorCode.HELLO_TIMEOUT, ErrorCode.SERVER_BUSY,
-    ErrorCode.INTERNAL_ERROR})
+    ErrorCode.SERVER_OVERLOADED, ErrorCode.INTERNAL_ERROR})
 
 
 # Full scale of 16-bit PCM: float x in [-1, 1] is the integer round(x * PCM_S16_SCALE), so

@@ -129,8 +129,7 @@ class _MessageFactory:
             header=self.Header(stamp=stamp, frame_id=self.frame_id), class_id=e.class_id,
             label=activities.ACTIVITY_NAMES[e.class_id], confidence=1.0, raw_class_id=e.class_id,
             probabilities=probabilities, embedding=np.zeros(0, dtype=np.float32),
-            window_start=stamp, window_end=stamp, heart_rate_bpm=e.heart_rate_bpm,
-            inference_ms=0.0)
+            window_start=stamp, heart_rate_bpm=e.heart_rate_bpm)
 
 
 @dataclass

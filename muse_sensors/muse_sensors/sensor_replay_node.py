@@ -32,6 +32,8 @@ from muse_sensors.replay import (ActivityLabel, HeartRateSample, ImuSample, Time
 # After a failure, let the last messages reach subscribers before the process goes (DDS
 # sends asynchronously).
 FAILURE_GRACE_S = 0.5
+# Longest wait at activation for known subscribers to match the publishers [s].
+MATCH_TIMEOUT_S = 10.0
 # A publication later than this behind its schedule is worth a warning in diagnostics.
 LATE_WARN_S = 0.05
 # rclcpp's ClockQoS: only the newest time matters.
@@ -178,6 +180,14 @@ class SensorReplayNode(ManagedNode):
                               on_end=lambda: self._end_signal.trigger())
 
     def activate(self):
+        # The lifecycle manager activates the replay after every consumer; here it also waits
+        # until those consumers' subscriptions (as this process's graph shows them) have
+        # matched the publishers, so the first samples are not lost to discovery.
+        unmatched = self.wait_for_matches(
+            [self._imu_pub, self._hr_pub, self._profile_pub, self._truth_pub],
+            MATCH_TIMEOUT_S)
+        if unmatched:
+            self.get_logger().warning(f'starting before every subscriber matched: {unmatched}')
         if self._player.finished or self._began is not None:
             self._player = self._new_player()      # a second activation replays from the start
         self._began = time.monotonic()
@@ -257,12 +267,10 @@ class SensorReplayNode(ManagedNode):
         probabilities[event.class_id] = 1.0
         msg = ActivityEstimate(class_id=event.class_id, label=activities.ACTIVITY_NAMES[event.class_id],
                                confidence=1.0, raw_class_id=event.class_id,
-                               probabilities=probabilities, heart_rate_bpm=event.heart_rate_bpm,
-                               inference_ms=0.0)
+                               probabilities=probabilities, heart_rate_bpm=event.heart_rate_bpm)
         msg.header.stamp = stamp
         msg.header.frame_id = self._frame_id
         msg.window_start = stamp     # a label at an instant, not a window
-        msg.window_end = stamp
         return msg
 
     def _profile(self, event, stamp):

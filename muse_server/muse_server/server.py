@@ -29,6 +29,7 @@ from muse_protocol import protocol
 from muse_protocol.tokens import TOKEN_ENV, resolve_token
 from muse_server.admission import AdmissionLimits, ConnectionGate
 from muse_server.backends.base import BackendError, MusicBackend, backend_names, create_backend
+from muse_server.capacity import Capacity
 from muse_server.session import Session, SessionConfig, is_connection_closed, send_fatal
 from muse_server.streaming import run_in_daemon_thread
 
@@ -102,9 +103,10 @@ class MusicServer:
             message_burst=max(1, int(2 * config.messages_per_s)), server_name=config.server_name)
         self.sessions: dict[str, Session] = {}  # authenticated sessions (max_sessions)
         self.gate = ConnectionGate(config.admission)
+        self.capacity = Capacity(backend)   # real-time streams the backend carries (measured)
         self._connections = set()  # every open WebSocket, authenticated or not
         self.stats = {'prompts': 0, 'fragments': 0, 'errors': 0, 'sessions_total': 0,
-                      'rejected_busy': 0, 'evicted': 0,
+                      'rejected_busy': 0, 'rejected_overloaded': 0, 'evicted': 0,
                       'switch_latency_s': collections.deque(maxlen=200)}
         self._server = None
         self._port = config.port
@@ -226,6 +228,8 @@ class MusicServer:
             'errors': self.stats['errors'],
             'sessions_total': self.stats['sessions_total'],
             'rejected_busy': self.stats['rejected_busy'],
+            'rejected_overloaded': self.stats['rejected_overloaded'],
+            'capacity': self.capacity.snapshot(),
             'refused': dict(self.gate.refused),
             'evicted': self.stats['evicted'],
             'prompt_to_first_fragment_ms_p50': (
@@ -289,6 +293,10 @@ class MusicServer:
             self.stats['rejected_busy'] += 1
             return (protocol.ErrorCode.SERVER_BUSY,
                     f'all {self.config.max_sessions} sessions are in use; retry later')
+        overloaded = self.capacity.refusal(len(self.sessions))
+        if overloaded is not None:
+            self.stats['rejected_overloaded'] += 1
+            return protocol.ErrorCode.SERVER_OVERLOADED, overloaded
         self.sessions[session.id] = session
         return None
 

@@ -17,6 +17,7 @@ import torch
 import transformers
 from muse_server.backends import BackendError, PromptSpec, create_backend
 from muse_server.backends.musicgen import MusicGenBackend, MusicGenInputError
+from muse_server.backends.musicgen_decoder import DecoderPass
 from muse_server.backends.musicgen_codec import (CodecLayout, StreamingCodecDecoder,
                                                        UnsupportedCodecError)
 from muse_server.backends.musicgen_random import (START_TOKEN, build_processor,
@@ -84,11 +85,21 @@ class CodecSpy:
 
 
 class DecoderInputSpy:
-    """Records the input ids of every decoder forward pass."""
+    """Records the input ids of every decoder forward pass, as transformers' decoder takes them
+    ((rows * codebooks, columns)), through transformers' decoder (serial streams) or the
+    batching engine's own pass over its weights."""
 
     def __init__(self, model):
         self.inputs = []
         self._handle = model.decoder.register_forward_pre_hook(self._record, with_kwargs=True)
+        original = DecoderPass.embed
+
+        def embed(decoder_pass, ids, positions):
+            self.inputs.append(ids.reshape(-1, ids.shape[-1]).clone())
+            return original(decoder_pass, ids, positions)
+
+        self._patch = mock.patch.object(DecoderPass, 'embed', autospec=True, side_effect=embed)
+        self._patch.__enter__()
 
     def _record(self, module, args, kwargs):
         self.inputs.append(kwargs['input_ids'].clone())
@@ -99,6 +110,7 @@ class DecoderInputSpy:
 
     def close(self):
         self._handle.remove()
+        self._patch.__exit__(None, None, None)
 
 
 def one_shot_generate(model, processor, text, seed, max_new_tokens, top_k, prompt_codes=None):
@@ -212,12 +224,13 @@ def test_fragments_arrive_every_play_steps_with_the_right_sample_count(tiny):
         assert stream.windows == 1
 
 
-def test_stream_equals_one_shot_generate_and_decode_for_the_same_seed(tiny):
+@pytest.mark.parametrize('batching', [True, False], ids=['batched', 'serial'])
+def test_stream_equals_one_shot_generate_and_decode_for_the_same_seed(tiny, batching):
     model, processor = tiny
     max_new_tokens = 40
     window_frames = max_new_tokens + 1 - CODEBOOKS   # what generate returns for that length
-    backend = backend_for(tiny, play_steps=10, window_tokens=max_new_tokens + 1, context_s=0.5,
-                          continuation_s=0.5)
+    backend = backend_for(tiny, batching=batching, play_steps=10,
+                          window_tokens=max_new_tokens + 1, context_s=0.5, continuation_s=0.5)
     with CodecSpy() as codec_spy, backend.open_stream(PromptSpec(prompt_id=1, text=TEXT)) as stream:
         streamed = np.concatenate(pull(stream, 4))[:, 0]
     reference_audio, reference_codes = one_shot_generate(model, processor, TEXT, seed=1234,
@@ -230,10 +243,11 @@ def test_stream_equals_one_shot_generate_and_decode_for_the_same_seed(tiny):
     np.testing.assert_allclose(streamed[:compared], reference_audio[:compared], atol=1e-5, rtol=0)
 
 
-def test_continuation_across_windows_has_no_gap_and_is_prompted_with_the_last_frames(tiny):
+@pytest.mark.parametrize('batching', [True, False], ids=['batched', 'serial'])
+def test_continuation_across_windows_has_no_gap_and_is_prompted_with_the_last_frames(tiny, batching):
     model, _ = tiny
     window_tokens, continuation_frames = 24, 6
-    backend = backend_for(tiny, play_steps=10, window_tokens=window_tokens,
+    backend = backend_for(tiny, batching=batching, play_steps=10, window_tokens=window_tokens,
                           continuation_s=continuation_frames / 50, context_s=0.1)
     inputs = DecoderInputSpy(model)
     try:
@@ -263,9 +277,10 @@ def test_continuation_across_windows_has_no_gap_and_is_prompted_with_the_last_fr
         produced += frames_in_window - continuation_frames
 
 
-def test_prompt_change_feeds_the_context_codes_and_continues_the_waveform(tiny):
+@pytest.mark.parametrize('batching', [True, False], ids=['batched', 'serial'])
+def test_prompt_change_feeds_the_context_codes_and_continues_the_waveform(tiny, batching):
     model, processor = tiny
-    backend = backend_for(tiny, play_steps=10, context_s=0.3)      # 15 frames
+    backend = backend_for(tiny, batching=batching, play_steps=10, context_s=0.3)      # 15 frames
     with backend.open_stream(PromptSpec(1, TEXT)) as first:
         sent = np.concatenate(pull(first, 3))
     context_frames = 15
@@ -320,7 +335,7 @@ def test_context_shorter_than_a_frame_or_disabled_starts_unprompted(tiny):
         assert inputs.inputs[0].shape == (2 * CODEBOOKS, 1)
 
 
-def test_concurrent_streams_match_the_same_streams_run_one_after_the_other(tiny):
+def test_serial_streams_taking_turns_match_the_same_streams_run_one_after_the_other(tiny):
     def run(backend, threaded):
         streams = [backend.open_stream(PromptSpec(i, text)) for i, text in enumerate((TEXT, OTHER_TEXT))]
         results = [None, None]
@@ -341,8 +356,8 @@ def test_concurrent_streams_match_the_same_streams_run_one_after_the_other(tiny)
             stream.close()
         return results
 
-    sequential = run(backend_for(tiny, play_steps=8), threaded=False)
-    concurrent = run(backend_for(tiny, play_steps=8), threaded=True)
+    sequential = run(backend_for(tiny, play_steps=8, batching=False), threaded=False)
+    concurrent = run(backend_for(tiny, play_steps=8, batching=False), threaded=True)
     for alone, together in zip(sequential, concurrent):
         assert together is not None
         np.testing.assert_array_equal(alone, together)
@@ -437,7 +452,7 @@ def test_bad_context_is_rejected_with_a_clear_error(tiny, context, named):
 
 def test_a_failing_step_ends_that_stream_with_a_backend_error_and_not_the_backend(tiny):
     from muse_server.backends.musicgen_generation import CodeGenerator
-    backend = backend_for(tiny, play_steps=8)
+    backend = backend_for(tiny, play_steps=8, batching=False)
     broken = backend.open_stream(PromptSpec(1, TEXT))
     with mock.patch.object(CodeGenerator, 'step', side_effect=RuntimeError('CUDA out of memory')):
         with pytest.raises(BackendError, match='out of memory'):
@@ -463,3 +478,181 @@ def test_closed_streams_and_backends_refuse_work(tiny):
     backend.close()
     with pytest.raises(BackendError, match='closed'):
         backend.open_stream(PromptSpec(1, TEXT))
+
+
+# ----- the batching engine -----
+
+def alone(tiny, seed, text, fragments, context=None, **options):
+    """The audio of one stream decoded with nothing else on its backend (equal audio from the
+    same codec means equal code frames)."""
+    backend = backend_for(tiny, seed=seed, **options)
+    with backend.open_stream(PromptSpec(1, text), context=context) as stream:
+        return np.concatenate(pull(stream, fragments))
+
+
+def test_streams_joining_and_leaving_a_batch_mid_window_decode_what_they_decode_alone(tiny):
+    options = dict(play_steps=6, window_tokens=24, continuation_s=6 / 50, context_s=0.2)
+    backend = backend_for(tiny, seed=100, **options)
+    backend.engine.prefetch_steps = 40      # the engine runs every stream ahead: they batch
+    context = alone(tiny, 7, TEXT, 2, **options)[-10 * HOP:]
+    first = backend.open_stream(PromptSpec(1, TEXT))                        # seed 100
+    second = backend.open_stream(PromptSpec(2, OTHER_TEXT), context=context)  # seed 101
+    got = {1: pull(first, 2), 2: pull(second, 1)}
+    third = backend.open_stream(PromptSpec(3, 'slow piano'))                 # seed 102, joins late
+    got[3] = pull(third, 3)
+    got[2] += pull(second, 1)
+    second.close()                                                           # leaves mid-window
+    got[1] += pull(first, 3)
+    got[3] += pull(third, 2)
+    first.close()
+    third.close()
+    sizes = [size for size, _ in backend.engine.stats.recent]
+    assert max(sizes) == 3 and min(sizes) == 1
+    assert backend.engine.stats.prefill_chunks > 6          # window changes rejoined the batch
+    expected = {1: alone(tiny, 100, TEXT, 5, **options),
+                2: alone(tiny, 101, OTHER_TEXT, 2, context=context, **options),
+                3: alone(tiny, 102, 'slow piano', 5, **options)}
+    for key, fragments in got.items():
+        np.testing.assert_array_equal(np.concatenate(fragments), expected[key])
+
+
+def test_batched_logits_equal_the_logits_of_each_stream_alone(tiny):
+    """The forward pass of a ragged batch (positions 3 and 9, texts of different lengths)
+    against transformers' decoder run for each stream alone."""
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+    from muse_server.backends.musicgen_decoder import BatchCache, CrossKV, PrivateCache
+    from muse_server.backends.musicgen_generation import encode_text
+    model, processor = tiny
+    decoder_pass = DecoderPass(model.decoder)
+    columns = torch.randint(0, 2048, (2, CODEBOOKS, 10), generator=torch.Generator().manual_seed(1))
+    lengths = (4, 10)
+    with torch.inference_mode():
+        conditions = [encode_text(model, processor.tokenizer, text, True) for text in (TEXT, 'jazz')]
+        reference = []
+        for condition, ids, length in zip(conditions, columns, lengths):
+            config = model.decoder.config
+            cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
+            logits = model.decoder(input_ids=ids[:, :length].repeat(2, 1),
+                                   encoder_hidden_states=condition.hidden,
+                                   encoder_attention_mask=condition.mask, cache=cache).logits
+            reference.append(logits[:, -1].reshape(2, CODEBOOKS, -1))
+        batch = BatchCache(decoder_pass.num_layers, decoder_pass.heads, decoder_pass.head_dim,
+                           decoder_pass.scaling, torch.float32, 'cpu', 2048)
+        crosses = [decoder_pass.cross_kv(c.hidden, c.mask) for c in conditions]
+        for slot, (ids, length, cross) in enumerate(zip(columns, lengths, crosses)):
+            private = PrivateCache(decoder_pass.num_layers, decoder_pass.scaling)
+            hidden = decoder_pass.embed(ids[None, :, :length - 1].expand(2, -1, -1),
+                                        torch.arange(length - 1)[None].expand(2, -1))
+            decoder_pass.forward(hidden, private, cross)
+            batch.put(2 * slot, private)
+        padded = CrossKV.stacked(crosses)
+        positions = torch.tensor([lengths[0] - 1] * 2 + [lengths[1] - 1] * 2)
+        batch.select(slice(0, 4), positions)
+        ids = torch.stack([columns[0, :, lengths[0] - 1]] * 2 + [columns[1, :, lengths[1] - 1]] * 2)
+        logits = decoder_pass.forward(decoder_pass.embed(ids[:, :, None], positions[:, None]),
+                                      batch, padded)[:, :, -1]
+    assert crosses[0].length != crosses[1].length
+    # float32 rounding of differently shaped matrix products and of masked padding
+    torch.testing.assert_close(logits[:2], reference[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits[2:], reference[1], atol=1e-5, rtol=1e-5)
+
+
+def test_a_stream_failing_inside_a_batch_ends_alone(tiny):
+    options = dict(play_steps=6)
+    backend = backend_for(tiny, seed=200, **options)
+    backend.engine.prefetch_steps = 30
+    healthy = backend.open_stream(PromptSpec(1, TEXT))
+    broken = backend.open_stream(PromptSpec(2, 'broken'))
+    # NaN in its text keys poisons its own rows only: its sampling fails, not the batch's.
+    poisoned = broken._source._handle.condition
+    with torch.inference_mode():
+        for keys in poisoned.keys:
+            keys[0].fill_(float('nan'))
+    fragments = pull(healthy, 1)
+    with pytest.raises(BackendError, match='probability'):
+        broken.next_fragment()
+    broken.close()
+    # A batch pass that raises is retried stream by stream: streams that step alone go on.
+    calls = {'batched': 0}
+    original = DecoderPass.forward
+
+    def flaky(decoder_pass, hidden, *args, **kwargs):
+        if hidden.shape[0] > 2:
+            calls['batched'] += 1
+            raise RuntimeError('CUDA out of memory')
+        return original(decoder_pass, hidden, *args, **kwargs)
+
+    other = backend.open_stream(PromptSpec(3, OTHER_TEXT))
+    with mock.patch.object(DecoderPass, 'forward', autospec=True, side_effect=flaky):
+        fragments += pull(healthy, 3)
+        pull(other, 2)
+    assert calls['batched'] > 0
+    healthy.close()
+    other.close()
+    np.testing.assert_array_equal(np.concatenate(fragments), alone(tiny, 200, TEXT, 4, **options))
+
+
+def test_retarget_at_weight_zero_is_the_unchanged_stream(tiny):
+    from muse_server.backends import musicgen_engine
+    backend = backend_for(tiny, seed=300, play_steps=6, morph_s=0.5)
+    with backend.open_stream(PromptSpec(1, TEXT)) as stream:
+        fragments = pull(stream, 2)
+        with mock.patch.object(musicgen_engine, 'morph_weight', return_value=0.0):
+            assert stream.retarget(PromptSpec(2, OTHER_TEXT)) is True
+            fragments += pull(stream, 3)
+        assert backend.engine.stats.morph_steps > 0
+    np.testing.assert_array_equal(np.concatenate(fragments),
+                                  alone(tiny, 300, TEXT, 5, play_steps=6))
+
+
+def run_retargeted(tiny, before, after, **options):
+    backend = backend_for(tiny, seed=400, play_steps=6, **options)
+    with backend.open_stream(PromptSpec(1, TEXT)) as stream:
+        fragments = pull(stream, before)
+        assert stream.retarget(PromptSpec(2, OTHER_TEXT)) is True
+        fragments += pull(stream, after)
+    return np.concatenate(fragments)
+
+
+def test_retarget_at_weight_one_is_the_new_text_on_the_kept_cache(tiny):
+    from muse_server.backends import musicgen_engine
+    # Reference: transformers' decoder on the serial path, its self-attention cache kept and
+    # its cross-attention recomputed from the new text.
+    switched = run_retargeted(tiny, 2, 3, batching=False)
+    np.testing.assert_array_equal(run_retargeted(tiny, 2, 3, morph_s=0), switched)
+    with mock.patch.object(musicgen_engine, 'morph_weight', return_value=1.0):
+        np.testing.assert_array_equal(run_retargeted(tiny, 2, 3, morph_s=0.5), switched)
+    # A real ramp: the new text's weight rises by 1/morph_steps per step up to 1, then the
+    # new text is the stream's own (no more mixing).
+    weights = []
+    original = DecoderPass.forward
+
+    def spy(decoder_pass, hidden, self_attend, cross, morph=None):
+        weights.append(None if morph is None else morph[1][0].item())
+        return original(decoder_pass, hidden, self_attend, cross, morph)
+
+    with mock.patch.object(DecoderPass, 'forward', autospec=True, side_effect=spy):
+        run_retargeted(tiny, 1, 3, morph_s=0.1)                  # 5 steps
+    ramp = [w for w in weights if w is not None]
+    assert ramp == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    first = weights.index(ramp[0])
+    assert weights[first:first + 5] == ramp and weights[first + 5:] == [None] * len(weights[first + 5:])
+
+
+def test_a_stream_morphing_inside_a_batch_leaves_the_others_untouched(tiny):
+    options = dict(play_steps=6)
+    backend = backend_for(tiny, seed=500, morph_s=0.3, **options)
+    backend.engine.prefetch_steps = 30
+    morphing = backend.open_stream(PromptSpec(1, TEXT))
+    steady = backend.open_stream(PromptSpec(2, 'slow piano'))
+    got = pull(steady, 1)
+    pull(morphing, 1)
+    assert morphing.retarget(PromptSpec(3, 'fast drums and bass for stairs'))
+    got += pull(steady, 2)
+    pull(morphing, 3)
+    got += pull(steady, 2)
+    assert backend.engine.stats.morph_steps >= 15
+    assert max(size for size, _ in backend.engine.stats.recent) == 2
+    morphing.close()
+    steady.close()
+    np.testing.assert_array_equal(np.concatenate(got), alone(tiny, 501, 'slow piano', 5, **options))

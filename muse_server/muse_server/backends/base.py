@@ -65,6 +65,13 @@ class MusicStream(abc.ABC):
         values in [-1, 1], ``n_samples > 0``. Each fragment continues the previous one without
         a gap or click (sample-continuous). Raises :class:`BackendError` on failure."""
 
+    def retarget(self, prompt: PromptSpec) -> bool:
+        """Steer this running stream to ``prompt`` from its next fragment on, keeping its musical
+        context (no new piece). Return True if done; False if this backend cannot (the server then
+        opens a new stream conditioned on the audio tail, as before). Called from the same worker
+        thread as next_fragment."""
+        return False
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release what the stream holds (caches, GPU memory). Idempotent."""

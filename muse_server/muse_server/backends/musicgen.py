@@ -1,8 +1,11 @@
 """The ``musicgen`` backend: transformers' MusicGen streaming PCM while it generates.
 
-Per stream, one :class:`~.musicgen_generation.CodeGenerator` samples code frames (the decoding
-loop of ``generate``, step by step and without end) and one
-:class:`~.musicgen_codec.StreamingCodecDecoder` turns each new frame into samples once. Every
+Code frames come from the decoding loop of ``generate`` run step by step and without end: by
+default in the backend's :class:`~.musicgen_engine.BatchEngine`, which steps every open stream
+together in one forward pass (continuous batching), or (``batching=False``) per stream through
+a :class:`~.musicgen_generation.CodeGenerator` on transformers' decoder. Per stream, one
+:class:`~.musicgen_codec.StreamingCodecDecoder` turns each new frame into samples once, in the
+reader's thread. Every
 :meth:`MusicGenStream.next_fragment` runs ``play_steps`` decoder steps and returns the audio of
 the frames they completed, float32 ``(n, 1)`` at 32 kHz: ``play_steps`` frames
 (``play_steps / 50`` s). A stream's first fragment is shorter by ``num_codebooks - 1`` frames
@@ -20,10 +23,13 @@ Continuity:
   stream's decoder prompt (the new text continues the old music instead of starting over) and
   to prime the codec decoder's state, so the first new samples continue the old waveform.
 
-Concurrency: the backend is shared by all sessions; their streams take turns on the model one
-decoder step at a time through a FIFO lock (a stream waiting for a step is served in arrival
-order). Batching streams into one forward pass would need per-row positions and ragged KV
-caches, which transformers' MusicGen decoder does not support (one cache length per batch).
+Concurrency: the backend is shared by all sessions. Batched, ``next_fragment`` waits for the
+engine thread to have stepped its stream ``play_steps`` times (a seeded stream samples the same
+tokens in a batch as alone); serial, streams take turns on the model one decoder step at a time
+through a FIFO lock (served in arrival order). ``retarget`` moves a running stream to a new
+text without a new piece: batched, over ``morph_s`` seconds (cross-attention of old and new
+text mixed with a rising weight); serial, at once. :meth:`MusicGenBackend.load` says how many
+streams the measured step times carry in real time (the server's admission).
 
 Importing this module needs torch and transformers, never rclpy.
 """
@@ -33,7 +39,9 @@ from __future__ import annotations
 import collections
 import math
 import secrets
+import statistics
 import threading
+import time
 
 import numpy as np
 import torch
@@ -41,9 +49,11 @@ import torch
 from muse_server.backends.base import BackendError, MusicBackend, MusicStream, PromptSpec
 from muse_server.backends.musicgen_codec import (CodecLayout, StreamingCodecDecoder,
                                                        UnsupportedCodecError)
-from muse_server.backends.musicgen_generation import (CodeGenerator, SamplingOptions,
-                                                            TextCondition, encode_audio,
-                                                            encode_text)
+from muse_server.backends.musicgen_engine import BatchEngine, EngineStream, StreamFailed
+from muse_server.backends.musicgen_generation import (CodeGenerator, CodeWindows,
+                                                            SamplingOptions, TextCondition,
+                                                            encode_audio, encode_text)
+from muse_server.capacity import BackendLoad, realtime_streams, step_time_model
 
 DEFAULT_MODEL = 'facebook/musicgen-small'
 DEFAULT_PLAY_STEPS = 50             # 1 s of audio per fragment at 50 frames/s
@@ -136,26 +146,84 @@ def load_musicgen(model_id: str, dtype: torch.dtype):
     return model, processor
 
 
+class _SerialSource:
+    """Steps one :class:`CodeGenerator` through transformers' decoder, one stream per forward
+    pass, taking turns on the model through the backend's FIFO lock (the path before
+    batching; ``batching=False``)."""
+
+    def __init__(self, backend: 'MusicGenBackend', generator: CodeGenerator):
+        self._backend = backend
+        self._generator = generator
+        self.steps = 0
+
+    @property
+    def windows(self) -> int:
+        return self._generator.windows
+
+    def take(self, steps: int) -> list[torch.Tensor]:
+        frames = []
+        for _ in range(steps):
+            with self._backend.model_lock:
+                started = time.perf_counter()
+                frames.append(self._generator.step())
+                seconds = time.perf_counter() - started
+                self._backend.serial_step_seconds.append(seconds)
+                self._backend.serial_seconds_total += seconds
+            self.steps += 1
+        return frames
+
+    def retarget(self, condition: TextCondition) -> None:
+        with self._backend.model_lock:
+            self._generator.retarget(condition)
+
+    def close(self) -> None:
+        self._generator.release()
+
+
+class _EngineSource:
+    """A stream of the backend's :class:`BatchEngine`: steps run in the engine's batch."""
+
+    def __init__(self, engine: BatchEngine, handle: EngineStream):
+        self._engine = engine
+        self._handle = handle
+
+    @property
+    def steps(self) -> int:
+        return self._handle.taken
+
+    @property
+    def windows(self) -> int:
+        return self._handle.codes.windows
+
+    def take(self, steps: int) -> list[torch.Tensor]:
+        try:
+            return self._engine.take(self._handle, steps)
+        except StreamFailed as exc:
+            raise BackendError(str(exc)) from None
+
+    def close(self) -> None:
+        self._engine.remove(self._handle)
+
+
 class MusicGenStream(MusicStream):
     """One continuous MusicGen piece; made by :meth:`MusicGenBackend.open_stream`."""
 
-    def __init__(self, backend: 'MusicGenBackend', generator: CodeGenerator,
-                 codec: StreamingCodecDecoder):
+    def __init__(self, backend: 'MusicGenBackend', source, codec: StreamingCodecDecoder):
         self._backend = backend
-        self._generator = generator
+        self._source = source
         self._codec = codec
         self._closed = False
         self._failure = None
 
     @property
     def decoder_steps(self) -> int:
-        """Decoder forward passes run so far (prefills included)."""
-        return self._generator.steps
+        """Decoder steps whose frames this stream has taken (prefills included)."""
+        return self._source.steps
 
     @property
     def windows(self) -> int:
         """Generation windows opened so far (1 + continuations)."""
-        return self._generator.windows
+        return self._source.windows
 
     def next_fragment(self) -> np.ndarray:
         if self._closed:
@@ -163,28 +231,43 @@ class MusicGenStream(MusicStream):
         if self._failure is not None:
             # Steps of the failed call are lost: going on would leave a gap in the music.
             raise BackendError(f'this musicgen stream failed earlier ({self._failure}); open a new one')
-        play_steps = self._backend.play_steps
         try:
             with torch.inference_mode():
                 audio = None
                 while audio is None or audio.numel() == 0:
-                    frames = []
-                    for _ in range(play_steps):
-                        with self._backend.model_lock:
-                            frames.append(self._generator.step())
-                    with self._backend.model_lock:
-                        audio = self._codec.push(torch.cat(frames, dim=-1))
+                    frames = self._source.take(self._backend.play_steps)
+                    audio = self._codec.push(torch.cat(frames, dim=-1))
                 pcm = audio.float().cpu().numpy()
         except Exception as exc:  # noqa: BLE001 - any model failure is reported as the contract's error
             self._failure = f'{type(exc).__name__}: {exc}'
             raise BackendError(f'musicgen generation failed: {self._failure}') from exc
         return np.clip(pcm, -1.0, 1.0).astype(np.float32, copy=False).reshape(-1, 1)
 
+    def retarget(self, prompt: PromptSpec) -> bool:
+        """Steer this stream to ``prompt``'s text from its next step on, keeping its tokens and
+        KV cache: batched, the text morphs over the backend's ``morph_s``; serial, it switches
+        at once."""
+        if not isinstance(prompt, PromptSpec):
+            raise MusicGenInputError(f'prompt must be a PromptSpec, got {type(prompt).__name__}')
+        if self._closed or self._failure is not None:
+            return False
+        with torch.inference_mode():
+            condition = self._backend._text_condition(prompt.text)
+            if isinstance(self._source, _SerialSource):
+                self._source.retarget(condition)
+            else:
+                self._backend.engine.retarget(self._source._handle,
+                                              self._backend._cross_condition(prompt.text),
+                                              self._backend.morph_steps)
+        return True
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._generator.release()
+            self._source.close()
             self._codec = None
+            with self._backend._text_lock:
+                self._backend._open_streams -= 1
 
 
 class MusicGenBackend(MusicBackend):
@@ -202,7 +285,11 @@ class MusicGenBackend(MusicBackend):
     (the server decides how much it sends) become its audio prompt; ``continuation_s`` seconds
     of codes prompt each next window; ``window_tokens`` decoder positions per window;
     ``seed`` (None: random) — stream ``i`` of a seeded backend samples with seed ``seed + i``;
-    ``text_cache_size`` encoded prompts kept.
+    ``text_cache_size`` encoded prompts kept; ``batching`` (default True): every stream is
+    stepped in one :class:`~.musicgen_engine.BatchEngine` pass with the others (False: each
+    stream takes its turn on the model alone, behind a FIFO lock); ``morph_s`` seconds over which
+    :meth:`MusicGenStream.retarget` moves a batched stream to its new text; ``prefill_chunk``
+    decoder columns of a window's prefix per engine iteration.
     """
 
     name = 'musicgen'
@@ -212,7 +299,8 @@ class MusicGenBackend(MusicBackend):
                  guidance_scale: float = 3.0, top_k: int = 250, temperature: float = 1.0,
                  context_s: float = 10.0, continuation_s: float = 10.0,
                  window_tokens: int | None = None, seed: int | None = None,
-                 text_cache_size: int = 16):
+                 text_cache_size: int = 16, batching: bool = True, morph_s: float = 2.0,
+                 prefill_chunk: int = 256):
         from transformers import MusicgenForConditionalGeneration
 
         try:
@@ -280,10 +368,22 @@ class MusicGenBackend(MusicBackend):
         if isinstance(text_cache_size, bool) or not isinstance(text_cache_size, int) or text_cache_size < 0:
             raise MusicGenInputError(f'text_cache_size must be an int >= 0, got {text_cache_size!r}')
         self._text_cache_size = text_cache_size
-        self._text_cache: collections.OrderedDict[str, TextCondition] = collections.OrderedDict()
+        self._text_cache: collections.OrderedDict[str, tuple] = collections.OrderedDict()
+        self._text_lock = threading.Lock()
         self._streams_opened = 0
         self.model_lock = _FifoLock()
         self.lookahead_frames = self._codec_layout.lookahead_frames
+        self.morph_steps = round(_positive_seconds('morph_s', morph_s, allow_zero=True)
+                                 * self.frame_rate)
+        if isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int) or prefill_chunk < 1:
+            raise MusicGenInputError(f'prefill_chunk must be an int >= 1, got {prefill_chunk!r}')
+        if not isinstance(batching, bool):
+            raise MusicGenInputError(f'batching must be True or False, got {batching!r}')
+        self.engine = BatchEngine(self.model, prefill_chunk=prefill_chunk) if batching else None
+        self.serial_step_seconds = collections.deque(maxlen=256)
+        self.serial_seconds_total = 0.0     # in decoder steps of serial streams, ever
+        self.realtime_margin = 1.2
+        self._open_streams = 0
 
     @classmethod
     def from_model(cls, model, processor, **options) -> 'MusicGenBackend':
@@ -308,19 +408,31 @@ class MusicGenBackend(MusicBackend):
         except UnsupportedCodecError as exc:
             raise MusicGenInputError(f'the model audio codec cannot be streamed: {exc}') from None
 
+    def _encoded(self, text: str) -> list:
+        """``[TextCondition, CrossKV or None]`` of ``text``, from the cache when the same text
+        came before (call under inference mode)."""
+        with self._text_lock:
+            entry = self._text_cache.get(text)
+            if entry is not None:
+                self._text_cache.move_to_end(text)
+                return entry
+            entry = [encode_text(self.model, self._tokenizer, text, self.sampling.guided), None]
+            if self._text_cache_size:
+                self._text_cache[text] = entry
+                while len(self._text_cache) > self._text_cache_size:
+                    self._text_cache.popitem(last=False)
+            return entry
+
     def _text_condition(self, text: str) -> TextCondition:
-        """The encoded prompt, from the cache when the same text came before (call under the
-        model lock and inference mode)."""
-        condition = self._text_cache.get(text)
-        if condition is not None:
-            self._text_cache.move_to_end(text)
-            return condition
-        condition = encode_text(self.model, self._tokenizer, text, self.sampling.guided)
-        if self._text_cache_size:
-            self._text_cache[text] = condition
-            while len(self._text_cache) > self._text_cache_size:
-                self._text_cache.popitem(last=False)
-        return condition
+        return self._encoded(text)[0]
+
+    def _cross_condition(self, text: str):
+        """The cross-attention keys and values of ``text`` for the batching engine."""
+        entry = self._encoded(text)
+        if entry[1] is None:
+            condition = entry[0]
+            entry[1] = self.engine.decoder.cross_kv(condition.hidden, condition.mask)
+        return entry[1]
 
     def _context_audio(self, context) -> torch.Tensor | None:
         """The whole frames at the end of ``context`` that prompt a new stream, or None."""
@@ -347,26 +459,72 @@ class MusicGenBackend(MusicBackend):
             raise BackendError('open_stream() on a closed musicgen backend')
         context_audio = self._context_audio(context)
         try:
-            with torch.inference_mode(), self.model_lock:
-                stream_index = self._streams_opened
-                self._streams_opened += 1
-                condition = self._text_condition(prompt.text)
-                prompt_codes = None if context_audio is None else encode_audio(self.model, context_audio)
+            with torch.inference_mode():
+                with self._text_lock:
+                    stream_index = self._streams_opened
+                    self._streams_opened += 1
                 seed = secrets.randbits(63) if self._seed is None else self._seed + stream_index
                 generator = torch.Generator(device=self.device).manual_seed(seed)
-                codes = CodeGenerator(self.model, condition, self.sampling, generator,
-                                      window_tokens=self.window_tokens,
-                                      continuation_frames=self.continuation_frames,
-                                      prompt_codes=prompt_codes)
+                if self.engine is None:
+                    with self.model_lock:
+                        condition = self._text_condition(prompt.text)
+                        prompt_codes = (None if context_audio is None
+                                        else encode_audio(self.model, context_audio))
+                        source = _SerialSource(self, CodeGenerator(
+                            self.model, condition, self.sampling, generator,
+                            window_tokens=self.window_tokens,
+                            continuation_frames=self.continuation_frames,
+                            prompt_codes=prompt_codes))
+                else:
+                    cross = self._cross_condition(prompt.text)
+                    prompt_codes = (None if context_audio is None
+                                    else encode_audio(self.model, context_audio))
+                    codes = CodeWindows(self.model.decoder,
+                                        self.model.generation_config.decoder_start_token_id,
+                                        self.window_tokens, self.continuation_frames,
+                                        prompt_codes, self.device)
+                    handle = EngineStream(codes=codes, condition=cross, sampling=self.sampling,
+                                          generator=generator,
+                                          rows=2 if self.sampling.guided else 1)
                 codec = StreamingCodecDecoder(self.model.audio_encoder, self._codec_layout)
                 if prompt_codes is not None:
                     codec.prime(prompt_codes)
+                if self.engine is not None:
+                    source = _EngineSource(self.engine, self.engine.add(handle))
         except Exception as exc:  # noqa: BLE001 - reported as the contract's error
             raise BackendError(f'musicgen could not open a stream for prompt '
                                f'{prompt.prompt_id}: {type(exc).__name__}: {exc}') from exc
-        return MusicGenStream(self, codes, codec)
+        with self._text_lock:
+            self._open_streams += 1
+        return MusicGenStream(self, source, codec)
+
+    def load(self) -> BackendLoad:
+        """Streams open and how many this backend steps in real time (for admission).
+
+        Batched: from the engine's recent (batch size, seconds) passes; serial: streams take
+        turns, so n streams each get one step per n single-stream steps."""
+        if self.engine is not None:
+            model = step_time_model(self.engine.stats.recent)
+            how = 'batched steps'
+        else:
+            samples = list(self.serial_step_seconds)
+            single = statistics.median(samples) if samples else None
+            model = None if single is None else (lambda n: n * single)
+            how = 'serial steps'
+        streams = self._open_streams
+        if model is None:
+            return BackendLoad(streams, None, None, self.frame_rate, self.realtime_margin,
+                               'no step measured yet')
+        carried = realtime_streams(model, self.frame_rate, self.realtime_margin)
+        detail = (f'{how}: {model(1) * 1e3:.1f} ms for 1 stream, '
+                  f'{model(max(streams, 2)) * 1e3:.1f} ms for {max(streams, 2)}; '
+                  f'{self.frame_rate:g} steps/s per stream needed')
+        return BackendLoad(streams, carried, round(1.0 / model(max(streams, 1)), 3),
+                           self.frame_rate, self.realtime_margin, detail)
 
     def close(self) -> None:
+        if self.engine is not None:
+            self.engine.stop()
         with self.model_lock:
             self.model = None
             self._text_cache.clear()

@@ -104,9 +104,90 @@ def encode_audio(model, audio: torch.Tensor) -> torch.Tensor:
     return codes[0, 0]
 
 
+class CodeWindows:
+    """The token bookkeeping of one endless stream: the delay-pattern columns of the current
+    window, which of them are sampled, and the move to a new window prompted with the last
+    ``continuation_frames`` frames once ``window_tokens`` columns are filled. Shared by the
+    serial :class:`CodeGenerator` and the batching engine, so both sample the same columns."""
+
+    def __init__(self, decoder, start_token: int, window_tokens: int, continuation_frames: int,
+                 prompt_codes: torch.Tensor | None, device):
+        self._decoder = decoder
+        self.num_codebooks = decoder.num_codebooks
+        self._start_token = start_token
+        self.window_tokens = window_tokens
+        self._continuation_frames = continuation_frames
+        self.no_frames = torch.zeros((self.num_codebooks, 0), dtype=torch.long, device=device)
+        self.windows = 0
+        if prompt_codes is None:
+            prompt_codes = self.no_frames
+        for name, frames in (('prompt_codes', prompt_codes.shape[-1]),
+                             ('continuation_frames', continuation_frames)):
+            if frames + self.num_codebooks + 1 >= window_tokens:
+                raise ValueError(f'{name}: {frames} frames of prompt leave no room to generate '
+                                 f'in a window of {window_tokens} tokens')
+        if continuation_frames < 1:
+            raise ValueError(f'continuation_frames must be >= 1, got {continuation_frames}')
+        self._open(prompt_codes.to(device))
+
+    def _open(self, prompt_codes: torch.Tensor) -> None:
+        start = torch.full((self.num_codebooks, 1), self._start_token, dtype=torch.long,
+                           device=prompt_codes.device)
+        prefix, pattern = self._decoder.build_delay_pattern_mask(
+            torch.cat([start, prompt_codes], dim=-1), pad_token_id=self._start_token,
+            max_length=self.window_tokens)
+        self._pattern = pattern                       # -1 where a token is to be sampled
+        self.columns = pattern.clone()
+        self.columns[:, :prefix.shape[-1]] = prefix
+        self.length = prefix.shape[-1]                # columns filled so far
+        self._next_frame = prompt_codes.shape[-1]     # window-local index of the next new frame
+        self.windows += 1
+
+    @property
+    def full(self) -> bool:
+        return self.length == self.window_tokens
+
+    def open_next(self) -> None:
+        """Open the next window, prompted with the last frames of this one (call when full)."""
+        frames_in_window = self.length - self.num_codebooks
+        self._open(self.frames(frames_in_window - self._continuation_frames, frames_in_window))
+
+    def release(self) -> None:
+        self.columns = self._pattern = None
+
+    def frames(self, first: int, end: int) -> torch.Tensor:
+        """Codes ``(num_codebooks, end - first)`` of window-local frames [first, end): codebook
+        k of frame f sits in column f + k + 1."""
+        return torch.stack([self.columns[k, first + k + 1:end + k + 1]
+                            for k in range(self.num_codebooks)])
+
+    def record(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Store the sampled ``tokens`` (num_codebooks,) as the next column (positions the delay
+        pattern fixes keep their pad); return the frame this completed, ``(num_codebooks, 1)``,
+        or ``(num_codebooks, 0)`` while a window's first frame or a prompt frame completes."""
+        fixed = self._pattern[:, self.length]
+        self.columns[:, self.length] = torch.where(fixed == -1, tokens, fixed)
+        self.length += 1
+        frame = self.length - 1 - self.num_codebooks
+        if frame < self._next_frame:
+            return self.no_frames
+        self._next_frame = frame + 1
+        return self.frames(frame, frame + 1)
+
+
+def sample(processors, ids_for_processors, logits: torch.Tensor,
+           generator: torch.Generator) -> torch.Tensor:
+    """Guidance, warpers, softmax and multinomial as ``generate`` does them: ``logits``
+    (rows * num_codebooks, vocab) of one stream's last position -> tokens (num_codebooks,)."""
+    scores = processors(ids_for_processors, logits.float())
+    probs = torch.nn.functional.softmax(scores, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+
 class CodeGenerator:
     """Samples MusicGen code frames for one text condition, one decoder step at a time, window
-    after window.
+    after window, through transformers' decoder and its own KV cache (the serial path: one
+    stream per forward pass).
 
     A window is one delay-pattern sequence of at most ``window_tokens`` columns with its own KV
     cache. The first window is prompted with ``prompt_codes`` (audio codes to continue, or
@@ -118,83 +199,55 @@ class CodeGenerator:
                  generator: torch.Generator, window_tokens: int, continuation_frames: int,
                  prompt_codes: torch.Tensor | None = None):
         self._decoder = model.decoder
-        self._num_codebooks = model.decoder.num_codebooks
-        self._start_token = model.generation_config.decoder_start_token_id
         self._condition = condition
         self._guided = sampling.guided
         self._processors = sampling.logits_processors()
         self._generator = generator
-        self._window_tokens = window_tokens
-        self._continuation_frames = continuation_frames
         device = condition.hidden.device
+        self._codes = CodeWindows(model.decoder, model.generation_config.decoder_start_token_id,
+                                  window_tokens, continuation_frames, prompt_codes, device)
         # The CFG processor checks the batch size of the (unused) ids it is handed.
-        self._ids_for_processors = torch.zeros((self._num_codebooks, 1), dtype=torch.long,
+        self._ids_for_processors = torch.zeros((model.decoder.num_codebooks, 1), dtype=torch.long,
                                                device=device)
-        self._no_frames = torch.zeros((self._num_codebooks, 0), dtype=torch.long, device=device)
-        self.windows = 0
-        self.steps = 0
-        if prompt_codes is None:
-            prompt_codes = self._no_frames
-        for name, frames in (('prompt_codes', prompt_codes.shape[-1]),
-                             ('continuation_frames', continuation_frames)):
-            if frames + self._num_codebooks + 1 >= window_tokens:
-                raise ValueError(f'{name}: {frames} frames of prompt leave no room to generate '
-                                 f'in a window of {window_tokens} tokens')
-        if continuation_frames < 1:
-            raise ValueError(f'continuation_frames must be >= 1, got {continuation_frames}')
-        self._open_window(prompt_codes.to(device))
-
-    def _open_window(self, prompt_codes: torch.Tensor) -> None:
-        start = torch.full((self._num_codebooks, 1), self._start_token, dtype=torch.long,
-                           device=prompt_codes.device)
-        prefix, pattern = self._decoder.build_delay_pattern_mask(
-            torch.cat([start, prompt_codes], dim=-1), pad_token_id=self._start_token,
-            max_length=self._window_tokens)
-        self._pattern = pattern                       # -1 where a token is to be sampled
-        self._columns = pattern.clone()
-        self._columns[:, :prefix.shape[-1]] = prefix
-        self._length = prefix.shape[-1]               # columns filled so far
-        self._next_frame = prompt_codes.shape[-1]     # window-local index of the next new frame
         self._cache = None
-        self.windows += 1
+        self.steps = 0
+
+    @property
+    def windows(self) -> int:
+        return self._codes.windows
 
     def release(self) -> None:
         """Free the KV cache and token buffers; :meth:`step` may not be called afterwards."""
-        self._cache = self._columns = self._pattern = self._condition = None
+        self._cache = self._condition = None
+        self._codes.release()
 
-    def _window_frames(self, first: int, end: int) -> torch.Tensor:
-        """Codes ``(num_codebooks, end - first)`` of window-local frames [first, end): codebook
-        k of frame f sits in column f + k + 1."""
-        return torch.stack([self._columns[k, first + k + 1:end + k + 1]
-                            for k in range(self._num_codebooks)])
+    def retarget(self, condition: TextCondition) -> None:
+        """Condition the following steps on ``condition``, keeping the self-attention cache (the
+        cross-attention keys are recomputed from the new text at the next step)."""
+        self._condition = condition
+        if self._cache is not None:
+            self._cache = EncoderDecoderCache(self._cache.self_attention_cache,
+                                              DynamicCache(config=self._decoder.config))
 
     def step(self) -> torch.Tensor:
         """Run one decoder step; return the frame it completed, ``(num_codebooks, 1)``, or
         ``(num_codebooks, 0)`` while a window's first frame or a prompt frame is completing."""
-        if self._length == self._window_tokens:
-            frames_in_window = self._length - self._num_codebooks
-            self._open_window(self._window_frames(frames_in_window - self._continuation_frames,
-                                                  frames_in_window))
+        codes = self._codes
+        if codes.full:
+            codes.open_next()
+            self._cache = None
         if self._cache is None:
             config = self._decoder.config
             self._cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
-            inputs = self._columns[:, :self._length]
+            inputs = codes.columns[:, :codes.length]
         else:
-            inputs = self._columns[:, self._length - 1:self._length]
+            inputs = codes.columns[:, codes.length - 1:codes.length]
         if self._guided:
             inputs = inputs.repeat(2, 1)
         logits = self._decoder(input_ids=inputs, encoder_hidden_states=self._condition.hidden,
                                encoder_attention_mask=self._condition.mask, cache=self._cache,
                                use_cache=True).logits
-        scores = self._processors(self._ids_for_processors, logits[:, -1].float())
-        probs = torch.nn.functional.softmax(scores, dim=-1)
-        tokens = torch.multinomial(probs, num_samples=1, generator=self._generator).squeeze(1)
-        fixed = self._pattern[:, self._length]
-        self._columns[:, self._length] = torch.where(fixed == -1, tokens, fixed)
-        self._length += 1
+        tokens = sample(self._processors, self._ids_for_processors, logits[:, -1],
+                        self._generator)
         self.steps += 1
-        frame = self._length - 1 - self._num_codebooks
-        if frame < self._next_frame:
-            return self._no_frames
-        self._next_frame = frame + 1
-        return self._window_frames(frame, frame + 1)
+        return codes.record(tokens)
