@@ -4,7 +4,6 @@ subscribers that collect messages, and nodes started as separate processes."""
 import contextlib
 import importlib
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from muse_common.domain import claim_domain
 
 REPO_ROOT = Path(__file__).resolve().parent
 
@@ -24,9 +24,11 @@ for _package in ('muse_common', 'muse_protocol', 'muse_server', 'muse_sensors', 
     with contextlib.suppress(ImportError):
         importlib.import_module(_package)
 
-# One DDS domain per test session, so parallel runs on one host do not hear each other,
-# and discovery kept on this host.
-os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(1, 100)))
+# One DDS domain per test session, free (no other MUSE session holds it) and held until pytest
+# exits, so parallel runs on one host do not hear each other; discovery kept on this host. A
+# ROS_DOMAIN_ID set by the user is used as given.
+DOMAIN_LEASE = claim_domain()
+os.environ.update(DOMAIN_LEASE.env())
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
 

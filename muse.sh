@@ -118,6 +118,8 @@ setup_workspace() {
   [ -f "$ROOT/install/.muse-build" ] && have="$(cat "$ROOT/install/.muse-build")"
   [ "$want" = "$have" ] && return 0
   say "building the colcon workspace (${PACKAGE_DIRS[*]})"
+  # --symlink-install leaves links to files that were since deleted (a removed .msg): drop them.
+  find "$ROOT/install" "$ROOT/build" -xtype l -delete 2>/dev/null || true
   (
     cd "$ROOT"
     # shellcheck disable=SC1091

@@ -5,10 +5,13 @@ ratios against a baseline measured in the same run. By default they run with ``-
 """
 
 import argparse
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from muse_common.domain import claim_domain
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -23,6 +26,11 @@ def main(argv=None):
     unknown = sorted(set(args.names) - set(available))
     if unknown:
         parser.error(f'unknown benchmark(s) {unknown}; available: {available}')
+    # The benchmarks that start ROS graphs run them on a domain of their own, held until the
+    # last one ends (a ROS_DOMAIN_ID set by the user is used as given).
+    lease = claim_domain()
+    os.environ.update(lease.env())
+    print(f'ROS domain {lease.domain_id}', flush=True)
     results = []
     for name in args.names or available:
         cmd = [sys.executable, str(BENCH_DIR / f'bench_{name}.py')] + ([] if args.full else ['--quick'])

@@ -49,8 +49,9 @@ def check_prompts_follow_activity(data, metrics):
     changes = [p for p in data.prompts if p['reason'] == MusicPrompt.REASON_ACTIVITY_CHANGE]
     assert len(changes) >= 4, f'only {len(changes)} activity-change prompts: {metrics["prompts"]}'
     # Each prompt names an activity the ground truth showed shortly before (the encoder's 8 s
-    # window plus the dwell time, in wall seconds at this rate).
-    lookback = (8.0 + 2 * 2.0) / RATE + FAST_DECISIONS['prompt_builder']['min_dwell_s'] + 1.0
+    # window, two strides, the dwell time and a second of delivery at this rate; stamps are
+    # data time: the graph runs on the replay's /clock).
+    lookback = 8.0 + 2 * 2.0 + FAST_DECISIONS['prompt_builder']['min_dwell_s'] + RATE * 1.0
     follows = 0
     for prompt in changes:
         seen = {label_at(data.ground_truth, prompt['stamp'] - dt)
@@ -74,7 +75,8 @@ def check_report(session, data, metrics):
     audible = {pid for _, event, pid, *_ in data.playback if event == PlaybackEvent.PROMPT_AUDIBLE}
     for prompt, following in zip(data.prompts, data.prompts[1:] + [None]):
         if prompt['prompt_id'] not in audible:
-            assert following is not None and following['stamp'] - prompt['stamp'] < 1.0, \
+            # Stamps are data time: a wall second is RATE of them.
+            assert following is not None and following['stamp'] - prompt['stamp'] < RATE, \
                 f"prompt {prompt['prompt_id']} never became audible"
     assert metrics['prompt_to_audible_s']['n'] == len(audible)
     assert metrics['encoder']['accuracy'] > 0.7, metrics['encoder']

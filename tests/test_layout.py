@@ -32,7 +32,8 @@ PACKAGES = {
 # packages. Every module of those packages must be named here or in ROS_ADAPTERS.
 ROS_FREE_PACKAGES = ('muse_protocol', 'muse_server')
 ROS_FREE = {
-    'muse_common': ('activities', 'profile', 'stats', 'stamps', 'topics', 'rosbag_types'),
+    'muse_common': ('activities', 'profile', 'stats', 'stamps', 'topics', 'rosbag_types',
+                    'domain', 'crosstalk', 'token_file'),
     'muse_sensors': ('dalia', 'synthetic', 'replay', 'plots'),
     'muse_encoder': ('features', 'model', 'dataset', 'train', 'inference', 'statics',
                      'checkpoint', 'export', 'metrics', 'plots', 'stream', 'onnx_model',
@@ -41,7 +42,7 @@ ROS_FREE = {
                     'plots'),
     'muse_player': ('jitter_buffer', 'mixer', 'pcm', 'sinks', 'wav_recorder', 'player',
                     'events'),
-    'muse_bringup': ('lifecycle_plan', 'session', 'graph'),
+    'muse_bringup': ('lifecycle_plan', 'session', 'graph', 'recorder_queue'),
 }
 # The ROS side: nodes and node plumbing (allowed to import rclpy and messages).
 ROS_ADAPTERS = {

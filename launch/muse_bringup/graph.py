@@ -10,6 +10,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from muse_common.token_file import check_private
 from muse_protocol.tokens import TOKEN_ENV, resolve_token
 
 from muse_bringup.session import NAMESPACE, SessionPaths
@@ -28,7 +29,11 @@ class GraphOptions:
     duration_s: float = 0.0           # replay only this much data (0 = all)
     start_offset_s: float = 0.0       # skip this much data at the start
     server_url: str = ''              # '' = start a local server
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    # Travels only in the environment of the server and bridge processes (secret_env), never
+    # as a parameter or an argument.
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(16), repr=False)
+    token_file: str = ''              # the bridge reads the token here instead (mode 0600)
+    use_sim_time: bool = True         # every node on the replay's /clock (data time)
     backend: str = 'synth'
     model: str = 'facebook/musicgen-small'
     retarget: bool = False            # local server steers streams at prompt changes
@@ -38,6 +43,8 @@ class GraphOptions:
     namespace: str = NAMESPACE
 
     def validate(self):
+        """Cheap checks of the choices; the subject's content is checked by check_subject,
+        before the session folder is made."""
         if not Path(self.subject).exists():
             raise ValueError(f'subject {self.subject!r} does not exist (expected a PPG-DaLiA '
                              '.pkl file or a rosbag2 folder written by muse_dalia_to_bag)')
@@ -51,10 +58,38 @@ class GraphOptions:
             raise ValueError(f'server_url {self.server_url!r} must start with ws:// or wss://')
 
 
-def session_token(given=None):
-    """The token the server and the bridge share: ``given``, else ``$MUSE_SERVER_TOKEN`` (the
-    bridge's and server's own rule), else a random one (good for a local server only)."""
-    return resolve_token(given, None) or secrets.token_urlsafe(16)
+def session_token(token_file=''):
+    """The token the server and the bridge share: the first line of ``token_file`` (which
+    must be readable by its owner only), else ``$MUSE_SERVER_TOKEN`` (the bridge's and server's
+    own rule), else a random one (good for a local server only)."""
+    check_private(token_file)
+    return resolve_token(None, token_file or None) or secrets.token_urlsafe(16)
+
+
+def secret_env(options):
+    """The environment that carries the token to the server and the bridge processes."""
+    return {TOKEN_ENV: options.token}
+
+
+def check_subject(subject, start_offset_s=0.0, duration_s=0.0):
+    """Raise ValueError naming ``subject`` unless the replay can play it (before any session
+    folder is made): an existing PPG-DaLiA pickle or muse_dalia_to_bag folder holding the
+    asked span. The replay node applies the same rules (muse_sensors.replay)."""
+    from muse_sensors import bag, dalia
+    from muse_sensors.replay import replay_span
+    path = Path(subject)
+    if not str(subject) or not path.exists():
+        raise ValueError(f'subject {str(subject)!r} does not exist (expected a PPG-DaLiA .pkl '
+                         'file or a rosbag2 folder written by muse_dalia_to_bag)')
+    try:
+        if path.is_dir():
+            span_s = bag.bag_info(path).span_s
+        else:
+            span_s = dalia.load_subject(path).duration_s
+        replay_span(span_s, start_offset_s, duration_s, path)
+    except (ValueError, OSError) as exc:   # DaliaFormatError, BagFormatError: ValueErrors
+        said = str(exc)
+        raise ValueError(said if str(path) in said else f'subject {path}: {said}') from None
 
 
 def synthetic_subject(session, minutes, seed):
@@ -86,13 +121,13 @@ def local_server(options, port):
         args += ['--model', options.model]
     if options.retarget:
         args.append('--retarget')
-    return args, {TOKEN_ENV: options.token}, f'ws://127.0.0.1:{port}'
+    return args, secret_env(options), f'ws://127.0.0.1:{port}'
 
 
 def node_parameters(options, server_url):
     """Per-node parameter overrides on top of config/muse.yaml."""
     session = options.session
-    return {
+    overrides = {
         'session_recorder': {
             'output_dir': str(session.root),
         },
@@ -102,7 +137,7 @@ def node_parameters(options, server_url):
         },
         'cloud_bridge': {
             'server_url': server_url,
-            'token': options.token,
+            'token_file': options.token_file,
         },
         'prompt_builder': {
             'style': options.style,
@@ -113,8 +148,13 @@ def node_parameters(options, server_url):
             'rate': float(options.rate),
             'duration_s': float(options.duration_s),
             'start_offset_s': float(options.start_offset_s),
+            # With use_sim_time the replay is the graph's clock (data time).
+            'publish_clock': bool(options.use_sim_time),
         },
     }
+    for values in overrides.values():
+        values['use_sim_time'] = bool(options.use_sim_time)
+    return overrides
 
 
 def ros_args(namespace, params_file, overrides, log_level):

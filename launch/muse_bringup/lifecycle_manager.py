@@ -22,7 +22,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from muse_bringup import lifecycle_plan
-from muse_bringup.session import GRAPH_NODES
+from muse_bringup.session import GRAPH_NODES, RESPAWNED_NODES
 
 
 # Endpoints every node has, configured or not (not the ones configure makes).
@@ -46,6 +46,7 @@ class LifecycleManager:
         self.states = {name: 'unknown' for name in self.names}
         self._node = node
         self._log = log or (lambda text: node.get_logger().info(text))
+        self._probes = {}
 
     def wait_for_services(self, timeout_s, alive=lambda: None):
         """Wait until every node offers its lifecycle services. ``alive()`` may raise to stop
@@ -119,6 +120,27 @@ class LifecycleManager:
                 self.states[name] = 'unknown'
         self._run(lifecycle_plan.teardown_steps(self.names, self.states), strict=False)
 
+    def revive(self, names, probe_timeout_s=2.0):
+        """Configure and activate those of ``names`` that answer and are unconfigured: a node
+        process started again after a crash (respawn). Returns the names brought up; a node
+        that does not answer within ``probe_timeout_s`` (still dead, or not up yet, or only a
+        stale discovery entry of the dead one) is left for the next call."""
+        revived = []
+        for name in names:
+            probe = self._probes.get(name)
+            if probe is None:
+                probe = self._probes[name] = LifecycleClient(self._node, self._paths[name],
+                                                             probe_timeout_s)
+            try:
+                if not probe.wait_for_service(0.0) or \
+                        probe.get_state() != lifecycle_plan.UNCONFIGURED:
+                    continue
+            except Exception:  # noqa: BLE001 - no answer yet: try again on the next call
+                continue
+            self._run(lifecycle_plan.bringup_steps([name]), strict=True)
+            revived.append(name)
+        return revived
+
     def watch_end(self, name):
         """An Event set when node ``name`` goes from active to inactive (on its own, at the end
         of its work, or by anyone's request)."""
@@ -162,7 +184,8 @@ class ManagerNode:
             self.manager.startup()
             log.info('graph active')
             while not ended.wait(0.5):
-                pass
+                # launch respawns a crashed RESPAWNED_NODES process unconfigured: bring it up.
+                self.manager.revive([n for n in RESPAWNED_NODES if n in self.manager.names])
             log.info(f'{self.end_with} finished; bringing the graph down in {self.tail_s:g} s')
             time.sleep(self.tail_s)
             return 0

@@ -1,11 +1,13 @@
 """The session metrics (metrics.json) computed from a recorded session (plain Python).
 
-Latency definitions (all stamps are wall-clock header stamps):
+Latencies are wall-clock durations on the recorder's receive times (the bag's log times):
+header stamps are data time when the graph runs on the replay's /clock (use_sim_time, the
+default), where a second of stamps is 1/rate of a second of waiting.
 - ``activity_change_to_audible_s``: for each prompt made because the activity changed, from
-  the stamp of the activity estimate that triggered it (``MusicPrompt.trigger_stamp``) to the
-  first audible sample of its music (``PlaybackEvent.PROMPT_AUDIBLE``).
-- ``prompt_to_audible_s``: from the prompt's own stamp to its first audible sample (as the
-  player measured it).
+  the arrival of the activity estimate that triggered it (``MusicPrompt.trigger_stamp`` names
+  it) to the arrival of the player's ``PlaybackEvent.PROMPT_AUDIBLE`` for its music.
+- ``prompt_to_audible_s``: from the prompt's arrival to that PROMPT_AUDIBLE event's.
+Both leave out the sink's own output latency (the player reports it in its diagnostics).
 - ``ground_truth_change_to_prompt_s``: from a ground-truth activity change to the first
   prompt for that activity; dominated by the encoder's 8 s window and the prompt dwell time.
 """
@@ -16,7 +18,7 @@ import numpy as np
 from muse_common.activities import TRANSIENT
 from muse_common.stats import summarize
 
-from muse_bringup.session_data import label_at
+from muse_bringup.session_data import label_at, wall_latencies
 
 SILENCE_DBFS = -60.0
 MIN_SILENCE_S = 0.25
@@ -80,14 +82,13 @@ def _run_lengths(mask):
 
 def compute_metrics(data, wav):
     """Metrics of a loaded session; ``wav`` as returned by ``read_wav``."""
-    from muse_msgs.msg import MusicPrompt, PlaybackEvent
+    from muse_msgs.msg import PlaybackEvent
 
-    audible = data.audible
-    change_latency = [audible[p['prompt_id']] - p['trigger'] for p in data.prompts
-                      if p['reason'] == MusicPrompt.REASON_ACTIVITY_CHANGE
-                      and p['prompt_id'] in audible and p['trigger'] > 0]
-    prompt_latency = [lat for _, event, _, _, _, lat, _ in data.playback
-                      if event == PlaybackEvent.PROMPT_AUDIBLE]
+    # Wall-clock latencies from the recorder's receive times (stamps are data time with
+    # use_sim_time): session_data.wall_latencies.
+    latencies = wall_latencies(data)
+    change_latency = [change for _, change in latencies.values() if change is not None]
+    prompt_latency = [to_audible for to_audible, _ in latencies.values()]
     underruns = [dur for _, event, *_, dur in data.playback if event == PlaybackEvent.UNDERRUN]
     counts = defaultdict(int)
     for _, event, *_ in data.playback:
@@ -130,6 +131,8 @@ def compute_metrics(data, wav):
         'encoder': {**encoder_accuracy(data),
                     'inference_ms': _inference_ms(data.encoder_timing)},
         'imu_messages': data.imu_count,
+        'cross_talk': data.crosstalk.metrics(data.imu_count),
+        'recorder_dropped_messages': data.crosstalk.recorder_dropped,
         'audio': audio_metrics(wav, data.first_audible[1] if data.first_audible else 0.0),
     }
     metrics['summary'] = summary_lines(metrics)
@@ -158,7 +161,9 @@ def summary_lines(m):
     audio_line = 'no session WAV' if not audio.get('present') else \
         (f"session audio {audio['duration_s']:.1f} s, longest silence "
          f"{audio.get('longest_silence_s', 0):.2f} s")
-    return [
+    foreign = [f'FOREIGN TRAFFIC (another graph on this ROS domain?): {line}'
+               for line in m.get('cross_talk', {}).get('evidence', [])]
+    return foreign + [
         f"activity change -> audible music: {_fmt(m['activity_change_to_audible_s'])}",
         f"prompt -> audible: {_fmt(m['prompt_to_audible_s'])}",
         f"prompts: {len(m['prompts'])}, fragments: {m['fragments']['count']}, "

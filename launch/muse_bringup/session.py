@@ -24,6 +24,18 @@ GRAPH_NODES = (
 
 SERVER_EXECUTABLE = ('muse_server', 'muse_music_server')
 
+# Nodes started again (after RESPAWN_DELAY_S, at most MAX_RESPAWNS times) when they crash, by
+# the launch file (respawn) and the runner alike; the lifecycle manager configures and
+# activates the new process. Only those whose restart the rest of the graph absorbs: a new
+# player records a second segment (session_1.wav) and plays on from the next fragment; a new
+# encoder refills its 8 s window. Not the prompt builder or the bridge: a new one numbers
+# prompts / fragments from the start again, which the player drops as already played (a crash
+# of those ends the session with its exit code), nor the replay (the data clock) or the
+# recorder (the bag).
+RESPAWNED_NODES = ('audio_player', 'activity_encoder')
+RESPAWN_DELAY_S = 2.0
+MAX_RESPAWNS = 3
+
 # Seconds a node may take to exit after SIGINT before it is terminated; the recorder may still
 # have to close its bag then (when the lifecycle manager could not clean it up first).
 STOP_TIMEOUT_S = {'session_recorder': 60}

@@ -25,6 +25,11 @@ class SessionData:
     fragments: list = field(default_factory=list)      # (t_received, prompt_id, seq, duration_s, is_first)
     playback: list = field(default_factory=list)       # (t, event, prompt_id, seq, stream_time_s, latency_s, duration_s)
     class_names: tuple = ()
+    # Recorder receive times [s, wall clock] for the latencies (stamps are data time with
+    # use_sim_time): estimate stamp [ns] -> received; prompt_id -> PROMPT_AUDIBLE received.
+    window_ready_at: dict = field(default_factory=dict)
+    audible_at: dict = field(default_factory=dict)
+    crosstalk: 'CrossTalkTally' = field(default_factory=lambda: CrossTalkTally())
     encoder_timing: dict = field(default_factory=dict)  # the encoder's last inference diagnostics
 
     @property
@@ -55,6 +60,104 @@ def _suffix(topic, relative):
     return topic == relative or topic.endswith('/' + relative)
 
 
+def _ns(stamp):
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def wall_latencies(data):
+    """{prompt_id: (prompt -> audible, activity change -> audible or None)} in wall seconds,
+    for the prompts whose music became audible (see the module doc)."""
+    from muse_msgs.msg import MusicPrompt
+    latencies = {}
+    for p in data.prompts:
+        audible = data.audible_at.get(p['prompt_id'])
+        if audible is None:
+            continue
+        ready = data.window_ready_at.get(p['trigger_ns'])
+        change = (audible - ready if p['reason'] == MusicPrompt.REASON_ACTIVITY_CHANGE
+                  and ready is not None else None)
+        latencies[p['prompt_id']] = (audible - p['received'], change)
+    return latencies
+
+
+class CrossTalkTally:
+    """What the bag shows of another graph on the same domain (``muse_common.crosstalk``):
+    replay-announced counts, listeners, prompt-id order, repeated fragments, and what the
+    recorder and the bridge reported in their diagnostics."""
+
+    def __init__(self):
+        from muse_common.crosstalk import OrderWatch
+        self.prompt_ids = OrderWatch('prompt id')
+        self.replay_published = OrderWatch('replay published_total')
+        self.announced = {}
+        self.user_ids = set()
+        self.profiles = 0
+        self.fragments_seen = set()
+        self.fragment_repeats = 0
+        self.max_publishers = {}
+        self.bridge_prompt_regressions = 0
+        self.imu_stamp_regressions = 0
+        self.recorder_dropped = 0   # not cross-talk: messages the bag writer had to drop
+
+    def fragment(self, prompt_id, seq):
+        key = (prompt_id, seq)
+        self.fragment_repeats += key in self.fragments_seen
+        self.fragments_seen.add(key)
+
+    def observe(self, topic, msg):
+        from muse_common import topics
+        if _suffix(topic, topics.USER_PROFILE):
+            self.profiles += 1
+            self.user_ids.add(msg.user_id)
+            return
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if status.name.endswith('sensor_replay: replay') and 'published_total' in values:
+                self.replay_published.observe(int(values['published_total']))
+                for key in ('published_imu', 'published_user_profile'):
+                    if key in values:
+                        self.announced[key] = max(self.announced.get(key, 0), int(values[key]))
+            elif status.name.endswith('activity_encoder: inputs'):
+                self.imu_stamp_regressions = max(self.imu_stamp_regressions,
+                                                 int(values.get('stamp_regressions', 0))
+                                                 + int(values.get('buffer_resets', 0)))
+            elif status.name.endswith('session_recorder: recording'):
+                self.recorder_dropped = max(self.recorder_dropped,
+                                            int(values.get('dropped_writer_behind', 0)))
+            elif status.name.endswith('session_recorder: foreign publishers'):
+                for key, value in values.items():
+                    if key.startswith('publishers_max '):
+                        topic_name = key[len('publishers_max '):]
+                        self.max_publishers[topic_name] = max(
+                            self.max_publishers.get(topic_name, 0), int(value))
+            elif status.name.endswith('cloud_bridge: stream') and \
+                    'prompt_id_regressions' in values:
+                self.bridge_prompt_regressions = max(self.bridge_prompt_regressions,
+                                                     int(values['prompt_id_regressions']))
+
+    def metrics(self, imu_recorded):
+        from muse_common.crosstalk import evidence
+        found = evidence(
+            imu_recorded=imu_recorded, imu_announced=self.announced.get('published_imu'),
+            profiles_recorded=self.profiles,
+            profiles_announced=self.announced.get('published_user_profile'),
+            user_ids=self.user_ids, prompt_id_regressions=self.prompt_ids.regressions,
+            fragment_repeats=self.fragment_repeats,
+            counter_regressions=self.replay_published.regressions,
+            max_publishers=self.max_publishers,
+            bridge_prompt_regressions=self.bridge_prompt_regressions,
+            imu_stamp_regressions=self.imu_stamp_regressions)
+        return {'foreign_traffic': bool(found), 'evidence': found,
+                'imu_recorded': imu_recorded,
+                'imu_published_by_replay': self.announced.get('published_imu'),
+                'user_profiles': self.profiles, 'listeners': sorted(self.user_ids),
+                'prompt_id_regressions': self.prompt_ids.regressions,
+                'bridge_prompt_id_regressions': self.bridge_prompt_regressions,
+                'imu_stamp_regressions': self.imu_stamp_regressions,
+                'fragment_repeats': self.fragment_repeats,
+                'max_publishers': self.max_publishers}
+
+
 def load_session(bag_path):
     """Read the recorded topics of a session bag into a SessionData."""
     from muse_common import topics
@@ -63,15 +166,19 @@ def load_session(bag_path):
 
     data = SessionData()
     with AnyReader([Path(bag_path)], default_typestore=muse_typestore()) as reader:
-        for connection, _, raw in reader.messages():
+        from muse_msgs.msg import PlaybackEvent
+        for connection, log_time_ns, raw in reader.messages():
+            received = log_time_ns * 1e-9
             topic = connection.topic
             if _suffix(topic, topics.IMU):
                 data.imu_count += 1
                 continue
-            if _suffix(topic, topics.USER_PROFILE):
-                continue
             msg = reader.deserialize(raw, connection.msgtype)
+            if _suffix(topic, topics.USER_PROFILE):
+                data.crosstalk.observe(topic, msg)
+                continue
             if _suffix(topic, topics.DIAGNOSTICS):
+                data.crosstalk.observe(topic, msg)
                 # Inference time is a health figure of the encoder, not part of its estimates.
                 for status in msg.status:
                     if status.name.endswith('activity_encoder: inference'):
@@ -80,18 +187,22 @@ def load_session(bag_path):
             if _suffix(topic, topics.GROUND_TRUTH_ACTIVITY):
                 data.ground_truth.append((to_sec(msg.header.stamp), int(msg.class_id)))
             elif _suffix(topic, topics.ACTIVITY):
+                data.window_ready_at[_ns(msg.header.stamp)] = received
                 data.estimates.append((to_sec(msg.header.stamp), int(msg.class_id),
                                        int(msg.raw_class_id), float(msg.confidence)))
             elif _suffix(topic, topics.HEART_RATE):
                 data.heart_rate.append((to_sec(msg.header.stamp), float(msg.bpm)))
             elif _suffix(topic, topics.PROMPT):
+                data.crosstalk.prompt_ids.observe(int(msg.prompt_id))
                 data.prompts.append({
                     'prompt_id': int(msg.prompt_id), 'stamp': to_sec(msg.header.stamp),
-                    'trigger': to_sec(msg.trigger_stamp), 'reason': int(msg.reason),
+                    'trigger': to_sec(msg.trigger_stamp), 'trigger_ns': _ns(msg.trigger_stamp),
+                    'received': received, 'reason': int(msg.reason),
                     'activity': msg.activity, 'class_id': int(msg.activity_class_id),
                     'style': msg.style, 'target_bpm': float(msg.target_bpm),
                     'heart_rate_bpm': float(msg.heart_rate_bpm), 'text': msg.text})
             elif _suffix(topic, topics.AUDIO):
+                data.crosstalk.fragment(int(msg.prompt_id), int(msg.seq))
                 # An unknown encoding is sized as s16, the wire's default.
                 dtype = pcm.ENCODINGS.get(int(msg.encoding),
                                           pcm.ENCODINGS[pcm.ENCODING_PCM_S16LE])
@@ -100,6 +211,8 @@ def load_session(bag_path):
                 data.fragments.append((to_sec(msg.header.stamp), int(msg.prompt_id), int(msg.seq),
                                        duration, bool(msg.is_first)))
             elif _suffix(topic, topics.PLAYBACK):
+                if msg.event == PlaybackEvent.PROMPT_AUDIBLE:
+                    data.audible_at[int(msg.prompt_id)] = received
                 data.playback.append((to_sec(msg.header.stamp), int(msg.event), int(msg.prompt_id),
                                       int(msg.seq), float(msg.stream_time_s),
                                       float(msg.latency_s), float(msg.duration_s)))

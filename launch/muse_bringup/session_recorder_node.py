@@ -9,7 +9,6 @@ everything); cleanup (or shutdown) closes the bag. The session report is not thi
 the runner, or the launch file's ``muse_report`` step, writes it from the closed bag.
 """
 
-import queue
 import threading
 import time
 from pathlib import Path
@@ -26,7 +25,15 @@ from muse_sensors.bag import STORAGES
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Imu
 
+from muse_bringup.recorder_queue import DropOldestQueue
 from muse_bringup.session import SessionPaths
+
+# Messages waiting for the bag writer before the oldest are dropped (counted, reported): ~20 s
+# of the whole graph's traffic at 4x, far more than a healthy writer ever lags.
+WRITE_QUEUE_DEPTH = 20000
+# Topics with exactly one producer in a MUSE graph (the replay, which is never restarted): a
+# second publisher there is another graph on this domain.
+SINGLE_PRODUCER_TOPICS = (topics.IMU, topics.HEART_RATE, topics.GROUND_TRUTH_ACTIVITY)
 
 RECORDED_TOPICS = (
     (topics.IMU, Imu, qos.SENSOR),
@@ -57,7 +64,7 @@ class SessionRecorder(ManagedNode):
         self._writer = None
         self._worker = None
         self._diagnostics = None
-        self._subscriptions = []
+        self._input_subscriptions = []
 
     def configure(self):
         if not self._output_dir:
@@ -72,14 +79,15 @@ class SessionRecorder(ManagedNode):
         self._writer.open()
         typestore = muse_typestore()
 
-        self._queue = queue.Queue()
+        self._queue = DropOldestQueue(WRITE_QUEUE_DEPTH)
+        self._max_publishers = {}
         self._counts = {}
         for topic, msg_class, profile in RECORDED_TOPICS:
             subscription = self.create_subscription(
                 msg_class, topic, lambda raw, t=topic: self._queue.put((t, time.time_ns(), raw)),
                 profile, raw=True,
                 qos_overriding_options=QoSOverridingOptions.with_default_policies())
-            self._subscriptions.append(subscription)
+            self._input_subscriptions.append(subscription)
             connection = self._writer.add_connection(
                 subscription.topic_name, ros_type_name(msg_class), typestore=typestore)
             self._counts[topic] = [connection, 0]
@@ -88,17 +96,18 @@ class SessionRecorder(ManagedNode):
 
         self._diagnostics = diagnostics.DiagnosticsReporter(self)
         self._diagnostics.add('recording', self._recording_status)
+        self._diagnostics.add('foreign publishers', self._foreign_publishers)
         self.get_logger().info(f'recording {len(RECORDED_TOPICS)} topics to {self._session.bag}')
 
     def cleanup(self):
-        for subscription in self._subscriptions:
+        for subscription in self._input_subscriptions:
             self.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._input_subscriptions = []
         if self._diagnostics is not None:
             self._diagnostics.destroy()
             self._diagnostics = None
         if self._worker is not None:
-            self._queue.put(None)
+            self._queue.put_last(None)
             self._worker.join(timeout=30)
             self._worker = None
         if self._writer is not None:
@@ -109,7 +118,9 @@ class SessionRecorder(ManagedNode):
             # then log to the console only.
             logger = (self.get_logger() if self.context.ok()
                       else rclpy.logging.get_logger(f'{self.get_name()}.shutdown'))
-            logger.info(f'bag closed: {total} messages in {self._session.bag}')
+            dropped = (f', {self._queue.dropped} dropped (writer behind)' if self._queue.dropped
+                       else '')
+            logger.info(f'bag closed: {total} messages in {self._session.bag}{dropped}')
 
     def _write_loop(self):
         while True:
@@ -124,9 +135,29 @@ class SessionRecorder(ManagedNode):
     def _recording_status(self):
         counts = {topic: entry[1] for topic, entry in self._counts.items()}
         backlog = self._queue.qsize()
-        level = diagnostics.WARN if backlog > 1000 else diagnostics.OK
-        return level, f'{sum(counts.values())} messages recorded', {
-            'bag': self._session.bag, 'write_backlog': backlog, **counts}
+        dropped = self._queue.dropped
+        level = diagnostics.WARN if backlog > 1000 or dropped else diagnostics.OK
+        message = f'{sum(counts.values())} messages recorded'
+        if dropped:
+            message += f', {dropped} dropped (the bag writer fell behind)'
+        return level, message, {'bag': self._session.bag, 'write_backlog': backlog,
+                                'write_queue_capacity': WRITE_QUEUE_DEPTH,
+                                'dropped_writer_behind': dropped, **counts}
+
+    def _foreign_publishers(self):
+        """A second publisher on a single-producer topic means another graph on this domain."""
+        values = {}
+        for topic in SINGLE_PRODUCER_TOPICS:
+            name = self.resolve_topic_name(topic)
+            count = len(self.get_publishers_info_by_topic(name))
+            self._max_publishers[name] = max(self._max_publishers.get(name, 0), count)
+            values[f'publishers {name}'] = count
+            values[f'publishers_max {name}'] = self._max_publishers[name]
+        crowded = [name for name, most in self._max_publishers.items() if most > 1]
+        if crowded:
+            return diagnostics.ERROR, (f'more than one publisher on {", ".join(crowded)}: '
+                                       'another graph shares this ROS domain'), values
+        return diagnostics.OK, 'one producer per sensor topic', values
 
 def main(args=None):
     return run_node(SessionRecorder, args)

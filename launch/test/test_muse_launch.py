@@ -7,6 +7,8 @@ same graph there by starting the same nodes with the runner.
 """
 
 import json
+import os
+import shutil
 import tempfile
 import unittest
 from pathlib import Path
@@ -27,9 +29,14 @@ from ament_index_python.packages import get_package_share_directory  # noqa: E40
 from launch import LaunchDescription  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
+from muse_common.domain import claim_domain  # noqa: E402
 from muse_msgs.msg import ActivityEstimate, AudioFragment, MusicPrompt  # noqa: E402
 
 OUTPUT_DIR = Path(tempfile.mkdtemp(prefix='muse_launch_test_'))
+# The graph, and this test's own subscribers, on a free domain of their own (the launch file
+# uses a ROS_DOMAIN_ID it finds set), held until the test process exits.
+DOMAIN = claim_domain()
+os.environ.update(DOMAIN.env())
 
 
 @pytest.mark.launch_test
@@ -65,6 +72,11 @@ class TestGraphComesUp(unittest.TestCase):
 
 @launch_testing.post_shutdown_test()
 class TestSessionOutputs(unittest.TestCase):
+
+    @classmethod
+    def tearDownClass(cls):
+        # The session folder (~15 MB) is not left behind in the temporary folder.
+        shutil.rmtree(OUTPUT_DIR, ignore_errors=True)
 
     def test_every_process_exits_cleanly(self, proc_info):
         launch_testing.asserts.assertExitCodes(proc_info)

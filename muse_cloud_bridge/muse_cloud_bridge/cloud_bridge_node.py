@@ -30,14 +30,16 @@ from muse_protocol import protocol
 from muse_protocol.link import LinkState, ReconnectingLink
 from muse_protocol.tokens import resolve_token
 from muse_common import diagnostics, qos, stamps, topics
+from muse_common.crosstalk import OrderWatch
 from muse_common.lifecycle import ManagedNode
+from muse_common.token_file import check_private
 from muse_common.node_main import run_node
 from muse_common.params import declare
 
 ENCODINGS = [e.wire_name for e in protocol.Encoding]
 PROMPT_STAMPS_KEPT = 32           # prompt_id -> MusicPrompt stamp, for AudioFragment.prompt_stamp
 DISCONNECTED_ERROR_AFTER_S = 10.0  # diagnostics turn from WARN to ERROR after this long offline
-RUNTIME_PARAMETERS = ('server_url', 'token', 'reconnect_min_s', 'reconnect_max_s', 'ping_period_s')
+RUNTIME_PARAMETERS = ('server_url', 'reconnect_min_s', 'reconnect_max_s', 'ping_period_s')
 
 
 class CloudBridgeNode(ManagedNode):
@@ -46,10 +48,11 @@ class CloudBridgeNode(ManagedNode):
         super().__init__('cloud_bridge')
         declare(self, 'server_url', 'ws://127.0.0.1:8765',
                 'WebSocket URL of the music server (muse_music_server).')
-        declare(self, 'token', '', 'Shared secret the server expects; empty = '
-                'token_file, else $MUSE_SERVER_TOKEN, else none.')
+        # The token itself is never a parameter (anyone on the domain can read parameters):
+        # it comes from a file only the user can read, or from the environment.
         self._token_file = declare(self, 'token_file', '', 'File holding the server token on '
-                                   'one line (used when token is empty).', read_only=True)
+                                   'one line, readable only by its owner; empty = '
+                                   '$MUSE_SERVER_TOKEN, else none.', read_only=True)
         self._encoding = declare(self, 'encoding', protocol.Encoding.PCM_S16LE.wire_name,
                                  'Sample encoding asked of the server.', choices=ENCODINGS,
                                  read_only=True)
@@ -78,9 +81,11 @@ class CloudBridgeNode(ManagedNode):
         if problem:
             raise ValueError(problem)
         # A bad token file raises ValueError: one 'cannot configure' line.
-        self._token = resolve_token(get('token'), self._token_file)
+        check_private(self._token_file)
+        self._token = resolve_token(None, self._token_file)
         self._publisher = self.publisher(AudioFragment, topics.AUDIO, qos.AUDIO)
         self._prompt_stamps: dict[int, Time] = {}
+        self._prompt_order = OrderWatch('prompt_id')   # going back: another prompt builder
         self._stamps_lock = threading.Lock()
         self._pending_prompt = None
         self._subscription = self.subscription(MusicPrompt, topics.PROMPT, self._on_prompt,
@@ -93,8 +98,6 @@ class CloudBridgeNode(ManagedNode):
 
     def activate(self):
         get = lambda name: self.get_parameter(name).value  # noqa: E731
-        if get('token') and get('token') != self._token:     # changed while inactive
-            self._token = get('token')
         self._link = ReconnectingLink(
             get('server_url'), self._token, self._publish_frame, client_name=self._client_name,
             encoding=protocol.Encoding.from_wire_name(self._encoding),
@@ -142,6 +145,9 @@ class CloudBridgeNode(ManagedNode):
         except protocol.ProtocolError as exc:
             self.get_logger().error(f'prompt {msg.prompt_id} not forwarded: {exc}')
             return
+        if self._prompt_order.observe(msg.prompt_id) == 'regression':
+            self.get_logger().warning(f'{self._prompt_order.last_regression}: another graph on '
+                                      'this ROS domain, or the prompt builder restarted')
         with self._stamps_lock:
             self._prompt_stamps[msg.prompt_id] = msg.header.stamp
             while len(self._prompt_stamps) > PROMPT_STAMPS_KEPT:
@@ -202,8 +208,6 @@ class CloudBridgeNode(ManagedNode):
         get = lambda name: self.get_parameter(name).value  # noqa: E731
         settings = dict(url=get('server_url'), reconnect_min_s=get('reconnect_min_s'),
                         reconnect_max_s=get('reconnect_max_s'), ping_period_s=get('ping_period_s'))
-        if 'token' in names:
-            settings['token'] = get('token')
         self._loop.call_soon_threadsafe(lambda: self._link.reconfigure(**settings))
 
     # ------------------------------------------------------------ diagnostics
@@ -231,9 +235,13 @@ class CloudBridgeNode(ManagedNode):
         level = diagnostics.WARN if problems else diagnostics.OK
         message = (f'{snap["fragments_per_s"]:.1f} fragments/s, first fragment p95 '
                    f'{snap["first_fragment_ms_p95"]:.0f} ms')
+        if self._prompt_order.suspicious:
+            level = diagnostics.WARN
+            message = f'{self._prompt_order.last_regression} (foreign traffic?); {message}'
         keys = ('prompt_id', 'queue_depth', 'fragments', 'fragments_per_s', 'first_fragment_ms_p50',
                 'first_fragment_ms_p95', 'server_errors', 'dropped_out_of_order', 'bad_frames')
-        return level, message, {k: snap[k] for k in keys}
+        return level, message, {**{k: snap[k] for k in keys},
+                                'prompt_id_regressions': self._prompt_order.regressions}
 
     def _run_loop(self):
         asyncio.set_event_loop(self._loop)

@@ -22,7 +22,11 @@ BRIDGE_PARAMETERS = ['-p', 'reconnect_min_s:=0.1', '-p', 'reconnect_max_s:=0.5',
 def _bridge_command(port, *extra):
     return [sys.executable, '-m', 'muse_cloud_bridge.cloud_bridge_node', '--ros-args',
             '-r', '__ns:=/muse', '-p', 'autostart:=true', '-p', f'server_url:=ws://127.0.0.1:{port}',
-            '-p', f'token:={TOKEN}', *BRIDGE_PARAMETERS, *extra]
+            *BRIDGE_PARAMETERS, *extra]
+
+
+# The token reaches the bridge through the environment only (never a parameter).
+BRIDGE_ENV = {'MUSE_SERVER_TOKEN': TOKEN}
 
 
 def _prompt(node, prompt_id, style, bpm):
@@ -62,7 +66,7 @@ def test_bridge_streams_ordered_fragments_across_a_server_kill_and_restart(spawn
     audio = lambda: collector.messages('/muse/audio')  # noqa: E731
 
     # the bridge comes up first and waits for a server that is not there yet
-    bridge = spawn(_bridge_command(port), name='cloud_bridge')
+    bridge = spawn(_bridge_command(port), name='cloud_bridge', env=BRIDGE_ENV)
     first = _prompt(ros_node, 1, 'ambient', 72.0)
     prompts.publish(first)
     _wait(lambda: any(s['state'] != 'connected' for s in _statuses(collector, 'server connection')),
@@ -129,7 +133,7 @@ def test_bridge_streams_ordered_fragments_across_a_server_kill_and_restart(spawn
 
 def test_bridge_rejects_invalid_parameter_changes_and_prompts(spawn, ros_node):
     port = free_port()
-    bridge = spawn(_bridge_command(port), name='cloud_bridge')
+    bridge = spawn(_bridge_command(port), name='cloud_bridge', env=BRIDGE_ENV)
     client = ros_node.create_client(SetParameters, '/muse/cloud_bridge/set_parameters')
     assert client.wait_for_service(timeout_sec=60.0), bridge.output()
 
@@ -162,3 +166,38 @@ def test_bridge_rejects_invalid_parameter_changes_and_prompts(spawn, ros_node):
     result, = set_values(server_url=f'ws://127.0.0.1:{port}')
     assert result.successful
     assert bridge.stop() == 0, bridge.log_path.read_text()
+
+
+def test_bridge_token_is_in_no_parameter_and_no_log_line(spawn, ros_node, tmp_path):
+    from rcl_interfaces.srv import GetParameters, ListParameters
+    port = free_port()
+    token_file = tmp_path / 'token'
+    token_file.write_text(TOKEN + '\n')
+    token_file.chmod(0o600)
+    bridge = spawn(_bridge_command(port, '-p', f'token_file:={token_file}'),
+                   name='cloud_bridge', env={'MUSE_SERVER_TOKEN': ''})
+    lister = ros_node.create_client(ListParameters, '/muse/cloud_bridge/list_parameters')
+    getter = ros_node.create_client(GetParameters, '/muse/cloud_bridge/get_parameters')
+    assert lister.wait_for_service(timeout_sec=60.0), bridge.output()
+    assert getter.wait_for_service(timeout_sec=60.0), bridge.output()
+    listed = lister.call_async(ListParameters.Request())
+    _wait(listed.done, what='list_parameters')
+    names = list(listed.result().result.names)
+    assert 'token_file' in names and 'token' not in names, names
+    got = getter.call_async(GetParameters.Request(names=names))
+    _wait(got.done, what='get_parameters')
+    rendered = ' '.join(str(value) for value in got.result().values)
+    assert TOKEN not in rendered
+    assert bridge.stop() == 0, bridge.output()
+    assert TOKEN not in bridge.output()
+
+
+def test_bridge_refuses_a_token_file_others_can_read(spawn, tmp_path):
+    token_file = tmp_path / 'token'
+    token_file.write_text(TOKEN + '\n')
+    token_file.chmod(0o644)
+    bridge = spawn(_bridge_command(free_port(), '-p', f'token_file:={token_file}'),
+                   name='cloud_bridge')
+    assert bridge.wait(timeout=60) != 0
+    assert 'readable by others' in bridge.output() and 'chmod 600' in bridge.output()
+    assert TOKEN not in bridge.output()

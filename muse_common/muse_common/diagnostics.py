@@ -2,6 +2,7 @@
 available as a wheel, so this is its small core: named checks polled on a timer)."""
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
 
 from muse_common import topics
 
@@ -26,7 +27,10 @@ class DiagnosticsReporter:
         self._hardware_id = hardware_id
         self._checks = []
         self._publisher = node.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
-        self._timer = node.create_timer(period_s, self.publish)
+        # Health is a wall-clock matter: with use_sim_time the node clock follows the replay's
+        # /clock, which stands still before the replay starts and after it ends.
+        self._timer = node.create_timer(period_s, self.publish,
+                                        clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def destroy(self):
         """Stop reporting (a managed node's cleanup)."""

@@ -14,6 +14,8 @@ Missing inputs degrade, never fail: without a heart rate (none yet, or none for
 where those are 0 the checkpoint's training means (logged once; counted in diagnostics).
 """
 
+import os
+import sys
 import threading
 
 from muse_msgs.msg import ActivityEstimate, HeartRate, UserProfile
@@ -96,7 +98,7 @@ class ActivityEncoderNode(ManagedNode):
         self._timings = RollingStats(window=TIMING_HISTORY)
 
         self._publisher = self.publisher(ActivityEstimate, topics.ACTIVITY, qos.EVENTS)
-        self._subscriptions = [
+        self._input_subscriptions = [
             self.subscription(Imu, topics.IMU, self._on_imu, qos.SENSOR),
             self.subscription(HeartRate, topics.HEART_RATE, self._on_heart_rate, qos.SENSOR),
             self.subscription(UserProfile, topics.USER_PROFILE, self._on_profile, qos.LATCHED)]
@@ -125,9 +127,9 @@ class ActivityEncoderNode(ManagedNode):
         if self._diagnostics is not None:
             self._diagnostics.destroy()
             self._diagnostics = None
-        for subscription in getattr(self, '_subscriptions', ()):
+        for subscription in getattr(self, '_input_subscriptions', ()):
             self.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._input_subscriptions = []
         if getattr(self, '_publisher', None) is not None:
             self.destroy_lifecycle_publisher(self._publisher)
             self._publisher = None
@@ -297,9 +299,13 @@ class ActivityEncoderNode(ManagedNode):
         return diagnostics.OK, 'all inputs live', values
 
 def main(args=None):
-    return run_node(ActivityEncoderNode, args=args)
+    code = run_node(ActivityEncoderNode, args=args)
+    # Everything of ours is closed by now; what is left is torch's own teardown at interpreter
+    # exit, which took 3 of the node's 3.6 s to stop after SIGINT (measured on 2 busy cores).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == '__main__':
-    import sys
-    sys.exit(main())
+    main()

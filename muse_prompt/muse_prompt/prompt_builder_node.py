@@ -91,7 +91,9 @@ class PromptBuilderNode(ManagedNode):
                                       DecisionConfig(**{n: get(n) for n in _CONFIG_NAMES}))
         self._validated_libraries = {}
         self._publisher = self.publisher(MusicPrompt, topics.PROMPT, qos.LATCHED)
-        self._subscriptions = [
+        # Not self._subscriptions: that is rclpy Node's own list (with the /clock subscription
+        # of use_sim_time); replacing it left the node's clock standing still.
+        self._input_subscriptions = [
             self.subscription(ActivityEstimate, topics.ACTIVITY, self._on_activity, qos.EVENTS),
             self.subscription(HeartRate, topics.HEART_RATE, self._on_heart_rate, qos.SENSOR),
             self.subscription(UserProfile, topics.USER_PROFILE, self._on_profile, qos.LATCHED)]
@@ -107,9 +109,9 @@ class PromptBuilderNode(ManagedNode):
         if self._diagnostics is not None:
             self._diagnostics.destroy()
             self._diagnostics = None
-        for subscription in getattr(self, '_subscriptions', ()):
+        for subscription in getattr(self, '_input_subscriptions', ()):
             self.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._input_subscriptions = []
         if getattr(self, '_override_service', None) is not None:
             self.destroy_service(self._override_service)
             self._override_service = None

@@ -29,6 +29,9 @@ from muse_sensors import bag, dalia
 from muse_sensors.replay import (ActivityLabel, HeartRateSample, ImuSample, TimelinePlayer,
                                  ProfileRecord, replay_span, subject_events)
 
+# After a failure, let the last messages reach subscribers before the process goes (DDS
+# sends asynchronously).
+FAILURE_GRACE_S = 0.5
 # Longest wait at activation for known subscribers to match the publishers [s].
 MATCH_TIMEOUT_S = 10.0
 # A publication later than this behind its schedule is worth a warning in diagnostics.
@@ -293,10 +296,19 @@ class SensorReplayNode(ManagedNode):
                    f'max {player.lateness.max * 1e3:.2f} ms')
         if player.error is not None:
             self.get_logger().error(f'replay failed: {player.error!r}; {summary}')
+            # A failed replay ends its process (exit code 1) instead of deactivating: the runner
+            # and the launch file then end the session at once, as a failure.
             self.exit_code = 1
         else:
             self.get_logger().info(f'end of data; {summary}')
-        self.trigger_deactivate()
+        # Announce the final counts, so that consumers can tell foreign traffic (more
+        # messages than this replay sent) from their own.
+        self._diagnostics.publish()
+        if player.error is not None:
+            time.sleep(FAILURE_GRACE_S)   # let the last messages and the diagnostics go out
+            self.context.try_shutdown()
+        else:
+            self.trigger_deactivate()
 
     def _check(self):
         player = self._player
