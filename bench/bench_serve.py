@@ -48,13 +48,13 @@ def prompt(prompt_id):
 
 def start_plain_server(port, log_path):
     command = [sys.executable, '-m', 'muse_server.server', '--host', '127.0.0.1',
-               '--port', str(port), '--backend', 'synth', '--token', TOKEN,
+               '--port', str(port), '--backend', 'synth',
                '--fragment-s', str(FRAGMENT_S), '--max-ahead-s', str(MAX_AHEAD_S),
                '--max-sessions', '8', '--log-level', 'WARNING']
     # Ray starts its workers with OMP_NUM_THREADS=1 (the replicas' CPU share); the plain server
     # gets the same, else its BLAS threads fight over the cores and it is the slower one
     server = ManagedProcess('server', command, log_path, colour='', quiet=True,
-                            env={'OMP_NUM_THREADS': '1'})
+                            env={'OMP_NUM_THREADS': '1', 'MUSE_SERVER_TOKEN': TOKEN})
     try:
         wait_for_health(f'http://127.0.0.1:{port}/healthz', 60.0, server)
     except RuntimeError as exc:

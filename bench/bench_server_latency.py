@@ -45,10 +45,11 @@ STYLE_NAMES = tuple(STYLES)
 
 def start_server(port, fragment_s, max_ahead_s, log_path):
     command = [sys.executable, '-m', 'muse_server.server', '--host', '127.0.0.1',
-               '--port', str(port), '--backend', 'synth', '--token', TOKEN,
+               '--port', str(port), '--backend', 'synth',
                '--fragment-s', str(fragment_s), '--max-ahead-s', str(max_ahead_s),
                '--max-sessions', '8', '--log-level', 'WARNING']
-    server = ManagedProcess('server', command, log_path, colour='', quiet=True)
+    server = ManagedProcess('server', command, log_path, colour='', quiet=True,
+                            env={'MUSE_SERVER_TOKEN': TOKEN})  # never on the command line
     try:
         wait_for_health(f'http://127.0.0.1:{port}/healthz', 60.0, server)
     except RuntimeError as exc:

@@ -71,7 +71,7 @@ def test_bridge_streams_ordered_fragments_across_a_server_kill_and_restart(spawn
     prompts.publish(first)
     _wait(lambda: any(s['state'] != 'connected' for s in _statuses(collector, 'server connection')),
           what='a disconnected diagnostics status')
-    server = spawn(server_command(port, 'synth', '--token', TOKEN), name='server_a',
+    server = spawn(server_command(port, 'synth'), name='server_a',
                    env=server_env())
     wait_for_health(port, server)
     _wait(lambda: len(audio()) >= 6, what='fragments of prompt 1')
@@ -88,7 +88,7 @@ def test_bridge_streams_ordered_fragments_across_a_server_kill_and_restart(spawn
     server.wait(timeout=10)
     before_restart = len(audio())
     last = audio()[-1]
-    restarted = spawn(server_command(port, 'synth', '--token', TOKEN), name='server_b',
+    restarted = spawn(server_command(port, 'synth'), name='server_b',
                       env=server_env())
     wait_for_health(port, restarted)
     _wait(lambda: len(audio()) >= before_restart + 6, what='fragments after the restart')

@@ -290,7 +290,7 @@ def test_link_drops_a_frozen_server_and_comes_back_when_it_thaws(spawn):
     from server_test_support import free_port, server_command, server_env, wait_for_health
 
     port = free_port()
-    server = spawn(server_command(port, 'server_test_backends:SineBackend', '--token', TOKEN),
+    server = spawn(server_command(port, 'server_test_backends:SineBackend'),
                    name='server', env=server_env())
     wait_for_health(port, server)
 

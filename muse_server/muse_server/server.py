@@ -355,11 +355,21 @@ def _backend_option(text: str):
         return key, value
 
 
+class _RefuseTokenArgument(argparse.Action):
+    """A token on the command line is readable by every user of the machine (ps, /proc):
+    refuse it with a message that does not repeat it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f'--token is not accepted (a secret on the command line is visible to every '
+                     f'user in ps): export ${TOKEN_ENV} or give --token-file')
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = ServerConfig()  # the server's defaults are written once, in ServerConfig
     parser = argparse.ArgumentParser(
         prog='muse_music_server', description=__doc__.split('\n\n')[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False)  # '--token x' must not be taken for '--token-file x'
     parser.add_argument('--host', default=defaults.host, help='address to listen on')
     parser.add_argument('--port', type=int, default=defaults.port,
                         help='TCP port (0 = any free port)')
@@ -375,9 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--backend-option', type=_backend_option, action='append', default=[],
                         metavar='KEY=VALUE',
                         help='extra keyword option for the backend (VALUE parsed as JSON if it can be)')
-    parser.add_argument('--token', default=None,
-                        help=f'shared secret clients must present (else --token-file, else ${TOKEN_ENV})')
-    parser.add_argument('--token-file', default=None, help='file holding the token on one line')
+    parser.add_argument('--token', nargs='?', action=_RefuseTokenArgument, help=argparse.SUPPRESS)
+    parser.add_argument('--token-file', default=None,
+                        help=f'file holding the shared secret clients must present, on one line '
+                             f'(else ${TOKEN_ENV}; never on the command line, where ps shows it)')
     parser.add_argument('--no-auth', action='store_true',
                         help='allow running without a token on a non-loopback address')
     parser.add_argument('--max-sessions', type=int, default=defaults.max_sessions,
@@ -440,10 +451,10 @@ def main(argv=None) -> int:
     if args.log_level != 'DEBUG':  # one line per connection from websockets is noise here
         logging.getLogger('websockets').setLevel(logging.WARNING)
     try:
-        token = resolve_token(args.token, args.token_file)
+        token = resolve_token(None, args.token_file)
         if token is None and not _is_loopback(args.host) and not args.no_auth:
-            raise ValueError(f'refusing to listen on {args.host} without a token: give --token, '
-                             f'--token-file or ${TOKEN_ENV} (or --no-auth to accept anyone)')
+            raise ValueError(f'refusing to listen on {args.host} without a token: export '
+                             f'${TOKEN_ENV} or give --token-file (or --no-auth to accept anyone)')
         if token is None:
             logger.warning('no token configured: any client that reaches %s:%d is accepted',
                            args.host, args.port)

@@ -38,8 +38,7 @@ MAX_FAILED_HELLOS = 10
 
 def adversarial_server_args():
     return ['--hello-timeout-s', str(HELLO_TIMEOUT_S), '--keepalive-s', str(KEEPALIVE_S),
-            '--write-timeout-s', str(WRITE_TIMEOUT_S), '--max-sessions', str(MAX_SESSIONS),
-            '--token', TOKEN]
+            '--write-timeout-s', str(WRITE_TIMEOUT_S), '--max-sessions', str(MAX_SESSIONS)]
 
 
 @dataclass

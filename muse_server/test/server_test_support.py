@@ -150,9 +150,10 @@ def server_command(port, backend=SINE_BACKEND, *extra):
 
 
 def server_env(**extra):
-    """Environment for a server process: the test backends importable."""
+    """Environment for a server process: the test backends importable, and the test token
+    where a server reads it (never its command line)."""
     path = os.pathsep.join([str(TEST_DIR), os.environ.get('PYTHONPATH', '')])
-    return {'PYTHONPATH': path, **extra}
+    return {'PYTHONPATH': path, 'MUSE_SERVER_TOKEN': TOKEN, **extra}
 
 
 class RawClient:

@@ -29,7 +29,7 @@ def test_sigterm_stops_the_server_while_a_backend_call_hangs(spawn):
     # Thread-pool workers are joined at interpreter exit: one stuck in a backend call kept
     # the process alive for ever. Backend calls now run on daemon threads.
     port = free_port()
-    server = spawn(server_command(port, 'server_test_backends:SineBackend', '--token', TOKEN,
+    server = spawn(server_command(port, 'server_test_backends:SineBackend',
                                   '--backend-option', 'blocked_prompts={"1": 0}'),
                    name='server', env=server_env())
     wait_for_health(port, server)
@@ -50,7 +50,7 @@ def test_sigterm_with_a_client_that_does_not_read_stops_within_the_grace(spawn):
     # The close handshake with a client that reads nothing waited on a full send buffer
     # (14 s measured for a documented 1 s). Connections still open after the grace are aborted.
     port = free_port()
-    server = spawn(server_command(port, 'server_test_backends:SineBackend', '--token', TOKEN,
+    server = spawn(server_command(port, 'server_test_backends:SineBackend',
                                   '--max-ahead-s', '10000'),
                    name='server', env=server_env())
     wait_for_health(port, server)

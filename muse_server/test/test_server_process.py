@@ -95,6 +95,8 @@ def test_token_from_the_environment_and_health_without_a_session(spawn):
     (['--backend', 'synth', '--backend-option', 'volume=11'], "rejected options"),
     (['--host', '0.0.0.0'], 'without a token'),
     (['--token-file', '/nonexistent/token'], 'cannot read it'),
+    (['--token', 'hunter2-secret'], '--token is not accepted'),
+    (['--token=hunter2-secret'], '--token is not accepted'),
     (['--max-ahead-s', '0.1', '--fragment-s', '0.5'], 'max_ahead_s'),
     (['--backend-option', 'not an option'], 'KEY=VALUE'),
 ])
@@ -104,6 +106,7 @@ def test_command_line_errors_exit_with_a_clear_message(arguments, message):
                             env={**server_env(), 'MUSE_SERVER_TOKEN': ''})
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
+    assert 'hunter2' not in result.stderr   # a refused secret is not repeated
 
 
 def test_a_port_in_use_is_reported(spawn):
