@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 from muse_common.stamps import to_sec
 from muse_player import pcm
 
@@ -28,9 +29,25 @@ class SessionData:
     # Recorder receive times [s, wall clock] for the latencies (stamps are data time with
     # use_sim_time): estimate stamp [ns] -> received; prompt_id -> PROMPT_AUDIBLE received.
     window_ready_at: dict = field(default_factory=dict)
+    # (stamp, received) of the stamped sensor-side messages: maps data time onto the wall
+    # clock the session's audio plays in (they differ with use_sim_time at rate != 1).
+    clock_pairs: list = field(default_factory=list)
     audible_at: dict = field(default_factory=dict)
     crosstalk: 'CrossTalkTally' = field(default_factory=lambda: CrossTalkTally())
     encoder_timing: dict = field(default_factory=dict)  # the encoder's last inference diagnostics
+
+    def to_wall(self, stamps):
+        """Data-time stamps [s] -> recorder wall-clock times [s] (identity without pairs)."""
+        stamps = np.asarray(stamps, dtype=float)
+        if len(self.clock_pairs) < 2:
+            return stamps
+        data_t, wall_t = np.array(sorted(self.clock_pairs)).T
+        slope = (wall_t[-1] - wall_t[0]) / max(data_t[-1] - data_t[0], 1e-9)
+        inside = np.interp(stamps, data_t, wall_t)
+        # Beyond the pairs (audio after the data ended): extend at the session's mean rate.
+        return np.where(stamps > data_t[-1], wall_t[-1] + (stamps - data_t[-1]) * slope,
+                        np.where(stamps < data_t[0], wall_t[0] + (stamps - data_t[0]) * slope,
+                                 inside))
 
     @property
     def start(self):
@@ -186,12 +203,14 @@ def load_session(bag_path):
                 continue
             if _suffix(topic, topics.GROUND_TRUTH_ACTIVITY):
                 data.ground_truth.append((to_sec(msg.header.stamp), int(msg.class_id)))
+                data.clock_pairs.append((to_sec(msg.header.stamp), received))
             elif _suffix(topic, topics.ACTIVITY):
                 data.window_ready_at[_ns(msg.header.stamp)] = received
                 data.estimates.append((to_sec(msg.header.stamp), int(msg.class_id),
                                        int(msg.raw_class_id), float(msg.confidence)))
             elif _suffix(topic, topics.HEART_RATE):
                 data.heart_rate.append((to_sec(msg.header.stamp), float(msg.bpm)))
+                data.clock_pairs.append((to_sec(msg.header.stamp), received))
             elif _suffix(topic, topics.PROMPT):
                 data.crosstalk.prompt_ids.observe(int(msg.prompt_id))
                 data.prompts.append({
