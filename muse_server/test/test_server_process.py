@@ -130,4 +130,5 @@ def test_the_server_side_imports_neither_ros_nor_torch():
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == '[]'
+    # the last line: pyfluidsynth prints where it found libfluidsynth when $CI is set
+    assert result.stdout.strip().splitlines()[-1] == '[]', result.stdout
