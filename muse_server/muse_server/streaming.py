@@ -95,6 +95,21 @@ class StreamRunner:
         return self._stream is not None and \
             type(self._stream).retarget is not MusicStream.retarget
 
+    @property
+    def may_fork(self) -> bool:
+        """Whether the stream's class implements MusicStream.fork at all."""
+        return self._stream is not None and type(self._stream).fork is not MusicStream.fork
+
+    def _fork_blocking(self, spec: PromptSpec, at_sample: int):
+        with self._lock:
+            if self._closed or self._stream is None:
+                return None
+            return self._stream.fork(spec, at_sample)
+
+    async def fork(self, spec: PromptSpec, at_sample: int) -> int | None:
+        """MusicStream.fork on a worker thread: the sample the next fragment starts at."""
+        return await run_in_daemon_thread(self._fork_blocking, spec, at_sample, name=self._name)
+
     def _retarget_blocking(self, spec: PromptSpec) -> bool:
         with self._lock:
             return not self._closed and self._stream is not None \
@@ -155,6 +170,10 @@ class PlaybackPacer:
         elif self._sent_s < now - self._start:
             self._start = now - self._sent_s
         self._sent_s += duration_s
+
+    def replaced(self, duration_s: float):
+        """The last ``duration_s`` sent will not be played (a fork replaces them)."""
+        self._sent_s = max(self._sent_s - duration_s, 0.0)
 
     def ahead_s(self) -> float:
         if self._start is None:

@@ -43,6 +43,7 @@ when the backend starts, so a session can be re-rendered. ``seed=None`` draws on
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import heapq
 import logging
@@ -85,6 +86,9 @@ LOOKAHEAD_BEATS = 0.25                # notes are planned this far ahead of the 
 CHANNELS_PER_BAND = 16                # MIDI channels of one style's band (two during a change)
 DRUM_CHANNEL = 9                      # GM percussion channel within a band
 POOL_SIZE = 2                         # FluidSynth instances kept loaded for new streams
+FORK_PREROLL_S = 0.75                 # a fork replays this much before its start into a fresh
+                                      # FluidSynth (discarded), so reverb and ringing voices match
+FORK_HISTORY_S = 4.0                  # how far back of the newest sample a fork may start
 # Voices a drum pattern plays: a new band's drums wait for the transition's downbeat.
 DRUM_VOICES = frozenset({'kick', 'snare', 'clap', 'rim', 'hat', 'open_hat', 'shaker', 'crash',
                          'ride', 'tom', 'vinyl'})
@@ -312,6 +316,18 @@ def _mono_context(context, channels):
     return context.astype(np.float64).mean(axis=1)
 
 
+def _copy_planning(state):
+    """A deep copy of a stream's planning state (bands, composers, their random generators);
+    the style presets are shared data, not copied."""
+    memo = {}
+    for band in state[0]:
+        memo[id(band.preset)] = band.preset
+        memo[id(band.composer.preset)] = band.composer.preset
+        for _, _, part in band.parts.values():
+            memo[id(part)] = part
+    return copy.deepcopy(state, memo)
+
+
 class _Band:
     """One style's instruments on one group of MIDI channels, with the composer playing them."""
 
@@ -397,8 +413,15 @@ class SynthStream(MusicStream):
         self._closed = False
         composer = Composer(preset, key, self.energy, self.bpm, self.sr, rng)
         self._bands = [_Band(preset, composer, 0)]
+        self._history = []                # what was scheduled, for forks: (at, order, kind,
+                                          # channel, a, b, bar that planned it, note end)
+        self._snapshots = {}              # bar -> planning state at its start (see _snapshot)
+        self._levels = {}                 # block start -> levelling state before it
+        self.emitted = 0                  # stream samples returned by next_fragment so far
+        self._bar = -1                    # the band's setup belongs to no bar: never re-planned
         self._schedule_many(self._bands[0].setup_events(0))
-        self._renderer.room(*preset.room)
+        self._schedule(0, 'room', 0, preset.room)
+        self._bar = 0
         logger.info('synth stream for prompt %d: seed %d, %s in %s, %.0f BPM, energy %.2f '
                     '(key from %s)', prompt.prompt_id, backend.seed, preset.name, key,
                     self.bpm, self.energy, self.key_source)
@@ -459,7 +482,7 @@ class SynthStream(MusicStream):
         old.composer.retune(old.composer.energy, bpm)
         self._bands.append(band)
         self._schedule_many(band.setup_events(start, expression=0))
-        self._renderer.room(*preset.room)
+        self._schedule(start, 'room', 0, preset.room)
 
     def _end_band(self, band, at):
         """Silence a band's held notes (faded out by then); its drum hits ring out (cutting a
@@ -470,8 +493,9 @@ class SynthStream(MusicStream):
 
     # -- planning ------------------------------------------------------------------------
 
-    def _schedule(self, at, kind, channel, a, b=0):
+    def _schedule(self, at, kind, channel, a, b=0, end=None):
         heapq.heappush(self._events, (int(at), self._order, kind, channel, a, b))
+        self._history.append((int(at), self._order, kind, channel, a, b, self._bar, end))
         self._order += 1
 
     def _schedule_many(self, events):
@@ -480,6 +504,7 @@ class SynthStream(MusicStream):
 
     def _plan(self, until):
         while self._bar_start < until:
+            self._snapshots[self._bar] = self._snapshot()
             if self._pending is not None:
                 prompt, self._pending = self._pending, None
                 self._apply(prompt)
@@ -514,7 +539,8 @@ class SynthStream(MusicStream):
             channel, key, part = band.parts[note.voice]
             pitch = key if key is not None else int(round(note.pitch))
             velocity = max(1, min(127, int(round(1 + 126 * note.velocity))))
-            self._schedule(note.start, 'on', channel, pitch, velocity)
+            self._schedule(note.start, 'on', channel, pitch, velocity,
+                           end=note.start + note.length if key is None else None)
             if key is None:   # drum samples are one-shots: they end by themselves
                 self._schedule(note.start + note.length, 'off', channel, pitch)
 
@@ -543,13 +569,15 @@ class SynthStream(MusicStream):
     # -- rendering -----------------------------------------------------------------------
 
     def _dispatch(self, kind, channel, a, b):
-        if kind == 'program':
+        if kind == 'room':
+            self._renderer.room(*a)
+        elif kind == 'program':
             band_base = channel - channel % CHANNELS_PER_BAND
             self._renderer.select(channel, a, b if channel - band_base == DRUM_CHANNEL else None)
         else:
             self._renderer.event(kind, channel, a, b)
 
-    def _render_block(self):
+    def _render_block(self, discard=False):
         pos, end = self._pos, self._pos + BLOCK
         self._plan(end + LOOKAHEAD_BEATS * self._spb)
         stereo = np.empty((BLOCK, 2), dtype=np.float32)
@@ -564,11 +592,17 @@ class SynthStream(MusicStream):
         if done < end:
             self._renderer.render_into(stereo[done - pos:])
         self._pos = end
+        if discard:
+            return None
         if self.channels == 1:
             return self._level(stereo.mean(axis=1, keepdims=True))
         return self._level(np.tile(stereo, (1, (self.channels + 1) // 2))[:, :self.channels])
 
     def _level(self, mixed):
+        self._levels[self._pos - BLOCK] = (self._power, self._gain_db)
+        return self._apply_level(mixed)
+
+    def _apply_level(self, mixed):
         """Bring the output to the energy's loudness, slowly (a gain riding the music, not a
         compressor), and keep peaks below full scale."""
         power = float(np.mean(np.square(mixed, dtype=np.float64)))
@@ -598,7 +632,109 @@ class SynthStream(MusicStream):
             raise BackendError(f'synth stream for prompt {self.prompt_id} failed: {exc!r}') from exc
         joined = np.concatenate(blocks) if len(blocks) > 1 else self._out
         self._out = joined[need:]
+        self.emitted += need
+        self._forget(self.emitted - int((FORK_HISTORY_S + FORK_PREROLL_S) * self.sr))
         return np.ascontiguousarray(joined[:need], dtype=np.float32)
+
+    # -- forking ---------------------------------------------------------------------------
+
+    def _snapshot(self):
+        """The planning state at the start of bar ``self._bar`` (a fork restarts from it).
+        Presets are shared data, not copied."""
+        state = (self._bands, self._spb, self._spb_target, self._ramp_bars, self.bpm,
+                 self.energy, self._pending)
+        return self._bar_start, _copy_planning(state)
+
+    def _forget(self, before):
+        """Drop fork history older than sample ``before``: notes over by then, levelling and
+        bar states before it; controls collapse to the last value per controller."""
+        if len(self._history) < 4096:
+            return
+        controls, kept = {}, []
+        for event in self._history:
+            at, _, kind, channel, a, _b, _bar, end = event
+            if at >= before or (kind == 'on' and end is not None and end > before):
+                kept.append(event)
+            elif kind in ('cc', 'program', 'room'):
+                controls[(kind, channel, a if kind == 'cc' else None)] = event
+        self._history = sorted(controls.values(), key=lambda e: e[1]) + kept
+        for bar in [b for b, (start, _) in self._snapshots.items() if start < before]:
+            del self._snapshots[bar]
+        for block in [b for b in self._levels if b < before]:
+            del self._levels[block]
+
+    def fork(self, prompt, at_sample):
+        """Re-render from stream sample ``at_sample`` (between ``FORK_HISTORY_S`` before
+        :attr:`emitted` and it) with ``prompt`` landing on the first bar line not yet begun
+        there: the notes planned before that bar are replayed as they were (same grid, same
+        audio up to small reverb differences), the rest is planned anew. Returns the sample
+        where the next fragment starts (``at_sample`` clamped), or None when the history does
+        not reach back that far (the caller retargets instead)."""
+        if self._closed or not isinstance(prompt, PromptSpec):
+            return None
+        fold_tempo(prompt.target_bpm)
+        at = max(0, min(int(at_sample), self.emitted))
+        block = at - at % BLOCK
+        preroll = max(0, block - int(FORK_PREROLL_S * self.sr) // BLOCK * BLOCK)
+        lead = LOOKAHEAD_BEATS * self._spb
+        bars = sorted(b for b, (start, _) in self._snapshots.items() if start - lead >= block)
+        if block not in self._levels and block != self._pos:
+            return None
+        if not bars and self._bar_start - lead < block:
+            return None     # the bar to land on is not planned yet: plan on from the present
+        # Planning resumes at the landing bar, from its state then.
+        if bars:
+            bar = bars[0]
+            self._bar_start, state = self._snapshots[bar]
+            (self._bands, self._spb, self._spb_target, self._ramp_bars, self.bpm, self.energy,
+             _) = _copy_planning(state)
+            self._bar = bar
+            for later in [b for b in self._snapshots if b >= bar]:
+                del self._snapshots[later]
+        self._pending = prompt
+        self.prompt_id = prompt.prompt_id
+        self._replay(preroll, block)
+        self._out = np.zeros((0, self.channels), dtype=np.float32)
+        if at > block:
+            self._out = self._render_block()[at - block:]
+        self.emitted = at
+        logger.info('synth: prompt %d forks the stream at sample %d, lands at bar %d',
+                    prompt.prompt_id, at, self._bar)
+        return at
+
+    def _replay(self, preroll, block):
+        """A fresh FluidSynth brought to the state of sample ``block``: controls as they
+        were, notes still sounding restarted at ``preroll``, the notes planned before the
+        landing bar replayed from there (rendered and discarded until ``block``)."""
+        history = [e for e in self._history if e[6] < self._bar]
+        self._history = []
+        self._events = []
+        old, self._renderer = self._renderer, self._backend.take_renderer()
+        # deleting a FluidSynth takes ~15 ms: not on the fork's critical path
+        threading.Thread(target=old.delete, name='synth-delete', daemon=True).start()
+        controls = {}
+        for at, order, kind, channel, a, b, bar, end in history:
+            if at < preroll:
+                if kind in ('cc', 'program', 'room'):
+                    controls[(kind, channel, a if kind == 'cc' else None)] = \
+                        (at, order, kind, channel, a, b, bar, end)
+                elif kind == 'on' and end is not None and end > preroll:
+                    self._restore((preroll, order, kind, channel, a, b, bar, end))
+        for event in sorted(controls.values(), key=lambda e: e[1]):
+            self._restore((preroll,) + event[1:])
+        for event in history:
+            if event[0] >= preroll:
+                self._restore(event)
+        self._pos = preroll
+        while self._pos < block:
+            self._render_block(discard=True)
+        self._power, self._gain_db = self._levels.get(block, (self._power, self._gain_db))
+
+    def _restore(self, event):
+        at, _, kind, channel, a, b, bar, end = event
+        heapq.heappush(self._events, (at, self._order, kind, channel, a, b))
+        self._history.append((at, self._order, kind, channel, a, b, bar, end))
+        self._order += 1
 
     def close(self):
         if not self._closed:
