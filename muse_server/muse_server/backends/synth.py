@@ -316,6 +316,12 @@ def _mono_context(context, channels):
     return context.astype(np.float64).mean(axis=1)
 
 
+def _starts(kind, at, end):
+    """When the note a scheduled event belongs to starts (a note-off carries it in ``end``);
+    a control's own time."""
+    return end if kind == 'off' else at
+
+
 def _copy_planning(state):
     """A deep copy of a stream's planning state (bands, composers, their random generators);
     the style presets are shared data, not copied."""
@@ -418,6 +424,8 @@ class SynthStream(MusicStream):
         self._snapshots = {}              # bar -> planning state at its start (see _snapshot)
         self._levels = {}                 # block start -> levelling state before it
         self.emitted = 0                  # stream samples returned by next_fragment so far
+        self.landing = None               # sample where the last fork's prompt lands
+        self._cut = None                  # (bar, sample): a fork re-plans that bar from there
         self._bar = -1                    # the band's setup belongs to no bar: never re-planned
         self._schedule_many(self._bands[0].setup_events(0))
         self._schedule(0, 'room', 0, preset.room)
@@ -494,6 +502,12 @@ class SynthStream(MusicStream):
     # -- planning ------------------------------------------------------------------------
 
     def _schedule(self, at, kind, channel, a, b=0, end=None):
+        """``end``: a melodic note-on's end, a note-off's start (forks pair them by it)."""
+        if self._cut is not None and self._bar == self._cut[0]:
+            # the bar a fork re-plans: before its landing beat the old plan plays on
+            if _starts(kind, at, end) < self._cut[1]:
+                return
+            at = max(at, self._cut[1])
         heapq.heappush(self._events, (int(at), self._order, kind, channel, a, b))
         self._history.append((int(at), self._order, kind, channel, a, b, self._bar, end))
         self._order += 1
@@ -524,6 +538,7 @@ class SynthStream(MusicStream):
             self._spb = spb1
             self._bar_start += length
             self._bar += 1
+            self._cut = None
 
     def _plan_band_bar(self, band, spb0, spb1, length):
         composer = band.composer
@@ -542,7 +557,7 @@ class SynthStream(MusicStream):
             self._schedule(note.start, 'on', channel, pitch, velocity,
                            end=note.start + note.length if key is None else None)
             if key is None:   # drum samples are one-shots: they end by themselves
-                self._schedule(note.start + note.length, 'off', channel, pitch)
+                self._schedule(note.start + note.length, 'off', channel, pitch, end=note.start)
 
     def _transition_levels(self, band, ending, drums, length):
         """A style change, beat by beat: the leaving band fades and washes into the room (its
@@ -665,32 +680,44 @@ class SynthStream(MusicStream):
 
     def fork(self, prompt, at_sample):
         """Re-render from stream sample ``at_sample`` (between ``FORK_HISTORY_S`` before
-        :attr:`emitted` and it) with ``prompt`` landing on the first bar line not yet begun
-        there: the notes planned before that bar are replayed as they were (same grid, same
-        audio up to small reverb differences), the rest is planned anew. Returns the sample
-        where the next fragment starts (``at_sample`` clamped), or None when the history does
-        not reach back that far (the caller retargets instead)."""
+        :attr:`emitted` and it) with ``prompt`` landing on the first beat at or after it: the
+        notes planned before that beat are replayed as they were (same grid, the same audio up
+        to small reverb and sustain differences), the bar is re-planned for ``prompt`` from
+        that beat on. Returns the sample where the next fragment starts (``at_sample``
+        clamped), or None when the history does not reach back that far (the caller
+        retargets instead). :attr:`landing` is then the sample of that beat."""
         if self._closed or not isinstance(prompt, PromptSpec):
             return None
         fold_tempo(prompt.target_bpm)
         at = max(0, min(int(at_sample), self.emitted))
         block = at - at % BLOCK
         preroll = max(0, block - int(FORK_PREROLL_S * self.sr) // BLOCK * BLOCK)
-        lead = LOOKAHEAD_BEATS * self._spb
-        bars = sorted(b for b, (start, _) in self._snapshots.items() if start - lead >= block)
         if block not in self._levels and block != self._pos:
             return None
-        if not bars and self._bar_start - lead < block:
-            return None     # the bar to land on is not planned yet: plan on from the present
-        # Planning resumes at the landing bar, from its state then.
-        if bars:
-            bar = bars[0]
-            self._bar_start, state = self._snapshots[bar]
-            (self._bands, self._spb, self._spb_target, self._ramp_bars, self.bpm, self.energy,
-             _) = _copy_planning(state)
-            self._bar = bar
-            for later in [b for b in self._snapshots if b >= bar]:
-                del self._snapshots[later]
+        states = dict(self._snapshots)
+        states[self._bar] = self._snapshot()          # the present: the next bar to plan
+        bars = sorted(b for b, (start, _) in states.items() if start <= at)
+        if not bars:
+            return None
+        bar = bars[-1]
+        start, state = states[bar]
+        spb0, target, ramp = state[1], state[2], state[3]
+        beat = (spb0 + (target - spb0) / ramp / 2.0) if ramp else target   # mean beat length
+        index = math.ceil((at - start) / beat - 1e-9)   # its notes start at or after `at`
+        if index >= BEATS_PER_BAR:                    # past the last beat: the next bar line
+            if bar + 1 not in states:
+                return None
+            bar, index = bar + 1, 0
+            start, state = states[bar]
+        # Planning resumes at the landing bar, from its state then, cut at the landing beat.
+        self._bar_start = start
+        (self._bands, self._spb, self._spb_target, self._ramp_bars, self.bpm, self.energy,
+         _) = _copy_planning(state)
+        self._bar = bar
+        self.landing = int(round(start + index * beat))
+        self._cut = (bar, self.landing)
+        for later in [b for b in self._snapshots if b >= bar]:
+            del self._snapshots[later]
         self._pending = prompt
         self.prompt_id = prompt.prompt_id
         self._replay(preroll, block)
@@ -698,15 +725,16 @@ class SynthStream(MusicStream):
         if at > block:
             self._out = self._render_block()[at - block:]
         self.emitted = at
-        logger.info('synth: prompt %d forks the stream at sample %d, lands at bar %d',
-                    prompt.prompt_id, at, self._bar)
+        logger.info('synth: prompt %d forks the stream at sample %d, lands at sample %d '
+                    '(bar %d, beat %d)', prompt.prompt_id, at, self.landing, bar, index + 1)
         return at
 
     def _replay(self, preroll, block):
         """A fresh FluidSynth brought to the state of sample ``block``: controls as they
         were, notes still sounding restarted at ``preroll``, the notes planned before the
         landing bar replayed from there (rendered and discarded until ``block``)."""
-        history = [e for e in self._history if e[6] < self._bar]
+        history = [e for e in self._history if e[6] < self._bar
+                   or e[6] == self._bar and _starts(e[2], e[0], e[7]) < self.landing]
         self._history = []
         self._events = []
         old, self._renderer = self._renderer, self._backend.take_renderer()
