@@ -41,10 +41,13 @@ class SessionConfig:
     # A stream its backend can retarget is kept less far ahead: a prompt change continues it
     # after the audio already sent, so this is the change's latency (a new stream cuts in).
     retarget_ahead_s: float = 1.0
-    # A fork starts this far after the listener's estimated play position (the pacer's; the
-    # player's prebuffer keeps the real one further behind): time for the fork to be
-    # computed and reach the player before that point is heard.
+    # A fork starts this far after the listener's estimated play position: time for the fork
+    # to be computed and reach the player before that point is heard.
     fork_margin_s: float = 0.1
+    # The listener plays this much behind the pacer's estimate (the player's prebuffer_s,
+    # 0.3 s by default). A player that buffers less skips the fork's head up to its play
+    # position (nothing heard twice, no gap); one that buffers more hears the change later.
+    listener_delay_s: float = 0.3
     context_s: float = 4.0              # tail of sent audio handed to a new stream [s]
     max_frame_bytes: int = protocol.DEFAULT_MAX_AUDIO_FRAME_BYTES
     fragment_s: float = 0.5             # what the backend was asked for (announced in welcome)
@@ -482,7 +485,8 @@ class Session:
         if not (self.client_replaces and current.runner.may_fork):
             return None
         rate = self.backend.sample_rate
-        heard = current.samples_sent - round(self._pacer.ahead_s() * rate)
+        heard = current.samples_sent - round(
+            (self._pacer.ahead_s() + self.config.listener_delay_s) * rate)
         sent = current.samples_sent + len(current.held[0])
         at = max(heard + round(self.config.fork_margin_s * rate),
                  sent - protocol.MAX_REPLACES, 0)
@@ -617,6 +621,7 @@ class Session:
         for index, start in enumerate(pieces):
             part = fragment[start:start + chunk]
             flags = protocol.Flags(0)
+            replaces = 0
             if stream.fresh:
                 flags |= protocol.Flags.FIRST
                 stream.fresh = False
@@ -624,12 +629,12 @@ class Session:
                 flags |= protocol.Flags.CONTINUES
                 if stream.replaces:
                     flags |= protocol.Flags.REPLACES
+                    replaces, stream.replaces = stream.replaces, 0
                 latency = time.monotonic() - stream.retargeted_at
                 self.stats['switch_latency_s'].append(latency)
                 logger.info('session %s: prompt %d retargeted the running stream, sent after '
                             '%.0f ms', self.id, stream.prompt.prompt_id, latency * 1e3)
                 stream.retargeted_at = None
-                stream.replaces = 0
             if last and index == len(pieces) - 1:
                 flags |= protocol.Flags.LAST
             frame = protocol.AudioFrame(
@@ -638,7 +643,7 @@ class Session:
                 encoding=self.encoding, flags=flags,
                 payload=protocol.encode_samples(part, self.encoding),
                 generation_started_ns=started_ns, generation_finished_ns=finished_ns,
-                replaces=stream.replaces if flags & protocol.Flags.REPLACES else 0)
+                replaces=replaces)
             await self.ws.send(protocol.encode_audio_frame(frame, self.config.max_frame_bytes))
             self._last_sent = (frame.prompt_id, frame.seq)
             stream.next_seq += 1

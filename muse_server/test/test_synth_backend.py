@@ -445,6 +445,57 @@ def test_style_change_hands_the_key_over_in_an_arranged_transition(backend):
     assert np.linalg.norm(timbre(after) - timbre(pop)) < np.linalg.norm(timbre(after) - timbre(techno))
 
 
+def forked(backend, first, then, at_s, before_s=5.0, after_s=4.0):
+    """-> (audio before the fork as first played, the stream's audio from its fork at
+    ``at_s`` on, the un-forked audio from there, the stream)."""
+    stream = backend.open_stream(first)
+    played = np.concatenate([stream.next_fragment() for _ in range(int(before_s * 2))])
+    at = stream.fork(then, int(at_s * SR))
+    assert at == int(at_s * SR)
+    after = np.concatenate([stream.next_fragment() for _ in range(int(after_s * 2))])
+    plain, _ = concatenated(backend, first, int((at_s + after_s) * 2) + 2)
+    return played, after, plain[at:at + len(after)], stream
+
+
+def test_a_fork_replans_from_the_first_beat_after_its_offset(backend):
+    """A fork re-renders from the requested sample: up to the first beat at or after it the
+    old notes play on (the same audio but for small reverb/sustain differences of the fresh
+    FluidSynth), from that beat on the new prompt's; the result is deterministic."""
+    first, then = prompt('chill_techno', energy=0.6, bpm=120.0), \
+        prompt('jazz', energy=0.5, bpm=100.0, prompt_id=2)
+    at_s = 3.3
+    _, after, plain, stream = forked(backend, first, then, at_s)
+    beat = 60.0 / 120.0 * SR
+    landing = stream.landing - int(at_s * SR)
+    assert 0 <= landing < beat and stream.landing % beat == pytest.approx(0, abs=2)
+    assert np.abs(after[:landing] - plain[:landing]).max() < 0.15
+    assert np.abs(after[landing:] - plain[landing:]).max() > 0.3
+    _, again, _, _ = forked(backend, first, then, at_s)
+    np.testing.assert_array_equal(after, again)
+    assert stream.style == 'jazz' and stream.prompt_id == 2
+
+
+def test_a_fork_to_unchanged_music_plays_on_almost_as_before(backend):
+    first = prompt('lofi_hiphop', energy=0.5, bpm=90.0)
+    then = prompt('lofi_hiphop', energy=0.5, bpm=90.0, prompt_id=2)
+    _, after, plain, _ = forked(backend, first, then, 3.7)
+    # the residue of notes restarted and reverb refilled by the fork's preroll: small
+    assert np.sqrt(np.mean((after - plain) ** 2)) < 0.2 * np.sqrt(np.mean(plain ** 2))
+
+
+def test_a_fork_beyond_its_history_or_after_close_is_refused(backend):
+    with backend.open_stream(prompt()) as stream:
+        for _ in range(20):
+            stream.next_fragment()
+        assert stream.fork(prompt(prompt_id=2), 0) is None      # 10 s back: forgotten
+        bad = prompt(prompt_id=3)
+        object.__setattr__(bad, 'target_bpm', float('nan'))
+        with pytest.raises(SynthConfigError, match='target_bpm'):
+            stream.fork(bad, stream.emitted)
+        stream.close()
+        assert stream.fork(prompt(prompt_id=4), stream.emitted) is None
+
+
 def test_retarget_refuses_a_bad_tempo_and_a_closed_stream(backend):
     with backend.open_stream(prompt()) as stream:
         bad = prompt(prompt_id=2)

@@ -504,8 +504,9 @@ class SynthStream(MusicStream):
     def _schedule(self, at, kind, channel, a, b=0, end=None):
         """``end``: a melodic note-on's end, a note-off's start (forks pair them by it)."""
         if self._cut is not None and self._bar == self._cut[0]:
-            # the bar a fork re-plans: before its landing beat the old plan plays on
-            if _starts(kind, at, end) < self._cut[1]:
+            # the bar a fork re-plans: before its landing beat the old plan's notes play on;
+            # the new plan's settings take effect from that beat
+            if kind in ('on', 'off') and _starts(kind, at, end) < self._cut[1]:
                 return
             at = max(at, self._cut[1])
         heapq.heappush(self._events, (int(at), self._order, kind, channel, a, b))
@@ -690,6 +691,8 @@ class SynthStream(MusicStream):
             return None
         fold_tempo(prompt.target_bpm)
         at = max(0, min(int(at_sample), self.emitted))
+        if at < self.emitted - FORK_HISTORY_S * self.sr:
+            return None
         block = at - at % BLOCK
         preroll = max(0, block - int(FORK_PREROLL_S * self.sr) // BLOCK * BLOCK)
         if block not in self._levels and block != self._pos:
