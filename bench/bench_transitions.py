@@ -34,8 +34,9 @@ the target); the key signature (synth_theory.estimate_key) along the run of same
 Prompt -> audible: baseline = first fragment's generation time (measured) + the player's
 prebuffer (0.3 s); retarget = the audio already sent ahead of the listener (the session's
 ``retarget_ahead_s``) + the fragment held back + the wait for the bar line where the change
-lands; fork = from the listener's position when the prompt arrives to the beat where the
-stream says the change lands, or the measured fork + first fragment time if longer, and
+lands; fork = from the listener's position when the prompt arrives (a phase of the beat
+spread by the golden ratio: prompts arrive at any phase) to the eighth note where the stream
+says the change lands, or the measured fork + first fragment time if longer, and
 (``audio``) to the first 10 ms where the forked audio departs from the old by more than
 0.25 (full scale 1), found in the audio.
 """
@@ -165,7 +166,8 @@ def render_fork(backend, script, segment_s):
 
     for i, entry in enumerate(script):
         if i:
-            t = i * seg   # the listener's position when the prompt arrives
+            # the listener's position when the prompt arrives: at any phase of the beat
+            t = i * seg + int((i * 0.618034) % 1.0 * 60.0 / script[i - 1][3] * SR)
             while have < t + made_ahead:
                 parts.append(stream.next_fragment()[:, 0])
                 have += len(parts[-1])

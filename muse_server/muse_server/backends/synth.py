@@ -86,8 +86,12 @@ LOOKAHEAD_BEATS = 0.25                # notes are planned this far ahead of the 
 CHANNELS_PER_BAND = 16                # MIDI channels of one style's band (two during a change)
 DRUM_CHANNEL = 9                      # GM percussion channel within a band
 POOL_SIZE = 2                         # FluidSynth instances kept loaded for new streams
+FIRST_FRAGMENT_S = 0.32               # a stream's (and a fork's) first fragment is this short
+                                      # (if fragment_s is longer): just over the player's 0.3 s
+                                      # prebuffer, so it can start, for 2/3 of the render time
 FORK_PREROLL_S = 0.75                 # a fork replays this much before its start into a fresh
                                       # FluidSynth (discarded), so reverb and ringing voices match
+FORK_GRID_BEATS = 0.5                 # a fork's change lands on this grid (eighth notes)
 FORK_HISTORY_S = 4.0                  # how far back of the newest sample a fork may start
 # Voices a drum pattern plays: a new band's drums wait for the transition's downbeat.
 DRUM_VOICES = frozenset({'kick', 'snare', 'clap', 'rim', 'hat', 'open_hat', 'shaker', 'crash',
@@ -425,6 +429,7 @@ class SynthStream(MusicStream):
         self._levels = {}                 # block start -> levelling state before it
         self.emitted = 0                  # stream samples returned by next_fragment so far
         self.landing = None               # sample where the last fork's prompt lands
+        self._first = True                # the next fragment is a first one (FIRST_FRAGMENT_S)
         self._cut = None                  # (bar, sample): a fork re-plans that bar from there
         self._bar = -1                    # the band's setup belongs to no bar: never re-planned
         self._schedule_many(self._bands[0].setup_events(0))
@@ -638,6 +643,9 @@ class SynthStream(MusicStream):
         if self._closed:
             raise BackendError(f'synth stream for prompt {self.prompt_id} is closed')
         need = self._backend.fragment_samples
+        if self._first:
+            need = min(need, int(FIRST_FRAGMENT_S * self.sr))
+            self._first = False
         try:
             blocks = [self._out]
             have = len(self._out)
@@ -681,10 +689,10 @@ class SynthStream(MusicStream):
 
     def fork(self, prompt, at_sample):
         """Re-render from stream sample ``at_sample`` (between ``FORK_HISTORY_S`` before
-        :attr:`emitted` and it) with ``prompt`` landing on the first beat at or after it: the
-        notes planned before that beat are replayed as they were (same grid, the same audio up
-        to small reverb and sustain differences), the bar is re-planned for ``prompt`` from
-        that beat on. Returns the sample where the next fragment starts (``at_sample``
+        :attr:`emitted` and it) with ``prompt`` landing on the first eighth note
+        (``FORK_GRID_BEATS``) at or after it: the notes planned before that point are replayed
+        as they were (same grid, the same audio up to small reverb and sustain differences),
+        the bar is re-planned for ``prompt`` from that point on. Returns the sample where the next fragment starts (``at_sample``
         clamped), or None when the history does not reach back that far (the caller
         retargets instead). :attr:`landing` is then the sample of that beat."""
         if self._closed or not isinstance(prompt, PromptSpec):
@@ -706,8 +714,9 @@ class SynthStream(MusicStream):
         start, state = states[bar]
         spb0, target, ramp = state[1], state[2], state[3]
         beat = (spb0 + (target - spb0) / ramp / 2.0) if ramp else target   # mean beat length
-        index = math.ceil((at - start) / beat - 1e-9)   # its notes start at or after `at`
-        if index >= BEATS_PER_BAR:                    # past the last beat: the next bar line
+        step = FORK_GRID_BEATS * beat
+        index = math.ceil((at - start) / step - 1e-9)   # its notes start at or after `at`
+        if index * FORK_GRID_BEATS >= BEATS_PER_BAR:    # past the bar: the next bar line
             if bar + 1 not in states:
                 return None
             bar, index = bar + 1, 0
@@ -717,7 +726,7 @@ class SynthStream(MusicStream):
         (self._bands, self._spb, self._spb_target, self._ramp_bars, self.bpm, self.energy,
          _) = _copy_planning(state)
         self._bar = bar
-        self.landing = int(round(start + index * beat))
+        self.landing = int(round(start + index * step))
         self._cut = (bar, self.landing)
         for later in [b for b in self._snapshots if b >= bar]:
             del self._snapshots[later]
@@ -728,8 +737,10 @@ class SynthStream(MusicStream):
         if at > block:
             self._out = self._render_block()[at - block:]
         self.emitted = at
+        self._first = True
         logger.info('synth: prompt %d forks the stream at sample %d, lands at sample %d '
-                    '(bar %d, beat %d)', prompt.prompt_id, at, self.landing, bar, index + 1)
+                    '(bar %d, beat %g)', prompt.prompt_id, at, self.landing, bar,
+                    1 + index * FORK_GRID_BEATS)
         return at
 
     def _replay(self, preroll, block):
