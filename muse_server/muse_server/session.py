@@ -38,6 +38,10 @@ class SessionConfig:
     # bar line, heard after the audio already sent) instead of opening a new stream that the
     # player crossfades in at once. Off by default: it trades ~1-2.5 s of latency for music.
     retarget: bool = False
+    # Fork the running stream just ahead of the listener (MusicStream.fork) when the backend
+    # can and the client splices REPLACES frames: the change is heard within a beat (synth),
+    # so this is on by default. With retarget off, only such forks steer a stream.
+    fork: bool = True
     # A stream its backend can retarget is kept less far ahead: a prompt change continues it
     # after the audio already sent, so this is the change's latency (a new stream cuts in).
     retarget_ahead_s: float = 1.0
@@ -454,8 +458,8 @@ class Session:
         replaces = None
         try:
             replaces = await self._fork(current, request.prompt)
-            steered = replaces is not None or await current.runner.retarget(
-                _to_spec(request.prompt))
+            steered = replaces is not None or (self.config.retarget and await
+                                               current.runner.retarget(_to_spec(request.prompt)))
         except Exception as exc:
             logger.warning('session %s: retargeting to prompt %d failed, opening a new stream: '
                            '%s', self.id, request.prompt.prompt_id, exc)
@@ -478,11 +482,18 @@ class Session:
         self.stats['retargets'] = self.stats.get('retargets', 0) + 1
         return True
 
+    def _forks(self, runner: StreamRunner) -> bool:
+        return self.config.fork and self.client_replaces and runner.may_fork
+
+    def _steers(self, runner: StreamRunner) -> bool:
+        """Whether prompt changes steer this stream (else each opens a new stream)."""
+        return (self.config.retarget and runner.may_retarget) or self._forks(runner)
+
     async def _fork(self, current: _Stream, prompt: protocol.Prompt) -> int | None:
         """Fork the running stream just ahead of the listener (a client that splices
         REPLACES frames, a backend that forks): -> how many samples of the audio sent, the
         held fragment included, the fork replaces; None when it did not fork."""
-        if not (self.client_replaces and current.runner.may_fork):
+        if not self._forks(current.runner):
             return None
         rate = self.backend.sample_rate
         heard = current.samples_sent - round(
@@ -553,7 +564,7 @@ class Session:
                                     switch.prompt.prompt_id)
             return  # the old stream goes on
         old, self._current = self._current, _Stream(switch.prompt, runner, switch.prompt.first_seq,
-                                                    retargets=self.config.retarget and runner.may_retarget)
+                                                    retargets=self._steers(runner))
         if old is not None:
             self._close_in_background(old.runner)
             if old.held is not None:
