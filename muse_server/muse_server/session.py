@@ -479,6 +479,7 @@ class Session:
         if replaces:  # the fork replaced audio already sent: the listener will not hear it
             self._current.samples_sent -= replaces
             self._pacer.replaced(replaces / self.backend.sample_rate)
+            self._tail.drop_last(replaces)
         self.stats['retargets'] = self.stats.get('retargets', 0) + 1
         return True
 

@@ -203,6 +203,16 @@ class AudioTail:
         while self._samples - len(self._chunks[0]) >= self._max_samples:
             self._samples -= len(self._chunks.popleft())
 
+    def drop_last(self, samples: int):
+        """Forget the last ``samples`` appended (a fork replaced them: never heard)."""
+        while samples > 0 and self._chunks:
+            last = self._chunks.pop()
+            self._samples -= len(last)
+            if len(last) > samples:
+                self._chunks.append(last[:len(last) - samples])
+                self._samples += len(last) - samples
+            samples -= len(last)
+
     def get(self) -> np.ndarray | None:
         if not self._chunks:
             return None
