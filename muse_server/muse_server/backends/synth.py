@@ -495,7 +495,6 @@ class SynthStream(MusicStream):
         old.composer.retune(old.composer.energy, bpm)
         self._bands.append(band)
         self._schedule_many(band.setup_events(start, expression=0))
-        self._schedule(start, 'room', 0, preset.room)
 
     def _end_band(self, band, at):
         """Silence a band's held notes (faded out by then); its drum hits ring out (cutting a
@@ -535,6 +534,11 @@ class SynthStream(MusicStream):
             else:
                 spb1 = spb0 = self._spb_target
             length = BEATS_PER_BAR * (spb0 + spb1) / 2.0
+            if len(self._bands) > 1 and self._bar == self._bands[-1].swell_until:
+                # The room changes on the downbeat where the new drums enter with a crash:
+                # FluidSynth's reverb jumps to its new size at once, which clicks anywhere
+                # else (3 clicks off the beat grid at ambient -> techno, bench_transitions).
+                self._schedule(self._bar_start, 'room', 0, self._bands[-1].preset.room)
             for band in list(self._bands):
                 if band.until is not None and self._bar >= band.until:
                     self._bands.remove(band)
