@@ -158,7 +158,7 @@ class Session:
         self._superseded: set[asyncio.Task] = set()  # preparations a newer prompt replaced
         self._closers: set[asyncio.Task] = set()      # old streams closing in the background
         self._last_sent = (-1, -1)
-        self._pacer = PlaybackPacer(config.max_ahead_s)
+        self._pacer = PlaybackPacer(config.max_ahead_s, listener_delay_s=config.listener_delay_s)
         self._tail = AudioTail(config.context_s, backend.sample_rate, backend.channels)
         self._fragment_s = config.fragment_s  # duration of the last fragment generated
         self._max_frame_samples = 0
@@ -497,8 +497,7 @@ class Session:
         if not self._forks(current.runner):
             return None
         rate = self.backend.sample_rate
-        heard = current.samples_sent - round(
-            (self._pacer.ahead_s() + self.config.listener_delay_s) * rate)
+        heard = round(self._pacer.heard_s() * rate)   # pacer and samples_sent: the same origin
         sent = current.samples_sent + len(current.held[0])
         at = max(heard + round(self.config.fork_margin_s * rate),
                  sent - protocol.MAX_REPLACES, 0)
@@ -599,6 +598,7 @@ class Session:
                                stream.prompt.prompt_id, exc)
             else:
                 stream.fresh = True
+                stream.samples_sent = 0   # the new runner's stream starts over
                 stream.restarts += 1
                 self._pacer.restart()
                 return first

@@ -150,18 +150,28 @@ class PlaybackPacer:
 
     The listener is assumed to start playing when the stream's first fragment is sent and to
     play at real time from then on; if the stream falls behind (the listener ran dry), the
-    playback position is rebased to "now" as the listener's would be.
+    playback position is rebased to "now" as the listener's would be. What the listener has
+    actually heard lags that estimate by ``listener_delay_s`` (its player's prebuffer).
     """
 
-    def __init__(self, max_ahead_s: float, clock=time.monotonic):
+    def __init__(self, max_ahead_s: float, clock=time.monotonic, listener_delay_s: float = 0.0):
         self.max_ahead_s = max_ahead_s
+        self.listener_delay_s = listener_delay_s
         self._clock = clock
         self._start = None
         self._sent_s = 0.0
+        self._lag_s = listener_delay_s
 
     def restart(self):
         self._start = None
         self._sent_s = 0.0
+        self._lag_s = self.listener_delay_s
+
+    def heard_s(self) -> float:
+        """Seconds of the stream the listener has heard by now (estimate)."""
+        if self._start is None:
+            return 0.0
+        return max(0.0, min(self._sent_s, self._clock() - self._start) - self._lag_s)
 
     def sent(self, duration_s: float):
         now = self._clock()
@@ -172,8 +182,14 @@ class PlaybackPacer:
         self._sent_s += duration_s
 
     def replaced(self, duration_s: float):
-        """The last ``duration_s`` sent will not be played (a fork replaces them)."""
+        """The last ``duration_s`` sent will not be played (a fork replaces them). A fork
+        may start behind the real-time estimate (not behind the listener, who lags it): the
+        next send rebases the estimate there, so the listener then lags it that much less."""
         self._sent_s = max(self._sent_s - duration_s, 0.0)
+        if self._start is not None:
+            behind = (self._clock() - self._start) - self._sent_s
+            if behind > 0:
+                self._lag_s = max(0.0, self._lag_s - behind)
 
     def ahead_s(self) -> float:
         if self._start is None:

@@ -26,3 +26,21 @@ def test_the_tail_drops_replaced_samples_across_chunks():
     np.testing.assert_array_equal(tail.get()[:, 0], np.arange(6))
     tail.append(np.arange(20, 26, dtype=np.float32)[:, None])
     np.testing.assert_array_equal(tail.get()[:, 0], list(range(2, 6)) + list(range(20, 26)))
+
+
+def test_after_a_fork_behind_the_estimate_the_listener_lags_it_less():
+    """The listener is 0.3 s behind the real-time estimate (its prebuffer); a fork 0.1 s after
+    the listener replaces audio from 0.2 s before the estimate: the next send moves the
+    estimate back there, and the listener is then 0.1 s behind it, not 0.3 s."""
+    now = [0.0]
+    pacer = PlaybackPacer(2.0, clock=lambda: now[0], listener_delay_s=0.3)
+    pacer.sent(2.0)
+    now[0] = 1.0
+    assert abs(pacer.heard_s() - 0.7) < 1e-9
+    pacer.replaced(2.0 - 0.8)          # forked at 0.8 s = heard + 0.1
+    pacer.sent(0.5)
+    assert abs(pacer.heard_s() - 0.7) < 1e-9    # what was heard did not change
+    pacer.restart()
+    pacer.sent(1.0)
+    now[0] = 1.5
+    assert abs(pacer.heard_s() - 0.2) < 1e-9    # a new stream: the player prebuffers again
