@@ -78,7 +78,6 @@ SOFT_CLIP = 0.8                       # samples above this are compressed smooth
 CONTEXT_KEY_S = 4.0                   # seconds of context analysed for its key signature
 KEY_CONFIDENCE = 0.6                  # share of chroma energy in the key's seven notes above
                                       # which the context is called tonal (noise: 0.58)
-ROOM_STEPS = 64                       # steps of a reverb change (over one beat)
 TEMPO_RAMP_BARS = 2                   # bars over which a tempo change glides
 TRANSITION_BARS = 4                   # bars of an arranged style change
 LOOKAHEAD_BEATS = 0.25                # notes are planned this far ahead of the render position:
@@ -434,6 +433,10 @@ class SynthStream(MusicStream):
         self._cut = None                  # (bar, sample): a fork re-plans that bar from there
         self._bar = -1                    # the band's setup belongs to no bar: never re-planned
         self._schedule_many(self._bands[0].setup_events(0))
+        # The stream keeps its first style's room: FluidSynth's reverb clicks whenever its
+        # room is changed under sound (3 clicks off the beat grid at style changes in
+        # bench_transitions, whether at once or in 64 steps); later styles differ in their
+        # channels' reverb sends (CC 91) only.
         self._schedule(0, 'room', 0, preset.room)
         self._bar = 0
         logger.info('synth stream for prompt %d: seed %d, %s in %s, %.0f BPM, energy %.2f '
@@ -497,15 +500,6 @@ class SynthStream(MusicStream):
         self._bands.append(band)
         self._schedule_many(band.setup_events(start, expression=0))
 
-    def _change_room(self, old, new, beat):
-        """Glide the reverb from room ``old`` to ``new`` over the beat from the downbeat where
-        the new drums enter: FluidSynth's reverb takes a new setting at once, and one jump
-        clicked (3 clicks off the beat grid at ambient -> techno in bench_transitions)."""
-        for step in range(1, ROOM_STEPS + 1):
-            share = step / ROOM_STEPS
-            room = tuple(a + (b - a) * share for a, b in zip(old, new))
-            self._schedule(self._bar_start + (step - 1) * beat / ROOM_STEPS, 'room', 0, room)
-
     def _end_band(self, band, at):
         """Silence a band's held notes (faded out by then); its drum hits ring out (cutting a
         cymbal's release would click)."""
@@ -544,9 +538,6 @@ class SynthStream(MusicStream):
             else:
                 spb1 = spb0 = self._spb_target
             length = BEATS_PER_BAR * (spb0 + spb1) / 2.0
-            if len(self._bands) > 1 and self._bar == self._bands[-1].swell_until:
-                self._change_room(self._bands[0].preset.room, self._bands[-1].preset.room,
-                                  spb0)
             for band in list(self._bands):
                 if band.until is not None and self._bar >= band.until:
                     self._bands.remove(band)
