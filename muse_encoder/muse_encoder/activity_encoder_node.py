@@ -28,11 +28,11 @@ from muse_common.lifecycle import ManagedNode
 from muse_common.node_main import run_node
 from muse_common.params import declare
 from muse_common.stats import RollingStats
+from muse_encoder.features import STANDARD_GRAVITY
 from muse_encoder.inference import (BACKENDS, DEFAULT_BACKEND, SMOOTHING_METHODS, ActivityEncoder,
                                     ProbabilitySmoother)
 from muse_encoder.statics import Statics, sex_female_from_code
 from muse_encoder.stream import LatestQueue, WindowStream
-from muse_sensors import dalia
 
 WINDOW_QUEUE_DEPTH = 4        # windows waiting for the worker before the oldest is dropped
 TIMING_HISTORY = 200          # windows over which diagnostics report inference time percentiles
@@ -189,7 +189,7 @@ class ActivityEncoderNode(ManagedNode):
 
     def _on_imu(self, msg):
         a = msg.linear_acceleration
-        sample = np.array([a.x, a.y, a.z], np.float64) / dalia.G   # the features take g
+        sample = np.array([a.x, a.y, a.z], np.float64) / STANDARD_GRAVITY   # the features take g
         stamp = stamps.to_sec(msg.header.stamp)
         if not np.all(np.isfinite(sample)):
             self.get_logger().warning('IMU sample with NaN/inf acceleration dropped',
