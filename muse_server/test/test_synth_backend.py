@@ -15,7 +15,7 @@ from muse_server.backends.synth import (FORK_GRID_BEATS, KEY_CONFIDENCE, TEMPO_R
                                         loudness_target_db, render, rms_db, soft_clip)
 from muse_server.backends.synth_compose import BARS_PER_SECTION, BEATS_PER_BAR
 from muse_server.backends.synth_styles import DEFAULT_STYLE, STYLES, resolve_style
-from muse_server.backends.synth_theory import Key, estimate_key, voice_chord
+from muse_server.backends.synth_theory import Key, estimate_key, tuning_offset, voice_chord
 
 SR = 32000
 HOP = 64                      # onset-envelope hop: 2 ms, fine enough for 1 % tempo resolution
@@ -600,3 +600,27 @@ def test_keys_and_voicing():
     assert sum(abs(a - b) for a, b in zip(sorted(voicing), [60, 64, 67])) <= 4
     with pytest.raises(ValueError, match='mode'):
         Key(0, 'lydian')
+
+
+def test_a_kick_is_tuned_to_the_key():
+    """A fixed-pitch kick moves to the nearest note of the tonic triad within a whole tone,
+    else to the nearest scale note; chill_techno's kit (a C#2 kick) is bent in every key."""
+    assert tuning_offset(36.89, Key(7, 'minor')) == pytest.approx(1.11)     # C#- -> D, G minor
+    assert tuning_offset(43.0, Key(0, 'major')) == 0.0                       # G is C's fifth
+    for tonic in range(12):
+        for mode in ('major', 'minor'):
+            key = Key(tonic, mode)
+            offset = tuning_offset(36.89, key)
+            assert abs(offset) <= 2.0
+            assert round(36.89 + offset) % 12 in key.pitch_classes()
+            assert abs(36.89 + offset - round(36.89 + offset)) < 1e-9
+
+
+def test_a_tuned_kit_is_bent_to_the_key_and_an_untuned_one_is_not(backend):
+    for style in ('chill_techno', 'jazz'):
+        with backend.open_stream(prompt(style)) as stream:
+            stream.next_fragment()
+            bends = [e for e in stream._history if e[2] == 'bend']
+            kick = STYLES[style].kick_pitch
+            expected = 0.0 if kick is None else tuning_offset(kick, stream.key)
+        assert [(e[3], e[4]) for e in bends] == [(9, expected)]

@@ -27,9 +27,16 @@ one bar after the call):
   energy; a new tempo is reached by a linear ramp of the beat length over ``TEMPO_RAMP_BARS``;
 - new style: a ``TRANSITION_BARS``-bar (4) arranged transition: the old band plays on, fading and
   washing into the room, and ends with a drum fill; the new band's harmony and bass swell in
-  over it in the same key (handed over as the relative major/minor, never re-estimated); on the
-  downbeat after the fill the new drums enter with a crash and the old instruments stop;
+  over it in the same key (handed over as the relative major/minor, never re-estimated); over
+  the last ``DRUM_ENTRY_BARS`` (3) the new drums fade in under the old ones, so the kits cross
+  over gradually; on the downbeat after the fill the new band plays full with a crash and the
+  old instruments stop;
 - a prompt whose musical parameters (style, tempo, energy) did not change changes nothing.
+
+The key rule: a stream's key signature never changes. A same-style change keeps the key, a
+style change plays the relative major/minor (the same seven notes); nothing is re-estimated
+from audio. A kit whose kick has a pitch (``StylePreset.kick_pitch``) is pitch-bent onto the
+key (the nearest note of the tonic triad within a whole tone), so the kick does not blur it.
 
 A stream opened with ``context`` (the server's fallback when a stream failed) takes the key
 signature of the context's last seconds when they are clearly tonal.
@@ -62,7 +69,7 @@ import numpy as np
 from muse_server.backends.base import BackendError, MusicBackend, MusicStream, PromptSpec
 from muse_server.backends.synth_compose import BARS_PER_SECTION, BEATS_PER_BAR, Composer
 from muse_server.backends.synth_styles import STYLES, resolve_style
-from muse_server.backends.synth_theory import Key, estimate_key
+from muse_server.backends.synth_theory import Key, estimate_key, tuning_offset
 
 logger = logging.getLogger('muse_music_server')
 
@@ -80,6 +87,9 @@ KEY_CONFIDENCE = 0.6                  # share of chroma energy in the key's seve
                                       # which the context is called tonal (noise: 0.58)
 TEMPO_RAMP_BARS = 2                   # bars over which a tempo change glides
 TRANSITION_BARS = 4                   # bars of an arranged style change
+DRUM_ENTRY_BARS = 3                   # its last bars, over which the new drums fade in under
+                                      # the old (the kits cross over gradually: a drum swap
+                                      # within one bar was the largest timbre jump of a change)
 LOOKAHEAD_BEATS = 0.25                # notes are planned this far ahead of the render position:
                                       # a humanised note may start a little before its bar, and
                                       # a prompt lands on the first bar line not yet planned
@@ -173,6 +183,10 @@ class FluidRenderer:
             self._synth.noteoff(channel, a)
         else:
             self._synth.cc(channel, a, b)
+
+    def bend(self, channel, semitones):
+        """Pitch-bend ``channel`` by ``semitones`` (the GM default range: +-2)."""
+        self._synth.pitch_bend(channel, int(round(semitones * 4096)))
 
     def room(self, size, damping, level):
         self._synth.set_reverb(roomsize=size, damping=damping, width=0.8, level=level)
@@ -373,6 +387,11 @@ class _Band:
         events.append((at, 'cc', kit_channel, _CC_VOLUME, int(127 * drum_gain)))
         events.append((at, 'cc', kit_channel, _CC_REVERB, 40))
         events.append((at, 'cc', kit_channel, _CC_EXPRESSION, 127))
+        # the kick sounds in the key, not against it (0: a kit left untuned, also undoing the
+        # bend of an earlier band on these channels)
+        kick = self.preset.kick_pitch
+        events.append((at, 'bend', kit_channel,
+                       0.0 if kick is None else tuning_offset(kick, self.composer.key), None))
         for channel, key, part in self.parts.values():
             if key is not None:
                 continue
@@ -494,7 +513,7 @@ class SynthStream(MusicStream):
         band.first_bar = self._bar
         band.bar_offset = BARS_PER_SECTION - TRANSITION_BARS  # downbeat = its section start
         band.swell_until = self._bar + TRANSITION_BARS
-        band.drums_from = band.swell_until - 1   # its drums come in under the old band's fill
+        band.drums_from = band.swell_until - DRUM_ENTRY_BARS   # under the old band's drums
         old.until = self._bar + TRANSITION_BARS
         old.composer.retune(old.composer.energy, bpm)
         self._bands.append(band)
@@ -570,8 +589,10 @@ class SynthStream(MusicStream):
 
     def _transition_levels(self, band, ending, drums, length):
         """A style change, beat by beat: the leaving band fades and washes into the room (its
-        drums less, they play the fill); the arriving band's harmony swells in, and in the
-        last bar its drums come in under the fill, crossing over on the downbeat."""
+        drums fade to a tenth, they play the fill); the arriving band's harmony swells in, and
+        over the last ``DRUM_ENTRY_BARS`` its drums come in under the old ones, crossing over on
+        the downbeat. Levels are amplitudes: FluidSynth's expression (CC 11) is about square
+        law, hence the square roots."""
         start = int(round(self._bar_start))
         passed = self._bar - (band.until - TRANSITION_BARS if ending else band.first_bar)
         kit = band.base + DRUM_CHANNEL
@@ -585,16 +606,20 @@ class SynthStream(MusicStream):
                 if ending:
                     self._schedule(at, 'cc', channel, _CC_REVERB, int(min(127, 40 + 87 * progress)))
             if ending:
-                self._schedule(at, 'cc', kit, _CC_EXPRESSION, int(127 * (1.0 - 0.6 * progress)))
-            elif drums:
                 self._schedule(at, 'cc', kit, _CC_EXPRESSION,
-                               int(127 * math.sqrt((beat + 1) / BEATS_PER_BAR)))
+                               int(127 * math.sqrt(1.0 - 0.9 * progress)))
+            elif drums:
+                entered = ((self._bar - band.drums_from) * BEATS_PER_BAR + beat + 1) \
+                    / ((band.swell_until - band.drums_from) * BEATS_PER_BAR)
+                self._schedule(at, 'cc', kit, _CC_EXPRESSION, int(127 * math.sqrt(entered)))
 
     # -- rendering -----------------------------------------------------------------------
 
     def _dispatch(self, kind, channel, a, b):
         if kind == 'room':
             self._renderer.room(*a)
+        elif kind == 'bend':
+            self._renderer.bend(channel, a)
         elif kind == 'program':
             band_base = channel - channel % CHANNELS_PER_BAND
             self._renderer.select(channel, a, b if channel - band_base == DRUM_CHANNEL else None)
@@ -682,7 +707,7 @@ class SynthStream(MusicStream):
             at, _, kind, channel, a, _b, _bar, end = event
             if at >= before or (kind == 'on' and end is not None and end > before):
                 kept.append(event)
-            elif kind in ('cc', 'program', 'room'):
+            elif kind in ('cc', 'program', 'room', 'bend'):
                 controls[(kind, channel, a if kind == 'cc' else None)] = event
         self._history = sorted(controls.values(), key=lambda e: e[1]) + kept
         for bar in [b for b, (start, _) in self._snapshots.items() if start < before]:
@@ -760,7 +785,7 @@ class SynthStream(MusicStream):
         controls = {}
         for at, order, kind, channel, a, b, bar, end in history:
             if at < preroll:
-                if kind in ('cc', 'program', 'room'):
+                if kind in ('cc', 'program', 'room', 'bend'):
                     controls[(kind, channel, a if kind == 'cc' else None)] = \
                         (at, order, kind, channel, a, b, bar, end)
                 elif kind == 'on' and end is not None and end > preroll:

@@ -273,8 +273,10 @@ class Composer:
         e = self.energy
         if full:
             self._crash(bar, bar_in_section)
-            for beat in range(4):
-                self._hit('kick', bar, beat, 0.95, 0.32, pitch=31)
+        # a break keeps a soft kick: with only the off-beat hats left, the beat was heard (and
+        # tracked by bench_transitions) on the off-beats, half a beat off
+        for beat in range(4):
+            self._hit('kick', bar, beat, 0.95 if full else 0.5, 0.32, pitch=31)
         if e > 0.25 and (full or bar_in_section >= 2):
             for beat in (1, 3):
                 self._hit('clap', bar, beat, self._dyn(0.85))

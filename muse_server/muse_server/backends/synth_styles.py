@@ -52,6 +52,10 @@ class StylePreset:
                              # 24 electronic, 25 TR-808, 32 jazz, 40 brush, 48 orchestra
     room: tuple = (0.5, 0.4, 0.6)   # FluidSynth reverb (room size, damping, level)
     raised_dominant: bool = False
+    kick_pitch: float | None = None   # MIDI pitch of the drum kit's kick fundamental, measured
+                             # on the SoundFont: the kit is pitch-bent to the key (a kick a
+                             # tritone off the key made the key signature unreadable); None:
+                             # the kit plays untuned
 
 
 def _mix(**voices):
@@ -72,7 +76,7 @@ STYLES = MappingProxyType({preset.name: preset for preset in (
                  hat=drum(42, 0.6), open_hat=drum(46, 0.5), shaker=drum(70, 0.4),
                  crash=drum(49, 0.55, 0.3), synth_bass=(39, 0.85, 0.0), pad=(90, 0.45, 0.5),
                  stab=(81, 0.45, 0.4), pluck=(84, 0.45, 0.4)),
-        drum_kit=24, room=(0.7, 0.4, 0.5)),
+        drum_kit=24, room=(0.7, 0.4, 0.5), kick_pitch=36.89),   # kit 24 key 36: 68.8 Hz
     StylePreset(
         name='lofi_hiphop',
         keywords=('lofi', 'lo-fi', 'lo fi', 'hip hop', 'hiphop', 'hip-hop', 'boom bap',

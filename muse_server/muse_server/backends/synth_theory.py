@@ -101,6 +101,16 @@ def voice_chord(pitch_classes, previous, low, high):
     return min(candidates, key=distance)
 
 
+def tuning_offset(pitch, key, reach=2.0):
+    """Semitones (within +-``reach``) that bring a fixed-pitch sound at MIDI ``pitch`` (may be
+    fractional) onto ``key``: the nearest note of its tonic triad within reach, else the
+    nearest scale note (always within one semitone)."""
+    def nearest(pitch_classes):
+        return min(((pc - pitch + 6.0) % 12.0 - 6.0 for pc in pitch_classes), key=abs)
+    triad = nearest(key.chord(0))
+    return triad if abs(triad) <= reach else nearest(key.pitch_classes())
+
+
 def chroma(audio, sample_rate, fmin=80.0, fmax=2000.0):
     """12-bin pitch-class energy profile of mono ``audio`` (C first), from 8192-sample Hann
     frames; each spectral bin is shared between its two nearest pitch classes."""
