@@ -53,6 +53,9 @@ def backend_for(tiny, **options):
     options.setdefault('seed', 1234)
     options.setdefault('top_k', 50)
     options.setdefault('device', 'cpu')
+    if 'fragment_s' not in options:
+        # fixed fragment sizes: on a busy machine the governor would grow them mid-test
+        options.setdefault('max_play_steps', options.get('play_steps', 50))
     return MusicGenBackend.from_model(model, processor, **options)
 
 
@@ -656,3 +659,57 @@ def test_a_stream_morphing_inside_a_batch_leaves_the_others_untouched(tiny):
     morphing.close()
     steady.close()
     np.testing.assert_array_equal(np.concatenate(got), alone(tiny, 501, 'slow piano', 5, **options))
+
+
+class FakeClock:
+    """Stands in for the backend's clock: every reading advances by ``tick`` seconds, so a
+    fragment (two readings) appears to take ``tick``."""
+
+    def __init__(self, tick):
+        self.tick, self.now = tick, 0.0
+
+    def __call__(self):
+        self.now += self.tick
+        return self.now
+
+
+@pytest.mark.parametrize('batching', [True, False], ids=['batched', 'serial'])
+def test_fragments_grow_for_every_stream_under_load_and_shrink_back_after_it(tiny, batching):
+    backend = backend_for(tiny, batching=batching, play_steps=5, max_play_steps=20)
+    streams = [backend.open_stream(PromptSpec(i, TEXT)) for i in range(2)]
+    for stream in streams:
+        stream.next_fragment()      # first fragments (openings) are not counted
+    assert backend.load().play_steps == 5 and backend.load().play_steps_max == 20
+    # Slow: a fragment of 5 steps (0.1 s of audio) takes 0.2 s, half real time.
+    backend.clock = FakeClock(0.2)
+    sizes = []
+    while backend.play_steps < 20:
+        for stream in streams:
+            fragment = stream.next_fragment()
+            sizes.append(len(fragment) // HOP)
+        assert len(sizes) < 40, f'fragments never grew to 20 steps: {sizes}'
+    assert {5, 10} <= set(sizes)     # 5 -> 10 -> 20: doubled, for both streams
+    assert [len(stream.next_fragment()) // HOP for stream in streams] == [20, 20]
+    health = backend.load()
+    assert health.play_steps == 20 and health.play_steps_base == 5 and health.fragment_rtf == 2.0
+    # Fast again: every fragment takes 1 ms.
+    backend.clock = FakeClock(0.001)
+    while backend.play_steps > 5:
+        for stream in streams:
+            stream.next_fragment()
+        assert backend.play_steps_governor.changes < 6
+    assert [len(stream.next_fragment()) // HOP for stream in streams] == [5, 5]
+    assert backend.play_steps_governor.changes == 4     # up twice, down twice, no flapping
+    for stream in streams:
+        stream.close()
+    backend.close()
+
+
+def test_fragment_size_stays_put_between_the_thresholds(tiny):
+    backend = backend_for(tiny, play_steps=5, max_play_steps=20)
+    with backend.open_stream(PromptSpec(1, TEXT)) as stream:
+        stream.next_fragment()
+        backend.clock = FakeClock(0.1 / 1.5)      # 1.5x real time: inside [1.2, 2.4]
+        pull(stream, 8)
+        assert backend.play_steps == 5 and backend.play_steps_governor.changes == 0
+    backend.close()
