@@ -18,8 +18,9 @@ import transformers
 from muse_server.backends import BackendError, PromptSpec, create_backend
 from muse_server.backends.musicgen import MusicGenBackend, MusicGenInputError
 from muse_server.backends.musicgen_decoder import DecoderPass
-from muse_server.backends.musicgen_codec import (CodecLayout, StreamingCodecDecoder,
-                                                       UnsupportedCodecError)
+from muse_server.backends.musicgen_codec import (CodecBatcher, CodecLayout,
+                                                 StreamingCodecDecoder, UnsupportedCodecError,
+                                                 decode_together)
 from muse_server.backends.musicgen_random import (START_TOKEN, build_processor,
                                                         build_t5_tokenizer, random_musicgen,
                                                         tiny_musicgen_config)
@@ -193,6 +194,59 @@ def test_codec_decoders_sharing_one_layout_decode_bit_identically(tiny):
             for decoder in shared:
                 assert torch.equal(decoder.push(codes[:, begin:end]), expected)
     assert shared[0].lookahead_frames == own.lookahead_frames == layout.lookahead_frames == 4
+
+
+def test_codec_decoders_of_several_streams_decode_together_what_they_decode_alone(tiny):
+    """decode_together batches the streams standing at the same point (three in step, one
+    primed apart, one pushed a different chunk) and equals separate pushes up to rounding."""
+    codec = tiny[0].audio_encoder
+    layout = CodecLayout(codec)
+    generator = torch.Generator().manual_seed(6)
+    codes = [torch.randint(0, 2048, (CODEBOOKS, 40), generator=generator) for _ in range(5)]
+    chunks = [[6, 1, 9, 12, 12]] * 4 + [[5, 2, 9, 12, 12]]
+    with torch.inference_mode():
+        alone = [StreamingCodecDecoder(codec, layout) for _ in codes]
+        together = [StreamingCodecDecoder(codec, layout) for _ in codes]
+        for decoder in (alone[3], together[3]):
+            decoder.prime(codes[3][:, :3])
+        pushed = [0] * len(codes)
+        for step in range(5):
+            pieces = [codes[i][:, pushed[i]:pushed[i] + chunks[i][step]] for i in range(5)]
+            expected = [decoder.push(piece) for decoder, piece in zip(alone, pieces)]
+            got = decode_together(together, pieces)
+            for mine, theirs in zip(got, expected):
+                torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
+            pushed = [p + chunks[i][step] for i, p in enumerate(pushed)]
+    assert [d.samples_emitted for d in together] == [d.samples_emitted for d in alone]
+
+
+def test_codec_batcher_decodes_concurrent_readers_in_shared_passes(tiny):
+    codec = tiny[0].audio_encoder
+    layout = CodecLayout(codec)
+    codes = torch.randint(0, 2048, (CODEBOOKS, 24), generator=torch.Generator().manual_seed(7))
+    batcher = CodecBatcher()
+    readers = 6
+    decoders = [StreamingCodecDecoder(codec, layout) for _ in range(readers)]
+    outputs = [[] for _ in range(readers)]
+    start = threading.Barrier(readers)
+
+    def read(index):
+        with torch.inference_mode():
+            for begin in range(0, 24, 8):
+                start.wait()
+                outputs[index].append(batcher.push(decoders[index], codes[:, begin:begin + 8]))
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(readers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with torch.inference_mode():
+        reference = StreamingCodecDecoder(codec, layout)
+        expected = torch.cat([reference.push(codes[:, b:b + 8]) for b in range(0, 24, 8)])
+    for output in outputs:
+        torch.testing.assert_close(torch.cat(output), expected, atol=1e-5, rtol=0)
+    assert batcher.decodes == 3 * readers and batcher.passes <= batcher.decodes
 
 
 @pytest.mark.parametrize('change, named', [

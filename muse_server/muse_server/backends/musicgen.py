@@ -39,7 +39,6 @@ Importing this module needs torch and transformers, never rclpy.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import math
 import secrets
@@ -51,8 +50,8 @@ import numpy as np
 import torch
 
 from muse_server.backends.base import BackendError, MusicBackend, MusicStream, PromptSpec
-from muse_server.backends.musicgen_codec import (CodecLayout, StreamingCodecDecoder,
-                                                       UnsupportedCodecError)
+from muse_server.backends.musicgen_codec import (CodecBatcher, CodecLayout,
+                                                 StreamingCodecDecoder, UnsupportedCodecError)
 from muse_server.backends.musicgen_engine import BatchEngine, EngineStream, StreamFailed
 from muse_server.backends.musicgen_generation import (CodeGenerator, CodeWindows,
                                                             SamplingOptions, TextCondition,
@@ -368,10 +367,11 @@ class MusicGenBackend(MusicBackend):
                                                      grow_below=self.realtime_margin)
         self._governor_lock = threading.Lock()
         self.clock = time.perf_counter  # times fragments for the governor (tests: a fake)
-        # One codec decode at a time: the readers of a batch all finish their fragment at the
-        # same step, and as many concurrent decodes, each with its own intra-op thread team,
-        # oversubscribe the cores the engine's next pass needs (measured in bench_batching).
-        self._codec_lock = threading.Lock() if batching else contextlib.nullcontext()
+        # Batched, the readers all finish their fragment at the same engine step: their codec
+        # decodes run as one pass (as many concurrent decodes, each with its own intra-op
+        # thread team, oversubscribed the cores the engine's next pass needs). Serial, each
+        # reader decodes its own, as before batching.
+        self.codec_batcher = CodecBatcher() if batching else None
 
         if window_tokens is None:
             window_tokens = min(DEFAULT_WINDOW_TOKENS, max_positions)
@@ -420,8 +420,10 @@ class MusicGenBackend(MusicBackend):
         return self.play_steps_governor.play_steps
 
     def decode(self, codec: StreamingCodecDecoder, codes: torch.Tensor) -> torch.Tensor:
-        with self._codec_lock:
+        """``codec.push(codes)``, batched with other readers' decodes when batching."""
+        if self.codec_batcher is None:
             return codec.push(codes)
+        return self.codec_batcher.push(codec, codes)
 
     def fragment_made(self, steps: int, seconds: float) -> None:
         """A stream made a fragment of ``steps`` steps in ``seconds`` (its reader's wall time,
