@@ -367,11 +367,6 @@ class MusicGenBackend(MusicBackend):
                                                      grow_below=self.realtime_margin)
         self._governor_lock = threading.Lock()
         self.clock = time.perf_counter  # times fragments for the governor (tests: a fake)
-        # Batched, the readers all finish their fragment at the same engine step: their codec
-        # decodes run as one pass (as many concurrent decodes, each with its own intra-op
-        # thread team, oversubscribed the cores the engine's next pass needs). Serial, each
-        # reader decodes its own, as before batching.
-        self.codec_batcher = CodecBatcher() if batching else None
 
         if window_tokens is None:
             window_tokens = min(DEFAULT_WINDOW_TOKENS, max_positions)
@@ -408,7 +403,14 @@ class MusicGenBackend(MusicBackend):
             raise MusicGenInputError(f'prefill_chunk must be an int >= 1, got {prefill_chunk!r}')
         if not isinstance(batching, bool):
             raise MusicGenInputError(f'batching must be True or False, got {batching!r}')
-        self.engine = BatchEngine(self.model, prefill_chunk=prefill_chunk) if batching else None
+        # Batched, the readers all finish their fragment at the same engine step: their codec
+        # decodes run as one pass (as many concurrent decodes, each with its own intra-op
+        # thread team, oversubscribed the cores the engine's next pass needs). Serial, each
+        # reader decodes its own, as before batching.
+        self.codec_batcher = CodecBatcher() if batching else None
+        self.engine = (BatchEngine(self.model, prefill_chunk=prefill_chunk,
+                                   on_request_done=self.codec_batcher.expect)
+                       if batching else None)
         self.serial_step_seconds = collections.deque(maxlen=256)
         self.serial_seconds_total = 0.0     # in decoder steps of serial streams, ever
         self._open_streams = 0

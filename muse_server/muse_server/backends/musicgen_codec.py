@@ -349,23 +349,36 @@ class CodecBatcher:
     A thread's :meth:`push` queues its request and waits for the pass lock; the thread that
     gets it decodes every request queued by then (:func:`decode_together`), so a thread may
     find its own request done by another's pass. One pass runs at a time, which also keeps
-    concurrent decodes from oversubscribing the cores.
+    concurrent decodes from oversubscribing the cores. :meth:`expect` announces a request
+    about to come (the engine calls it when it wakes a reader): a pass waits for the announced
+    requests, up to ``gather_s``, so that readers woken by one engine step share one pass.
     """
 
-    def __init__(self):
+    def __init__(self, gather_s: float = 0.05):
         self._pass_lock = threading.Lock()
-        self._queue_lock = threading.Lock()
+        self._queue_changed = threading.Condition()
         self._queue: list = []
+        self._expected = 0
+        self.gather_s = gather_s
         self.passes = 0
         self.decodes = 0
 
+    def expect(self) -> None:
+        with self._queue_changed:
+            self._expected += 1
+
     def push(self, decoder: StreamingCodecDecoder, codes: torch.Tensor) -> torch.Tensor:
         request = {'decoder': decoder, 'codes': codes}
-        with self._queue_lock:
+        with self._queue_changed:
             self._queue.append(request)
+            self._expected = max(0, self._expected - 1)
+            self._queue_changed.notify_all()
         with self._pass_lock:
             if 'result' not in request and 'error' not in request:
-                with self._queue_lock:
+                with self._queue_changed:
+                    if not self._queue_changed.wait_for(lambda: self._expected == 0,
+                                                        timeout=self.gather_s):
+                        self._expected = 0      # a reader that went away: do not wait again
                     batch, self._queue = self._queue, []
                 try:
                     results = decode_together([r['decoder'] for r in batch],
