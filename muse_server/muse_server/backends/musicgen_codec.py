@@ -184,8 +184,8 @@ class _WindowedStage:
                 None if self._inputs is None else tuple(self._inputs.shape[1:]))
 
     def push(self, frames: torch.Tensor | None) -> torch.Tensor | None:
-        """Add input frames ``(batch, channels, n)`` (or none); return the outputs that became final,
-        or None when none did."""
+        """Add input frames ``(batch, channels, n)`` (or none); return the outputs that became
+        final, or None when none did."""
         if frames is not None and frames.shape[-1]:
             self._inputs = frames if self._inputs is None else torch.cat([self._inputs, frames], -1)
             self._received += frames.shape[-1]

@@ -12,12 +12,6 @@ transformers' decoder (logits within float rounding, same sampled tokens).
 
 Row layout: a stream with classifier-free guidance owns two consecutive rows, conditioned and
 null (``generate`` orders a stream's batch of two the same way).
-
-Fused projections: a decoder step of a few rows is one small matrix product per weight
-matrix, and on a CPU each costs a parallel region whatever its size; self-attention's query,
-key and value projections therefore run as one product, and so do the per-codebook heads.
-The fused weights are one tensor whose row blocks become the modules' own weights (views, no
-copy), so transformers' decoder (the serial path) keeps working on the same memory.
 """
 
 from __future__ import annotations
@@ -79,9 +73,6 @@ class DecoderPass:
         self.scaling = attention.scaling
         self.width = decoder.d_model
         self.activation = self.layers[0].activation_fn
-        self._qkv = [_fuse([layer.self_attn.q_proj, layer.self_attn.k_proj,
-                            layer.self_attn.v_proj]) for layer in self.layers]
-        self._heads = _fuse(list(self.lm_heads))
 
     @property
     def num_layers(self) -> int:
@@ -131,8 +122,9 @@ class DecoderPass:
             residual = hidden
             normed = layer.self_attn_layer_norm(hidden)
             attention = layer.self_attn
-            query, key, value = self._qkv[index](normed).split(self.width, dim=-1)
-            out = self_attend(index, self._split(query), self._split(key), self._split(value))
+            out = self_attend(index, self._split(attention.q_proj(normed)),
+                              self._split(attention.k_proj(normed)),
+                              self._split(attention.v_proj(normed)))
             hidden = residual + attention.out_proj(out.transpose(1, 2).reshape(rows, length, -1))
 
             residual = hidden
@@ -154,29 +146,7 @@ class DecoderPass:
             normed = layer.final_layer_norm(hidden)
             hidden = residual + layer.fc2(self.activation(layer.fc1(normed)))
         hidden = self._decoder.layer_norm(hidden)
-        logits = self._heads(hidden)                    # (rows, T, codebooks * vocab)
-        return logits.view(rows, length, self.num_codebooks, -1).permute(0, 2, 1, 3)
-
-
-def _fuse(linears):
-    """One ``Linear`` computing ``linears`` (same input width) side by side; their weights
-    (and biases) become views into its own, so each still computes what it did."""
-    weight = torch.cat([linear.weight.detach() for linear in linears])
-    has_bias = linears[0].bias is not None
-    fused = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=has_bias,
-                            device=weight.device, dtype=weight.dtype)
-    fused.weight = torch.nn.Parameter(weight, requires_grad=False)
-    if has_bias:
-        fused.bias = torch.nn.Parameter(torch.cat([linear.bias.detach() for linear in linears]),
-                                        requires_grad=False)
-    first = 0
-    for linear in linears:
-        end = first + linear.weight.shape[0]
-        linear.weight = torch.nn.Parameter(fused.weight[first:end], requires_grad=False)
-        if has_bias:
-            linear.bias = torch.nn.Parameter(fused.bias[first:end], requires_grad=False)
-        first = end
-    return fused
+        return torch.stack([head(hidden) for head in self.lm_heads], dim=1)
 
 
 class PrivateCache:
