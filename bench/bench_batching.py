@@ -49,7 +49,7 @@ def run(model, processor, batching: bool, streams: int, steps: int, device, seed
     (wall seconds, seconds in decoder passes, stream 0's audio, stream 0's codes, backend,
     streams)."""
     backend = MusicGenBackend.from_model(model, processor, device=device, play_steps=steps,
-                                         max_play_steps=steps, batching=batching, seed=seed,
+                                         batching=batching, seed=seed,
                                          morph_s=10.0)
     opened = [backend.open_stream(PromptSpec(i, PROMPTS[i % len(PROMPTS)])) for i in range(streams)]
     audio = [[] for _ in range(streams)]

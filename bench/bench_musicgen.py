@@ -297,8 +297,8 @@ def main(argv=None):
           f'{model.audio_encoder.config.sampling_rate} Hz, hop {model.audio_encoder.config.hop_length}',
           flush=True)
     backend = MusicGenBackend.from_model(model, processor, device=device, dtype=dtype,
-                                         play_steps=play_steps, max_play_steps=play_steps,
-                                         guidance_scale=GUIDANCE, top_k=TOP_K, seed=args.seed)
+                                         play_steps=play_steps, guidance_scale=GUIDANCE, top_k=TOP_K,
+                                         seed=args.seed)
     sample_rate = backend.sample_rate
     print(f'muse streamer: codec look-ahead {backend.lookahead_frames} frames, first fragment '
           f'{play_steps - decoder.num_codebooks + 1 - backend.lookahead_frames} frames', flush=True)

@@ -104,7 +104,7 @@ class PlayStepsGovernor:
     """
 
     def __init__(self, base: int, most: int, frame_rate: float, grow_below: float = 1.2,
-                 shrink_above: float = 2.4, window: int = 4):
+                 shrink_above: float = 2.4, window: int = 8):
         if not 1 <= base <= most:
             raise ValueError(f'play steps: need 1 <= base <= most, got base {base}, most {most}')
         if not 0 < grow_below < shrink_above:

@@ -26,8 +26,8 @@ Continuity:
 Concurrency: the backend is shared by all sessions. Batched, ``next_fragment`` waits for the
 engine thread to have stepped its stream ``play_steps`` times (a seeded stream samples the same
 tokens in a batch as alone); serial, streams take turns on the model one decoder step at a time
-through a FIFO lock (served in arrival order). Under load, fragments grow for every stream
-(``play_steps`` up to ``max_play_steps``, :class:`~muse_server.capacity.PlayStepsGovernor`)
+through a FIFO lock (served in arrival order). Under load, fragments may grow for every stream
+(``play_steps`` up to ``max_fragment_s``, :class:`~muse_server.capacity.PlayStepsGovernor`)
 and shrink back when the load drops. ``retarget`` moves a running stream to a new
 text without a new piece: batched, over ``morph_s`` seconds (cross-attention of old and new
 text mixed with a rising weight); serial, at once. :meth:`MusicGenBackend.load` says how many
@@ -300,10 +300,10 @@ class MusicGenBackend(MusicBackend):
     stepped in one :class:`~.musicgen_engine.BatchEngine` pass with the others (False: each
     stream takes its turn on the model alone, behind a FIFO lock); ``morph_s`` seconds over which
     :meth:`MusicGenStream.retarget` moves a batched stream to its new text; ``prefill_chunk``
-    decoder columns of a window's prefix per engine iteration; ``max_play_steps`` (default
-    twice ``play_steps``; equal to it: fixed fragments) the largest fragment the backend grows
-    to while its fragments come slower than ``realtime_margin`` times real time (the server's
-    ``max_ahead_s`` should hold two of them).
+    decoder columns of a window's prefix per engine iteration; ``max_fragment_s`` (default
+    None: fixed fragments) the longest fragment the backend grows to while its fragments come
+    slower than ``realtime_margin`` times real time (the server's ``max_ahead_s`` should hold
+    two of them).
     """
 
     name = 'musicgen'
@@ -314,7 +314,7 @@ class MusicGenBackend(MusicBackend):
                  context_s: float = 10.0, continuation_s: float = 10.0,
                  window_tokens: int | None = None, seed: int | None = None,
                  text_cache_size: int = 16, batching: bool = True, morph_s: float = 2.0,
-                 prefill_chunk: int = 256, max_play_steps: int | None = None):
+                 prefill_chunk: int = 256, max_fragment_s: float | None = None):
         from transformers import MusicgenForConditionalGeneration
 
         try:
@@ -356,12 +356,14 @@ class MusicGenBackend(MusicBackend):
             play_steps = DEFAULT_PLAY_STEPS
         if isinstance(play_steps, bool) or not isinstance(play_steps, int) or play_steps < 1:
             raise MusicGenInputError(f'play_steps must be an int >= 1, got {play_steps!r}')
-        if max_play_steps is None:
-            max_play_steps = 2 * play_steps
-        if (isinstance(max_play_steps, bool) or not isinstance(max_play_steps, int)
-                or max_play_steps < play_steps):
-            raise MusicGenInputError(f'max_play_steps must be an int >= play_steps '
-                                     f'({play_steps}), got {max_play_steps!r}')
+        max_play_steps = play_steps
+        if max_fragment_s is not None:
+            max_play_steps = round(_positive_seconds('max_fragment_s', max_fragment_s)
+                                   * self.frame_rate)
+            if max_play_steps < play_steps:
+                raise MusicGenInputError(
+                    f'max_fragment_s must be at least the fragment ({play_steps} steps = '
+                    f'{play_steps / self.frame_rate:g} s), got {max_fragment_s!r}')
         self.realtime_margin = 1.2
         self.play_steps_governor = PlayStepsGovernor(play_steps, max_play_steps, self.frame_rate,
                                                      grow_below=self.realtime_margin)
