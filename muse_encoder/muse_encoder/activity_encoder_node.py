@@ -28,11 +28,11 @@ from muse_common.lifecycle import ManagedNode
 from muse_common.node_main import run_node
 from muse_common.params import declare
 from muse_common.stats import RollingStats
+from muse_encoder.features import STANDARD_GRAVITY
 from muse_encoder.inference import (BACKENDS, DEFAULT_BACKEND, SMOOTHING_METHODS, ActivityEncoder,
-                                    ProbabilitySmoother)
+                                    ProbabilitySmoother, SmoothingSettings)
 from muse_encoder.statics import Statics, sex_female_from_code
 from muse_encoder.stream import LatestQueue, WindowStream
-from muse_sensors import dalia
 
 WINDOW_QUEUE_DEPTH = 4        # windows waiting for the worker before the oldest is dropped
 TIMING_HISTORY = 200          # windows over which diagnostics report inference time percentiles
@@ -56,11 +56,26 @@ class ActivityEncoderNode(ManagedNode):
                                  min_value=16.0, max_value=2000.0, read_only=True)
         declare(self, 'stride_s', 1.0, 'Data time between estimates [s], counted in IMU samples.',
                 min_value=0.25, max_value=8.0)
-        declare(self, 'smoothing', 'ema', 'Temporal smoothing of the published class.',
+        defaults = SmoothingSettings()
+        declare(self, 'smoothing', defaults.method, "How the published class follows the windows: "
+                "'evidence' (change detector in data time: switch once another class has led by "
+                "more than smoothing_margin for smoothing_threshold nat*s of data), 'hmm' (sticky "
+                "HMM forward filter), 'ema', 'majority' (per window) or 'none'.",
                 choices=SMOOTHING_METHODS)
-        declare(self, 'smoothing_alpha', 0.5, "Weight of the newest window for 'ema' (1 = none).",
+        declare(self, 'smoothing_alpha', defaults.alpha, "Weight of the newest window for 'ema' (1 = none).",
                 min_value=0.01, max_value=1.0)
-        declare(self, 'smoothing_window', 5, "Windows voting for 'majority'.", min_value=1, max_value=60)
+        declare(self, 'smoothing_window', defaults.window, "Windows voting for 'majority'.",
+                min_value=1, max_value=60)
+        declare(self, 'smoothing_margin', defaults.margin, "'evidence': log-probability lead [nats] "
+                'over every other class beyond which a window counts for a class (2 = 7.4x as likely).',
+                min_value=0.0, max_value=10.0)
+        declare(self, 'smoothing_threshold', defaults.threshold, "'evidence': lead beyond the margin, "
+                'summed over data time [nat*s], at which the published class switches.',
+                min_value=0.0, max_value=100.0)
+        declare(self, 'smoothing_switch_rate', defaults.switch_rate, "'hmm': prior rate of activity "
+                'changes [1/s of data].', min_value=1e-6, max_value=1.0)
+        declare(self, 'smoothing_evidence_weight', defaults.evidence_weight, "'hmm': exponent of a "
+                "window's probabilities per second of data.", min_value=0.01, max_value=10.0)
         declare(self, 'heart_rate_timeout_s', 10.0, 'Data time [s] after the last heart rate '
                 'message at which it counts as missing.', min_value=1.0, max_value=600.0)
         declare(self, 'default_heart_rate_bpm', 0.0, 'Heart rate [beats/min] used while none is '
@@ -139,14 +154,19 @@ class ActivityEncoderNode(ManagedNode):
 
     # ------------------------------------------------------------------ parameters
 
+    def _smoothing_settings(self, values=None):
+        """SmoothingSettings from the parameters, ``values`` (name -> new value) taking precedence."""
+        values = values or {}
+        get = lambda name: values.get(name, self.get_parameter(name).value)  # noqa: E731
+        return SmoothingSettings(get('smoothing'), get('smoothing_alpha'), get('smoothing_window'),
+                                 margin=get('smoothing_margin'), threshold=get('smoothing_threshold'),
+                                 switch_rate=get('smoothing_switch_rate'),
+                                 evidence_weight=get('smoothing_evidence_weight'))
+
     def _validate_parameters(self, parameters):
-        values = {p.name: p.value for p in parameters}
-        method = values.get('smoothing', self.get_parameter('smoothing').value)
-        alpha = values.get('smoothing_alpha', self.get_parameter('smoothing_alpha').value)
-        window = values.get('smoothing_window', self.get_parameter('smoothing_window').value)
         # stride_s needs no check: its range (>= 0.25 s) and imu_rate_hz's (>= 16 Hz, read-only)
         # make every stride at least 4 samples.
-        problem = ProbabilitySmoother.validate(method, alpha, window)
+        problem = self._smoothing_settings({p.name: p.value for p in parameters}).problem()
         return SetParametersResult(successful=problem is None, reason=problem or '')
 
     def _apply_parameters(self):
@@ -164,12 +184,10 @@ class ActivityEncoderNode(ManagedNode):
             self._defaults = Statics(get('default_heart_rate_bpm'), get('default_age_years'),
                                      sex_female_from_code(get('default_sex')),
                                      get('default_height_cm'), get('default_weight_kg'))
-            smoother = self._smoother
-            settings = (get('smoothing'), get('smoothing_alpha'), get('smoothing_window'))
-            if smoother is None:
-                self._smoother = ProbabilitySmoother(*settings)
-            elif (smoother.method, smoother.alpha, smoother.window) != settings:
-                smoother.configure(*settings)
+            settings = self._smoothing_settings()
+            if self._smoother is None or self._smoother.settings != settings:
+                self._smoother = self._smoother or ProbabilitySmoother()
+                self._smoother.configure(settings)      # restarts the smoothing
 
     # ------------------------------------------------------------------ inputs
 
@@ -189,7 +207,7 @@ class ActivityEncoderNode(ManagedNode):
 
     def _on_imu(self, msg):
         a = msg.linear_acceleration
-        sample = np.array([a.x, a.y, a.z], np.float64) / dalia.G   # the features take g
+        sample = np.array([a.x, a.y, a.z], np.float64) / STANDARD_GRAVITY   # the features take g
         stamp = stamps.to_sec(msg.header.stamp)
         if not np.all(np.isfinite(sample)):
             self.get_logger().warning('IMU sample with NaN/inf acceleration dropped',
@@ -244,7 +262,9 @@ class ActivityEncoderNode(ManagedNode):
                                    'else the training means', once=True)
         prediction = self._encoder.predict(window.samples_g, self._imu_rate, statics)
         with self._lock:
-            class_id, confidence, _ = self._smoother.update(prediction.probabilities)
+            # Data time since the previous window, for the smoothers that work in data time.
+            dt_s = self._stream.stride / self._imu_rate
+            class_id, confidence, _ = self._smoother.update(prediction.probabilities, dt_s)
         msg = ActivityEstimate()
         msg.header.stamp = stamps.from_sec(window.end_s)
         msg.header.frame_id = frame_id

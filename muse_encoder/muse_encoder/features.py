@@ -37,7 +37,9 @@ centred on its own 8-sample block. Below 1 kHz the (Slaney) mel scale is linear,
 The pipeline is linear up to the power spectrum, so resampling for a given input rate is a
 precomputed matrix (the polyphase filter of ``scipy.signal.resample_poly`` applied to the
 identity) and the whole batch of windows and axes goes through one matmul, one strided
-framing, one rFFT and one mel matmul.
+framing, one rFFT and one mel matmul. The constant filters (that matrix, the Hann window,
+the mel filterbank) are designed in plain numpy (:mod:`muse_encoder.dsp`, equal to scipy's and
+librosa's to ~1e-13), so the encoder node's process imports neither scipy nor librosa.
 """
 
 from dataclasses import asdict, dataclass
@@ -47,7 +49,7 @@ import threading
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.signal import butter, get_window, resample_poly, sosfiltfilt
+from muse_encoder import dsp
 
 AXES = ('x', 'y', 'z')
 REPRESENTATIONS = ('invariant', 'axes')
@@ -178,15 +180,11 @@ class AccelToRGBMel:
             params = FeatureParams(**{**params.as_dict(), **overrides})
         self._check_params(params)
         self.params = params
-        self._analysis_window = get_window(params.window_fn, params.n_fft, fftbins=True).astype(np.float32)
-        # librosa is imported here only: its filterbank defines the mel scale, and importing it
-        # costs ~1 s, which users of sliding_windows alone should not pay.
-        import librosa
-        self._mel_basis = librosa.filters.mel(
-            sr=params.target_rate_hz, n_fft=params.n_fft, n_mels=params.n_mels,
-            fmin=params.fmin_hz, fmax=params.fmax_hz).astype(np.float32)
-        self._highpass = butter(2, params.gravity_cutoff_hz, btype='highpass',
-                                fs=params.target_rate_hz, output='sos')
+        self._analysis_window = dsp.periodic_window(params.window_fn, params.n_fft).astype(np.float32)
+        self._mel_basis = dsp.slaney_mel_filterbank(
+            params.target_rate_hz, params.n_fft, params.n_mels,
+            params.fmin_hz, params.fmax_hz).astype(np.float32)
+        self._highpass = dsp.butter_highpass_biquad(params.gravity_cutoff_hz, params.target_rate_hz)
         self._resamplers = {}
         self._lock = threading.Lock()
 
@@ -204,6 +202,10 @@ class AccelToRGBMel:
             raise ValueError(f'need 0 <= fmin < fmax <= Nyquist ({params.target_rate_hz / 2} Hz)')
         if params.representation not in REPRESENTATIONS:
             raise ValueError(f'representation must be one of {REPRESENTATIONS}, got {params.representation!r}')
+        if params.window_fn not in dsp.COSINE_WINDOWS:
+            raise ValueError(f'window_fn must be one of {tuple(dsp.COSINE_WINDOWS)}, got {params.window_fn!r}')
+        if params.resample_padtype not in ('line', 'constant'):
+            raise ValueError(f"resample_padtype must be 'line' or 'constant', got {params.resample_padtype!r}")
         if not 0 < params.gravity_cutoff_hz < params.target_rate_hz / 2:
             raise ValueError(f'gravity_cutoff_hz must be in (0, Nyquist), got {params.gravity_cutoff_hz!r}')
 
@@ -240,15 +242,15 @@ class AccelToRGBMel:
         if ratio != 1:
             # resample_poly is linear in its input (line padding included), so its response
             # to the identity is the resampling matrix.
-            matrix = resample_poly(np.eye(n_in), ratio.numerator, ratio.denominator,
-                                   axis=0, padtype=p.resample_padtype)[:p.window_samples]
+            matrix = dsp.resample_poly_matrix(n_in, ratio.numerator, ratio.denominator,
+                                              p.resample_padtype)[:p.window_samples]
         if p.representation == 'invariant':
             # Mean removal and the zero-phase high-pass are linear too: fold them into the
             # same matrix, so gravity separation costs nothing at run time.
             # The input's mean goes first too: resampling does not map a constant exactly
             # onto a constant near the window edges.
             n = p.window_samples
-            stage = sosfiltfilt(self._highpass, np.eye(n) - 1.0 / n, axis=0)
+            stage = dsp.filtfilt_matrix(*self._highpass, n) @ (np.eye(n) - 1.0 / n)
             matrix = stage if matrix is None else stage @ matrix @ (np.eye(n_in) - 1.0 / n_in)
         return None if matrix is None else np.ascontiguousarray(matrix, dtype=np.float32)
 

@@ -7,10 +7,12 @@ changes that are never recognised before B ends count as misses. Between the end
 previous activity A and that moment, every switch of the published class to something other
 than A, B or transient is a false change. Data times are window ends, as the node stamps them.
 
-``python -m muse_encoder.reaction [--model PATH] [--subjects N] ...`` measures it on held-out
-domain-randomised synthetic subjects (muse_sensors.synthetic.generate_wrist_stream, seeds the
-default checkpoint was not trained on) for several stride/smoothing settings and prints
-p50/p95 and false changes per change.
+``python -m muse_encoder.reaction [--model PATH] [--domain D] [--subjects N] ...`` measures
+it on held-out synthetic subjects (muse_sensors.synthetic, seeds the default checkpoint was
+not trained on): domain-randomised devices (``randomised``, as in training), a device and
+wearer configuration outside the training ranges (``shifted``), or the original E4-style
+generator (``e4``), for several stride/smoothing settings, and prints p50/p95 and false changes
+per change. The smoothing is muse_encoder.inference.ProbabilitySmoother, the node's own.
 """
 
 import argparse
@@ -23,15 +25,18 @@ import numpy as np
 
 from muse_encoder.dataset import TRANSIENT_ID
 from muse_encoder.features import to_g
-from muse_encoder.inference import ProbabilitySmoother
+from muse_encoder.inference import ProbabilitySmoother, SmoothingSettings
 from muse_encoder.statics import STATIC_INPUTS
 
-# (name, stride_s, smoothing method, alpha, window): the old node defaults first.
-SETTINGS = (('stride 2 s, ema 0.5 (before)', 2.0, 'ema', 0.5, 5),
-            ('stride 1 s, ema 0.5', 1.0, 'ema', 0.5, 5),
-            ('stride 1 s, ema 0.7', 1.0, 'ema', 0.7, 5),
-            ('stride 1 s, majority 3', 1.0, 'majority', 0.5, 3),
-            ('stride 1 s, none', 1.0, 'none', 0.5, 5))
+# (name, stride_s, SmoothingSettings): the node's earlier defaults first, its default last.
+SETTINGS = (('stride 2 s, ema 0.5 (before)', 2.0, SmoothingSettings('ema', alpha=0.5)),
+            ('stride 1 s, ema 0.5 (last default)', 1.0, SmoothingSettings('ema', alpha=0.5)),
+            ('stride 1 s, none', 1.0, SmoothingSettings('none')),
+            ('stride 1 s, hmm 1/300 s, w 1', 1.0, SmoothingSettings('hmm', switch_rate=1 / 300,
+                                                                     evidence_weight=1.0)),
+            ('stride 0.5 s, evidence 2 / 0.5', 0.5, SmoothingSettings('evidence', margin=2.0, threshold=0.5)),
+            ('stride 1 s, evidence 2 / 0.5 (default)', 1.0, SmoothingSettings()))
+DOMAINS = ('randomised', 'shifted', 'e4')
 
 
 @dataclass
@@ -60,9 +65,11 @@ def estimate_stream(encoder, acc_g, rate_hz, activity, stride_s, statics=None, b
                            np.asarray(activity), float(rate_hz))
 
 
-def smoothed_classes(probabilities, method, alpha, window):
-    smoother = ProbabilitySmoother(method, alpha, window)
-    return np.array([smoother.update(p)[0] for p in probabilities])
+def smoothed_classes(probabilities, settings, stride_s):
+    """The published class after every window, as the node publishes it."""
+    smoother = ProbabilitySmoother()
+    smoother.configure(settings)
+    return np.array([smoother.update(p, stride_s)[0] for p in probabilities])
 
 
 def reactions(estimates, published):
@@ -100,7 +107,9 @@ def summarise(results):
 
 def held_out_streams(count, minutes, seed, domain='randomised', first_index=501):
     """(acc in g, rate, per-sample activity, statics) of held-out synthetic subjects:
-    domain-randomised streams, or 'e4' = the original generator's E4-style 32 Hz subjects."""
+    domain-randomised streams, 'shifted' = a device and wearer configuration outside the
+    training ranges (synthetic.DOMAIN_SHIFTED), or 'e4' = the original generator's E4-style
+    32 Hz subjects."""
     from muse_sensors import dalia, synthetic
     for index in range(first_index, first_index + count):
         statics = np.array([np.nan] * len(STATIC_INPUTS), np.float32)
@@ -110,8 +119,9 @@ def held_out_streams(count, minutes, seed, domain='randomised', first_index=501)
             activity = np.repeat(data['activity'][:, 0].astype(int), dalia.ACC_HZ // dalia.ACTIVITY_HZ)
             yield acc_g.astype(np.float32), float(dalia.ACC_HZ), activity[:len(acc_g)], statics
             continue
-        stream = synthetic.generate_wrist_stream(index, minutes, seed, balanced=True,
-                                                 domain=synthetic.DOMAIN_RANDOMISED)
+        stream = synthetic.generate_wrist_stream(
+            index, minutes, seed, balanced=True,
+            domain=synthetic.DOMAIN_SHIFTED if domain == 'shifted' else synthetic.DOMAIN_RANDOMISED)
         yield to_g(stream.acc, stream.units), stream.rate_hz, stream.activity, statics
 
 
@@ -119,11 +129,11 @@ def measure(encoder, streams, settings=SETTINGS):
     by_stride = {}
     results = {name: [] for name, *_ in settings}
     for acc_g, rate, activity, _ in streams:
-        for stride in sorted({s for _, s, *_ in settings}):
+        for stride in sorted({s for _, s, _ in settings}):
             by_stride[stride] = estimate_stream(encoder, acc_g, rate, activity, stride)
-        for name, stride, method, alpha, window in settings:
+        for name, stride, smoothing in settings:
             est = by_stride[stride]
-            results[name] += reactions(est, smoothed_classes(est.probabilities, method, alpha, window))
+            results[name] += reactions(est, smoothed_classes(est.probabilities, smoothing, stride))
     return {name: summarise(r) for name, r in results.items()}
 
 
@@ -134,8 +144,11 @@ def main(argv=None):
     parser.add_argument('--subjects', type=int, default=6)
     parser.add_argument('--minutes', type=float, default=10.0)
     parser.add_argument('--seed', type=int, default=2024, help='not the default checkpoint\'s training seed')
-    parser.add_argument('--domain', choices=('randomised', 'e4'), default='randomised',
-                        help="held-out subjects: domain-randomised (default) or the original E4-style generator")
+    parser.add_argument('--domain', choices=DOMAINS, default='randomised',
+                        help="held-out subjects: domain-randomised (default), 'shifted' (outside the "
+                             "training ranges) or the original E4-style generator")
+    parser.add_argument('--first-index', type=int, default=501,
+                        help='subject index of the first stream (the default checkpoint was trained on 1-20)')
     parser.add_argument('--output', type=Path, default=None, help='write the results as JSON here')
     args = parser.parse_args(argv)
     from muse_encoder.inference import ActivityEncoder
@@ -143,13 +156,14 @@ def main(argv=None):
         encoder = ActivityEncoder(args.model, backend='torch', threads=1)
     else:
         encoder = ActivityEncoder(backend='onnx', onnx_path=args.model, threads=1)
-    result = measure(encoder, held_out_streams(args.subjects, args.minutes, args.seed, args.domain))
+    result = measure(encoder, held_out_streams(args.subjects, args.minutes, args.seed, args.domain,
+                                                     args.first_index))
     for name, r in result.items():
-        print(f'{name:>30s}: p50 {r["p50_s"]:.1f} s, p95 {r["p95_s"]:.1f} s, missed {r["missed"]}/{r["changes"]}, '
+        print(f'{name:>40s}: p50 {r["p50_s"]:.1f} s, p95 {r["p95_s"]:.1f} s, missed {r["missed"]}/{r["changes"]}, '
               f'false changes per change {r["false_changes_per_change"]:.2f}')
     if args.output:
         args.output.write_text(json.dumps({'model': str(args.model or 'packaged'), 'domain': args.domain, 'subjects': args.subjects,
-                                           'minutes': args.minutes, 'seed': args.seed, 'results': result},
+                                           'minutes': args.minutes, 'seed': args.seed, 'first_index': args.first_index, 'results': result},
                                           indent=2) + '\n')
     return 0
 

@@ -175,6 +175,8 @@ def test_runtime_parameter_changes_are_validated(spawn, ros_node, subject):
     refused = set_param('smoothing', 'median')
     assert not refused.successful and 'median' in refused.reason
     assert not set_param('smoothing_alpha', 0.0).successful
+    assert set_param('smoothing', 'evidence').successful and set_param('smoothing_margin', 1.5).successful
+    assert not set_param('smoothing_threshold', -1.0).successful
     assert not set_param('imu_rate_hz', 50.0).successful      # read-only: the window size
     assert set_param('stride_s', 1.0).successful
     assert node.stop() == 0, node.output()

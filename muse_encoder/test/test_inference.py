@@ -131,19 +131,29 @@ def test_smoothing_settings_are_validated():
         ProbabilitySmoother('ema').update([0.5, float('nan')])
 
 
-def test_onnx_backend_never_imports_torch():
-    """The node's default engine: onnxruntime and the .onnx metadata, without torch."""
+# Heavy packages the node's process must not load: torch (the ONNX backend replaces it),
+# scipy and librosa/numba (~150 MB; the feature constants are built in numpy), pandas.
+EDGE_FORBIDDEN = ('torch', 'scipy', 'librosa', 'numba', 'pandas', 'sklearn')
+
+
+def test_the_nodes_inference_path_imports_no_heavy_package():
+    """A fresh process that imports the node's module and runs what its worker runs (features
+    + CNN in onnxruntime + the default smoother) loads none of EDGE_FORBIDDEN."""
     import subprocess
     import sys
     code = ('import sys, numpy as np\n'
-            'from muse_encoder.inference import ActivityEncoder\n'
-            'e = ActivityEncoder()\n'
-            'p = e.predict(np.zeros((256, 3), np.float32) + [0, 0, 1], 32)\n'
+            'import muse_encoder.activity_encoder_node\n'
+            'from muse_encoder.inference import ActivityEncoder, ProbabilitySmoother\n'
+            'e = ActivityEncoder(threads=1)\n'
+            's = ProbabilitySmoother()\n'
+            'for rate in (32, 50):\n'
+            '    p = e.predict(np.zeros((8 * rate, 3), np.float32) + [0, 0, 1], rate)\n'
+            '    s.update(p.probabilities, 1.0)\n'
             'assert e.backend == "onnx" and p.probabilities.shape == (9,)\n'
-            'print("torch" in sys.modules)\n')
+            f'print([m for m in {EDGE_FORBIDDEN!r} if m in sys.modules])\n')
     done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == 'False'
+    assert done.stdout.strip().splitlines()[-1] == '[]'
 
 
 def test_default_model_gives_the_same_answer_on_any_device_convention(encoder, subject):
