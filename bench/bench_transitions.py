@@ -8,8 +8,12 @@ changes, style changes) is rendered twice, in one run:
 
 - **baseline**, the switch as it was before retargeting: a new stream per prompt, opened with
   the last 4 s of audio as context, joined by the player's 0.5 s equal-power crossfade;
-- **retarget**: one stream, ``SynthStream.retarget`` at each prompt (the session's new path;
-  the player splices the continuation on without a crossfade).
+- **retarget**: one stream, ``SynthStream.retarget`` at each prompt (the session's path for
+  clients that do not splice REPLACES frames: the change follows the audio already sent);
+- **fork**: one stream, ``SynthStream.fork`` at each prompt from just ahead of the listener
+  (the session's path for clients that do): everything the server made beyond the listener
+  (``retarget_ahead_s`` + the held fragment + the player's prebuffer) is replaced from the
+  listener's position + ``fork_margin_s`` on, joined by the player's 20 ms in-phase crossfade.
 
 Per change it measures (librosa features; T = the moment the prompt arrives):
 
@@ -27,11 +31,14 @@ Per segment (the steady part after each change): tempo by onset autocorrelation 
 the target lag, parabolic refinement) and by librosa.beat.beat_track (default prior, not told
 the target); the key signature (synth_theory.estimate_key) along the run of same-style changes.
 
-Prompt -> audible: baseline = first fragment's generation time + the player's prebuffer
-(0.3 s); retarget = the audio already sent ahead of the listener (the session's
-``retarget_ahead_s``) + the
-fragment held back + the wait for the bar line where the change lands (all but the first
-measured from this run's audio).
+Prompt -> audible: baseline = first fragment's generation time (measured) + the player's
+prebuffer (0.3 s); retarget = the audio already sent ahead of the listener (the session's
+``retarget_ahead_s``) + the fragment held back + the wait for the bar line where the change
+lands; fork = from the listener's position when the prompt arrives (a phase of the beat
+spread by the golden ratio: prompts arrive at any phase) to the eighth note where the stream
+says the change lands, or the measured fork + first fragment time if longer, and
+(``audio``) to the first 10 ms where the forked audio departs from the old by more than
+0.25 (full scale 1), found in the audio.
 """
 
 import os
@@ -54,6 +61,7 @@ from muse_server.backends.synth import (LOOKAHEAD_BEATS, TEMPO_RAMP_BARS,  # noq
 from muse_server.backends.synth_compose import BEATS_PER_BAR  # noqa: E402
 from muse_server.backends.synth_theory import estimate_key  # noqa: E402
 from muse_server.session import SessionConfig  # noqa: E402
+from muse_player.mixer import REPLACE_CROSSFADE_S  # noqa: E402
 
 SR = 32000
 HOP = 256
@@ -134,6 +142,57 @@ def render_retarget(backend, script, segment_s):
             have += len(parts[-1])
     stream.close()
     return np.concatenate(parts)[:len(script) * seg]
+
+
+def render_fork(backend, script, segment_s):
+    """One stream forked at each prompt just ahead of the listener, spliced as the player
+    does; -> audio, per change (latency by the plan [s], by the audio [s], fork time [s])."""
+    config = SessionConfig()
+    seg = int(segment_s * SR)
+    made_ahead = int((config.retarget_ahead_s + config.fragment_s + config.listener_delay_s) * SR)
+    margin = int(config.fork_margin_s * SR)
+    fade = int(REPLACE_CROSSFADE_S * SR)
+    fade_out, fade_in = equal_power(fade)
+    stream = backend.open_stream(spec(0, script[0]))
+    parts, have = [], 0
+    changes = []
+
+    def truncate(length):
+        nonlocal have
+        while have - len(parts[-1]) >= length:
+            have -= len(parts.pop())
+        parts[-1] = parts[-1][:len(parts[-1]) - (have - length)]
+        have = length
+
+    for i, entry in enumerate(script):
+        if i:
+            # the listener's position when the prompt arrives: at any phase of the beat
+            t = i * seg + int((i * 0.618034) % 1.0 * 60.0 / script[i - 1][3] * SR)
+            while have < t + made_ahead:
+                parts.append(stream.next_fragment()[:, 0])
+                have += len(parts[-1])
+            old = np.concatenate(parts[-8:])[-(have - t - margin):].copy()
+            started = time.perf_counter()
+            at = stream.fork(spec(i, entry), t + margin)
+            first = stream.next_fragment()[:, 0].copy()
+            took = time.perf_counter() - started
+            truncate(at)
+            first[:fade] = first[:fade] * fade_in + old[:fade] * fade_out
+            parts.append(first)
+            have += len(first)
+            while have < t + made_ahead:
+                parts.append(stream.next_fragment()[:, 0])
+                have += len(parts[-1])
+            new = np.concatenate(parts[-8:])[-(have - at):][:len(old)]
+            windows = np.abs(new - old[:len(new)])[:len(new) // 320 * 320].reshape(-1, 320)
+            departs = np.flatnonzero(windows.max(axis=1) > 0.25)
+            heard = (at - t + departs[0] * 320) / SR if len(departs) else float('nan')
+            changes.append((max((stream.landing - t) / SR, took), heard, took))
+        while have < (i + 1) * seg:
+            parts.append(stream.next_fragment()[:, 0])
+            have += len(parts[-1])
+    stream.close()
+    return np.concatenate(parts)[:len(script) * seg], changes
 
 
 # -- measures -----------------------------------------------------------------------------
@@ -352,13 +411,16 @@ def main(argv=None):
           f'{args.seed}, SoundFont {backend.soundfont.name}')
     baseline, first_fragment_s = render_baseline(backend, script, args.segment_s)
     steered = render_retarget(backend, script, args.segment_s)
+    forked, fork_changes = render_fork(backend, script, args.segment_s)
     if args.wav_dir:
         args.wav_dir.mkdir(parents=True, exist_ok=True)
         write_wav(args.wav_dir / 'baseline.wav', baseline[:, None], SR)
         write_wav(args.wav_dir / 'retarget.wav', steered[:, None], SR)
+        write_wav(args.wav_dir / 'fork.wav', forked[:, None], SR)
     results = {}
     for name, audio in (('baseline: new stream + 0.5 s crossfade', baseline),
-                        ('retarget: one stream steered', steered)):
+                        ('retarget: one stream steered', steered),
+                        ('fork: re-rendered from the listener on', forked)):
         rows, segments = analyse(audio, script, args.segment_s)
         results[name.split(':')[0]] = print_method(name, rows, segments, script)
 
@@ -374,9 +436,22 @@ def main(argv=None):
         waits.append(heard + (-ahead) % bar + LOOKAHEAD_BEATS * 60.0 / bpm)
     results['baseline']['latency'] = baseline_latency
     results['retarget']['latency'] = float(np.median(waits))
+    results['baseline']['latency_p95'] = float(np.percentile(first_fragment_s[1:], 95)) + PREBUFFER_S
+    results['retarget']['latency_p95'] = float(np.percentile(waits, 95))
+    plan, heard, took = (np.array(c) for c in zip(*fork_changes))
+    results['fork']['latency'] = float(np.median(plan))
+    results['fork']['latency_p95'] = float(np.percentile(plan, 95))
+    print('\n--- fork, per change: prompt -> change lands (plan) / departs (audio) / fork + '
+          'first fragment time')
+    for i, (p, h, t) in enumerate(fork_changes, 1):
+        print(f'{i:2d} {p * 1e3:6.0f} ms {h * 1e3:8.0f} ms {t * 1e3:6.1f} ms')
+    print(f'fork + first fragment: p50 {np.median(took) * 1e3:.1f} ms, p95 '
+          f'{np.percentile(took, 95) * 1e3:.1f} ms (within fork_margin_s '
+          f'{config.fork_margin_s * 1e3:.0f} ms: {np.mean(took <= config.fork_margin_s):.0%}); '
+          f'audio departs, median {np.nanmedian(heard) * 1e3:.0f} ms')
 
     print('\n--- summary (goal in brackets)')
-    print(f"{'':34s} {'baseline':>10s} {'retarget':>10s}")
+    print(f"{'':34s} {'baseline':>10s} {'retarget':>10s} {'fork':>10s}")
     lines = [
         ('timbre ratio, median of style changes', 'timbre_style_median', '{:.2f}x', '<= 1.3'),
         ('timbre ratio, worst same-style change', 'timbre_same_max', '{:.2f}x', '<= 1.5'),
@@ -390,10 +465,12 @@ def main(argv=None):
         ('level step, worst', 'level_worst', '{:.1f} dB', ''),
         ('clicks off the beat grid', 'clicks', '{:d}', '0'),
         ('prompt -> audible, median', 'latency', '{:.2f} s', 'no worse'),
+        ('prompt -> audible, p95', 'latency_p95', '{:.2f} s', 'no worse'),
     ]
     for label, key, fmt, goal in lines:
-        print(f"{label:34s} {fmt.format(results['baseline'][key]):>10s} "
-              f"{fmt.format(results['retarget'][key]):>10s}   [{goal}]")
+        print(f"{label:34s} " + ' '.join(f"{fmt.format(results[m][key]):>10s}"
+                                         for m in ('baseline', 'retarget', 'fork'))
+              + f"   [{goal}]")
     return 0
 
 

@@ -57,8 +57,11 @@ ARGUMENTS = (
                              'dwell and hold is data time whatever the rate.'),
     ('backend', 'synth', 'Backend of the local server: synth or musicgen.'),
     ('model', 'facebook/musicgen-small', 'MusicGen hub id or local path (backend musicgen).'),
-    ('retarget', 'false', 'Local server: steer the running music at a prompt change (a '
-     'transition on the bar line, ~1-2.5 s) instead of crossfading to a new stream at once.'),
+    ('retarget', 'false', 'Local server: steer the running music at a prompt change even where '
+     'it cannot fork it (heard after the audio already sent, ~1-2.5 s) instead of crossfading '
+     'to a new stream at once.'),
+    ('fork', 'true', 'Local server: at a prompt change fork the running synth music just ahead '
+     'of the listener (heard within a beat, no new piece).'),
     ('style', 'chill_techno', 'Style preset of the prompt builder.'),
     ('sink', 'auto', 'Audio output: auto (speakers if present, else null), sounddevice, null.'),
     ('output_dir', 'out', 'Folder for session folders (WAV, bag, timeline.png, metrics.json).'),
@@ -85,6 +88,7 @@ def launch_setup(context):
         duration_s=float(arg['duration_s']), start_offset_s=float(arg['start_offset_s']),
         server_url=arg['server_url'], backend=arg['backend'], model=arg['model'],
         retarget=arg['retarget'].lower() in ('true', '1', 'yes'),
+        fork=arg['fork'].lower() in ('true', '1', 'yes'),
         style=arg['style'], sink=arg['sink'], log_level=arg['log_level'],
         namespace=arg['namespace'], token=token,
         use_sim_time=arg['use_sim_time'].lower() in ('true', '1', 'yes'))

@@ -37,6 +37,7 @@ class GraphOptions:
     backend: str = 'synth'
     model: str = 'facebook/musicgen-small'
     retarget: bool = False            # local server steers streams at prompt changes
+    fork: bool = True                 # ... by forking them where it can (--no-fork if not)
     style: str = 'chill_techno'
     sink: str = 'auto'
     log_level: str = 'info'
@@ -121,6 +122,8 @@ def local_server(options, port):
         args += ['--model', options.model]
     if options.retarget:
         args.append('--retarget')
+    if not options.fork:
+        args.append('--no-fork')
     return args, secret_env(options), f'ws://127.0.0.1:{port}'
 
 

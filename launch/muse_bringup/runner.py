@@ -191,9 +191,13 @@ def parse_args(argv):
     parser.add_argument('--backend', choices=graph.BACKENDS, default='synth',
                         help='backend of the local server (default synth)')
     parser.add_argument('--retarget', action='store_true',
-                        help='local server: at a prompt change steer the running music (a '
-                             'transition on the bar line, heard after ~1-2.5 s) instead of '
-                             'crossfading to a new stream at once')
+                        help='local server: at a prompt change steer the running music even '
+                             'where it cannot fork it (a transition heard after the audio '
+                             'already sent, ~1-2.5 s) instead of crossfading to a new stream')
+    parser.add_argument('--fork', action=argparse.BooleanOptionalAction, default=True,
+                        help='local server: at a prompt change fork the running synth music '
+                             'just ahead of the listener (the change heard within a beat, '
+                             'no new piece; default: on)')
     parser.add_argument('--model', default='facebook/musicgen-small',
                         help='MusicGen hub id or local path for --backend musicgen')
     parser.add_argument('--style', default='chill_techno', help='style preset')
@@ -248,7 +252,7 @@ def run(args):
     options = graph.GraphOptions(
         subject=str(subject), session=session, rate=args.rate, duration_s=args.duration_s,
         start_offset_s=args.start_offset_s, server_url=args.server_url, backend=args.backend,
-        model=args.model, retarget=args.retarget, style=args.style, sink=args.sink,
+        model=args.model, retarget=args.retarget, fork=args.fork, style=args.style, sink=args.sink,
         log_level=args.log_level, token=token, use_sim_time=args.use_sim_time)
     options.validate()
     try:

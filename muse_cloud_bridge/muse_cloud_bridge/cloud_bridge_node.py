@@ -172,6 +172,7 @@ class CloudBridgeNode(ManagedNode):
         msg.data = array.array('B', frame.payload)
         msg.is_first = frame.is_first
         msg.is_last = frame.is_last
+        msg.replaces = frame.replaces
         with self._stamps_lock:
             stamp = self._prompt_stamps.get(frame.prompt_id)
         if stamp is not None:

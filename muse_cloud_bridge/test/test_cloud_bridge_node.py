@@ -100,12 +100,14 @@ def test_bridge_streams_ordered_fragments_across_a_server_kill_and_restart(spawn
     twos = [m for m in fragments if m.prompt_id == 2]
     assert [m.seq for m in ones] == list(range(len(ones)))
     assert [m.seq for m in twos] == list(range(len(twos)))  # numbering resumed, no gap
-    # the server runs without --retarget: prompt 2 is a new stream the player crossfades in
-    assert ones[0].is_first and ones[-1].is_last and twos[0].is_first
+    # the bridge splices forks (hello replace) and the synth forks: prompt 2 continues the
+    # stream from just ahead of the listener, replacing audio sent beyond it
+    assert ones[0].is_first and ones[-1].is_last and not twos[0].is_first
+    assert twos[0].replaces > 0
     resumed = next(m for m in fragments if (m.prompt_id, m.seq) > (last.prompt_id, last.seq))
     assert (resumed.prompt_id, resumed.seq) == (2, last.seq + 1)
     assert resumed.is_first  # a fresh stream from the new server: the player crossfades
-    assert sum(m.is_first for m in twos) == 2
+    assert sum(m.is_first for m in twos) == 1
     for message, prompt in ((ones[0], first), (twos[-1], second)):
         assert message.prompt_stamp == prompt.header.stamp
     for m in fragments:

@@ -39,7 +39,7 @@ def fragment_from_msg(msg):
     return Fragment(
         prompt_id=msg.prompt_id, seq=msg.seq, audio=decode(msg.data, msg.encoding, msg.channels),
         sample_rate=msg.sample_rate, is_first=msg.is_first, is_last=msg.is_last,
-        prompt_stamp=prompt_stamp if prompt_stamp > 0 else None)
+        replaces=msg.replaces, prompt_stamp=prompt_stamp if prompt_stamp > 0 else None)
 
 
 class AudioPlayerNode(ManagedNode):

@@ -43,10 +43,12 @@ class Fragment:
     is_first: bool = False
     is_last: bool = False
     prompt_stamp: float | None = None  # MusicPrompt stamp [s]; None = unknown
+    replaces: int = 0                  # a forked continuation's first fragment: it starts this
+                                       # many frames before the previous prompt's end (Mixer)
     arrival: float = 0.0               # set by JitterBuffer.push [monotonic s]
 
     def __post_init__(self):
-        for name in ('prompt_id', 'seq', 'sample_rate'):
+        for name in ('prompt_id', 'seq', 'sample_rate', 'replaces'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise FragmentError(f'{name} is {value!r}; expected a non-negative integer')

@@ -31,6 +31,9 @@ from muse_player.pcm import StreamResampler, check_channel_mapping, convert_chan
 
 
 TUNABLES = ('crossfade_s', 'prebuffer_s', 'max_wait_missing_s')
+# A forked continuation (protocol REPLACES) is on the old audio's beat grid: it takes over
+# inside the not-yet-played old audio with this short equal-power crossfade, in phase.
+REPLACE_CROSSFADE_S = 0.02
 
 
 def check_declick(declick_s):
@@ -194,6 +197,9 @@ class _Stream:
         self.resampler = None
         self.splice = None              # (stream frame, key, prompt_stamp) where a continuing
                                         # prompt takes over, see Mixer._fill
+        self.skip = 0                   # frames of arriving audio to drop (a fork that starts
+                                        # before the play position), see Mixer._replace
+        self.overlap = 0                # frames of queued audio the next push crossfades with
 
 
 class Mixer:
@@ -393,20 +399,52 @@ class Mixer:
             if skipped:
                 # A skipped seq leaves a seam: the audio on both sides does not continue
                 # each other, so overlap them with a short equal-power crossfade.
-                self._queue.push(self._convert(fragment, after_gap=True), crossfade=self._reserve)
+                self._push(self._convert(fragment, after_gap=True), crossfade=self._reserve)
             else:
-                self._queue.push(self._convert(fragment))
+                self._push(self._convert(fragment))
             follow = self.buffer.continuation() if fragment.is_last else None
             if follow is not None:
                 # The server retargeted its stream: the next prompt continues this audio
-                # sample-for-sample, so it is appended as is (no fade, no crossfade).
-                stamp = self.buffer.fragment(follow).prompt_stamp
+                # sample-for-sample, so it is appended as is (no fade, no crossfade), or, when
+                # it was forked inside the audio already sent, replaces that audio from there.
+                first = self.buffer.fragment(follow)
                 events += self._here(self.buffer.start(follow, now))
-                stream.splice = (stream.played + self._queue.frames, follow, stamp)
+                if first.replaces:
+                    self._replace(round(first.replaces * self.sample_rate / first.sample_rate))
+                stream.splice = (stream.played + self._queue.frames - stream.overlap, follow,
+                                 first.prompt_stamp)
             elif fragment.is_last:
                 stream.complete = True
                 fade = min(self._reserve, self._queue.frames)
                 self._queue.scale_tail(fade_out_gain(fade))
+
+    def _replace(self, rewind):
+        """The continuation arriving next starts ``rewind`` frames before the end of the queued
+        audio: drop the queued audio it replaces, but for ``REPLACE_CROSSFADE_S`` of it that
+        the continuation's head crossfades with; if the fork point was already played, drop the
+        continuation's head up to the play position instead (no gap, nothing heard twice)."""
+        stream = self._stream
+        queued = self._queue.frames
+        kept = max(queued - rewind, 0)          # old audio before the fork point
+        overlap = min(round(REPLACE_CROSSFADE_S * self.sample_rate), queued - kept)
+        if queued - kept - overlap:
+            self._queue._take_tail(queued - kept - overlap)
+        stream.overlap = overlap
+        stream.skip = max(rewind - queued, 0)
+        stream.resampler = None   # its state holds old audio past the fork point
+
+    def _push(self, audio, crossfade=0):
+        """Queue the playing stream's next audio, minus what a fork skips, crossfaded with
+        what it overlaps (see _replace)."""
+        stream = self._stream
+        if stream.skip:
+            n = min(stream.skip, len(audio))
+            audio, stream.skip = audio[n:], stream.skip - n
+            if not len(audio):
+                return
+        if stream.overlap:
+            crossfade, stream.overlap = stream.overlap, 0
+        self._queue.push(audio, crossfade=crossfade)
 
     def _convert(self, fragment, after_gap=False):
         stream = self._stream
@@ -447,6 +485,10 @@ class Mixer:
         if candidate is None or candidate.waiting:
             return
         if candidate.continues and self.state is MixerState.PLAYING:
+            if self.buffer.fragment(candidate.key).replaces:
+                # A fork replaces audio not yet played: take the old prompt up to its last
+                # fragment now, so the splice (_fill) lands before the fork point is heard.
+                self._fill(math.inf, now, allow_skip=False, events=events)
             return  # spliced on when the playing prompt's last fragment is taken (_fill)
         needed_s = max(self._prebuffer, self.block_frames + self._reserve) / self.sample_rate
         if not (candidate.complete or candidate.ready_s >= needed_s):

@@ -405,3 +405,46 @@ def test_a_newer_first_stream_still_crossfades_over_a_continuation_in_flight():
     clocked.push(fragments(3, sine_stream([880] * 4), RATE))
     clocked.run(20)
     assert clocked.mixer.stats()['prompt_id'] == 3
+
+
+@pytest.mark.parametrize('rewind_fragments, played_blocks', [(3, 5), (7, 60)])
+def test_a_forked_continuation_replaces_unplayed_audio_from_its_offset(rewind_fragments,
+                                                                      played_blocks):
+    """A continuation flagged REPLACES starts ``replaces`` frames before the old prompt's end:
+    the old audio after that point is replaced (short in-phase crossfade) or, where it was
+    already played, the continuation's head is skipped: no gap, nothing twice, no click.
+    Both prompts play one sine on one timeline (the new one quieter), so any frame lost or
+    repeated would put the output out of phase with it."""
+    total = 8 * FRAGMENT
+    t = np.arange(total + 8 * FRAGMENT) / RATE
+    timeline = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    old_audio = AMPLITUDE * timeline[:total]
+    fork = total - rewind_fragments * FRAGMENT
+    new_audio = 0.5 * AMPLITUDE * timeline[fork:fork + 8 * FRAGMENT]
+    old = fragments(1, [old_audio[k:k + FRAGMENT, None] for k in range(0, total, FRAGMENT)],
+                    RATE, is_last=True)
+    new = fragments(2, [new_audio[k:k + FRAGMENT, None]
+                        for k in range(0, len(new_audio), FRAGMENT)], RATE, is_last=True)
+    new[0].is_first = False                     # CONTINUES ...
+    new[0].replaces = rewind_fragments * FRAGMENT   # ... and REPLACES
+    clocked = Clocked(make_mixer())
+    clocked.push(old)
+    clocked.run(played_blocks)
+    clocked.push(new)
+    clocked.run_until_idle()
+    out = clocked.out
+    start = int(np.flatnonzero(np.abs(out) > 0)[0]) // BLOCK * BLOCK   # a block starts it
+    heard = out[start:]
+    reference = timeline[:len(heard)]
+    spliced = max(fork, played_blocks * BLOCK) + round(0.02 * RATE) + BLOCK
+    end = fork + len(new_audio) - 2 * RESERVE
+    assert end - spliced > 2 * FRAGMENT
+    np.testing.assert_allclose(heard[CROSSFADE:fork - RESERVE],
+                               AMPLITUDE * reference[CROSSFADE:fork - RESERVE], atol=1e-5)
+    np.testing.assert_allclose(heard[spliced:end], 0.5 * AMPLITUDE * reference[spliced:end],
+                               atol=1e-5)
+    # no click: the in-phase equal-power crossfade peaks at hypot(A, A/2), not more
+    assert np.max(np.abs(np.diff(heard))) <= max_step(440, RATE, np.hypot(1, 0.5) * AMPLITUDE)
+    audible = clocked.of(EventKind.PROMPT_AUDIBLE)
+    assert [e.prompt_id for e in audible] == [1, 2]
+    assert not clocked.of(EventKind.UNDERRUN) and not clocked.of(EventKind.PROMPT_SUPERSEDED)

@@ -59,8 +59,9 @@ class MusicClient:
                  encoding: protocol.Encoding = protocol.Encoding.PCM_S16LE,
                  open_timeout: float = 10.0, keepalive_interval_s: float | None = 20.0,
                  keepalive_timeout_s: float | None = 20.0,
-                 max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES):
+                 max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES, replace: bool = False):
         self.url = url
+        self.replace = replace   # we splice REPLACES frames (hello's `replace`)
         self.token = token
         self.client_name = client_name
         self.encoding = protocol.Encoding(encoding)
@@ -121,7 +122,7 @@ class MusicClient:
             try:
                 await self._ws.send(protocol.Hello(
                     protocol=protocol.PROTOCOL_VERSION, token=self.token, client=self.client_name,
-                    encoding=self.encoding.wire_name).to_json())
+                    encoding=self.encoding.wire_name, replace=self.replace).to_json())
             except ConnectionClosed:
                 pass  # refused before the hello went out: the reason is waiting in recv()
             raw = await asyncio.wait_for(self._ws.recv(), self.open_timeout)

@@ -231,6 +231,7 @@ class ReconnectingLink:
             self.state = LinkState.CONNECTING
             client = MusicClient(
                 self.url, token=self.token, client_name=self.client_name, encoding=self.encoding,
+                replace=True,   # the bridge forwards `replaces` to the player, which splices it
                 open_timeout=self.open_timeout_s, keepalive_interval_s=self.ping_period_s,
                 keepalive_timeout_s=max(KEEPALIVE_TIMEOUT_MIN_S, 2 * self.ping_period_s))
             try:

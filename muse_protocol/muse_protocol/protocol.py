@@ -107,6 +107,12 @@ class Flags(enum.IntFlag):
     LAST = 2    # last fragment of its prompt: the next audio belongs to a newer prompt
     CONTINUES = 4  # first fragment of a prompt that retargeted the running stream: continues
                    # the previous prompt's LAST fragment sample-for-sample (never with FIRST)
+    REPLACES = 8   # with CONTINUES, to a client that said hello with `replace: true`: the
+                   # frame starts `AudioFrame.replaces` samples before the end of the previous
+                   # prompt's audio and replaces that not-yet-played audio (a forked stream)
+
+
+MAX_REPLACES = 2**24 - 1   # the 24-bit header field (bytes 9-11)
 
 
 # ---------------------------------------------------------------- errors
@@ -246,6 +252,9 @@ class Hello(ControlMessage):
     # checked against what the server offers by the server (UNSUPPORTED_ENCODING)
     encoding: str = _field(lambda n, v: _check_str(n, v, MAX_NAME_CHARS),
                            Encoding.PCM_S16LE.wire_name)
+    # The client splices REPLACES frames (a continuation that starts inside the audio already
+    # sent). Old clients do not send it and are never sent one.
+    replace: bool = _field(_check_bool, False)
 
     @classmethod
     def from_dict(cls, body: dict):
@@ -420,6 +429,8 @@ class AudioFrame:
     payload: bytes
     generation_started_ns: int = 0
     generation_finished_ns: int = 0
+    replaces: int = 0   # with REPLACES: samples (per channel) of the previous prompt's audio,
+                        # counted back from its end, that this frame's audio replaces
 
     @property
     def is_first(self) -> bool:
@@ -432,6 +443,10 @@ class AudioFrame:
     @property
     def continues(self) -> bool:
         return bool(self.flags & Flags.CONTINUES)
+
+    @property
+    def replacing(self) -> bool:
+        return bool(self.flags & Flags.REPLACES)
 
     @property
     def n_samples(self) -> int:
@@ -473,12 +488,16 @@ def encode_audio_frame(frame: AudioFrame, max_bytes: int = MAX_AUDIO_FRAME_BYTES
     if extra:
         raise InvalidField('payload', f'a whole number of {frame.channels}-channel '
                            f'{encoding.wire_name} samples', f'{len(frame.payload)} bytes')
+    _check_int('replaces', frame.replaces, 0, MAX_REPLACES)
+    if frame.replaces and not frame.flags & Flags.REPLACES:
+        raise InvalidField('replaces', '0 unless flags has REPLACES', frame.replaces)
     total = AUDIO_HEADER_BYTES + len(frame.payload)
     if total > max_bytes:
         raise FrameTooLarge(f'audio frame of {total} bytes exceeds {max_bytes} bytes')
     header = _AUDIO_HEADER.pack(
         AUDIO_MAGIC, AUDIO_HEADER_VERSION, AUDIO_HEADER_BYTES, int(frame.flags),
-        int(encoding), frame.channels, 0, 0, frame.sample_rate, frame.prompt_id,
+        int(encoding), frame.channels, frame.replaces & 0xFF, frame.replaces >> 8,
+        frame.sample_rate, frame.prompt_id,
         frame.seq, n_samples, frame.generation_started_ns, frame.generation_finished_ns)
     return header + bytes(frame.payload)
 
@@ -491,7 +510,7 @@ def decode_audio_frame(data, max_bytes: int = MAX_AUDIO_FRAME_BYTES) -> AudioFra
     if len(view) < AUDIO_HEADER_BYTES:
         raise MalformedFrame(f'audio frame of {len(view)} bytes is shorter than its '
                              f'{AUDIO_HEADER_BYTES}-byte header')
-    (magic, version, header_size, flags, encoding, channels, _reserved8, _reserved16,
+    (magic, version, header_size, flags, encoding, channels, replaces_low, replaces_high,
      sample_rate, prompt_id, seq, n_samples, started_ns, finished_ns) = \
         _AUDIO_HEADER.unpack_from(view)
     if magic != AUDIO_MAGIC:
@@ -507,15 +526,18 @@ def decode_audio_frame(data, max_bytes: int = MAX_AUDIO_FRAME_BYTES) -> AudioFra
                              f'{[int(e) for e in Encoding]}') from None
     if channels == 0 or sample_rate == 0:
         raise MalformedFrame(f'audio frame with {channels} channels at {sample_rate} Hz')
+    flags = Flags(flags & (Flags.FIRST | Flags.LAST | Flags.CONTINUES | Flags.REPLACES))
+    if flags & Flags.REPLACES and not flags & Flags.CONTINUES:
+        flags &= ~Flags.REPLACES   # meaningless without CONTINUES: ignored like a reserved bit
     payload = view[AUDIO_HEADER_BYTES:]
     expected = n_samples * channels * encoding.sample_bytes
     if len(payload) != expected:
         raise MalformedFrame(f'audio payload is {len(payload)} bytes; the header announces '
                              f'{n_samples} x {channels} {encoding.wire_name} samples = {expected}')
     return AudioFrame(prompt_id=prompt_id, seq=seq, sample_rate=sample_rate, channels=channels,
-                      encoding=encoding, flags=Flags(flags & (Flags.FIRST | Flags.LAST | Flags.CONTINUES)),
-                      payload=bytes(payload), generation_started_ns=started_ns,
-                      generation_finished_ns=finished_ns)
+                      encoding=encoding, flags=flags, payload=bytes(payload),
+                      generation_started_ns=started_ns, generation_finished_ns=finished_ns,
+                      replaces=replaces_low | replaces_high << 8 if flags & Flags.REPLACES else 0)
 
 
 def max_samples_per_frame(max_frame_bytes: int, channels: int, encoding: Encoding) -> int:

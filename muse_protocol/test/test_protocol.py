@@ -1,5 +1,6 @@
 """The wire protocol codec: round trips, limits, and a typed, coded error for every bad frame."""
 
+import dataclasses
 import json
 import math
 import struct
@@ -273,3 +274,42 @@ def test_encodings_match_the_audio_fragment_message():
     assert Encoding.from_wire_name('pcm_f32le') is Encoding.PCM_F32LE
     with pytest.raises(protocol.InvalidField):
         Encoding.from_wire_name('mp3')
+
+
+def test_a_replacing_frame_carries_its_24_bit_offset_in_the_old_reserved_bytes():
+    flags = Flags.CONTINUES | Flags.REPLACES
+    frame = dataclasses.replace(_frame(_tone(10, 1), flags=flags), replaces=0x123456)
+    data = protocol.encode_audio_frame(frame)
+    assert len(data) == protocol.AUDIO_HEADER_BYTES + 20      # the header did not grow
+    assert data[9] == 0x56 and struct.unpack_from('<H', data, 10) == (0x1234,)
+    decoded = protocol.decode_audio_frame(data)
+    assert decoded == frame and decoded.replacing and decoded.replaces == 0x123456
+    # an old decoder's view: the bytes were reserved, the flag bit unknown (both ignored)
+    plain = protocol.decode_audio_frame(protocol.encode_audio_frame(_frame(_tone(10, 1))))
+    assert plain.replaces == 0 and not plain.replacing
+
+
+def test_replaces_is_checked_and_meaningless_without_its_flags():
+    with pytest.raises(protocol.InvalidField, match='replaces'):
+        protocol.encode_audio_frame(dataclasses.replace(
+            _frame(_tone(4, 1), flags=Flags.CONTINUES), replaces=5))
+    with pytest.raises(protocol.InvalidField, match='replaces'):
+        protocol.encode_audio_frame(dataclasses.replace(
+            _frame(_tone(4, 1), flags=Flags.CONTINUES | Flags.REPLACES),
+            replaces=protocol.MAX_REPLACES + 1))
+    data = bytearray(protocol.encode_audio_frame(_frame(_tone(4, 1))))
+    data[6], data[9] = int(Flags.REPLACES), 7          # REPLACES without CONTINUES
+    decoded = protocol.decode_audio_frame(bytes(data))
+    assert decoded.flags == Flags(0) and decoded.replaces == 0
+
+
+def test_hello_replace_is_optional_so_old_clients_get_no_replacing_frames():
+    old = protocol.decode_control(json.dumps({'type': 'hello', 'protocol': 1}),
+                                  protocol.CLIENT_MESSAGES)
+    assert old.replace is False
+    new = protocol.decode_control(
+        protocol.Hello(protocol=1, replace=True).to_json(), protocol.CLIENT_MESSAGES)
+    assert new.replace is True
+    with pytest.raises(protocol.InvalidField, match='replace'):
+        protocol.decode_control(json.dumps({'type': 'hello', 'protocol': 1, 'replace': 1}),
+                                protocol.CLIENT_MESSAGES)

@@ -65,6 +65,7 @@ class ServerConfig:
     admission: AdmissionLimits = AdmissionLimits()
     server_name: str = 'muse_music_server'  # announced in every welcome (Serve: the replica)
     retarget: bool = False           # steer running streams at prompt changes (SessionConfig)
+    fork: bool = True                # fork them just ahead of the listener where possible
 
     def __post_init__(self):
         checks = [
@@ -102,7 +103,7 @@ class MusicServer:
             hello_timeout_s=config.hello_timeout_s, write_timeout_s=config.write_timeout_s,
             messages_per_s=config.messages_per_s,
             message_burst=max(1, int(2 * config.messages_per_s)), server_name=config.server_name,
-            retarget=config.retarget)
+            retarget=config.retarget, fork=config.fork)
         self.sessions: dict[str, Session] = {}  # authenticated sessions (max_sessions)
         self.gate = ConnectionGate(config.admission)
         self.capacity = Capacity(backend)   # real-time streams the backend carries (measured)
@@ -397,7 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help='at a prompt change, steer the running stream when the backend can '
                              '(synth: a transition on the next bar line; musicgen: a morph), '
                              'heard after the audio already sent (~1-2.5 s), instead of a new '
-                             'stream the player crossfades in at once (~50 ms)')
+                             'stream the player crossfades in at once (~50 ms); without it a '
+                             'backend that forks (synth) still forks for clients that splice '
+                             'it (see --no-fork)')
+    parser.add_argument('--no-fork', action='store_true',
+                        help='never fork a running stream at a prompt change (by default a '
+                             'backend that can, synth, re-renders from just ahead of the '
+                             'listener for clients whose hello says replace: the change is '
+                             'heard within a beat, ~0.1-0.4 s)')
     parser.add_argument('--max-ahead-s', type=float, default=defaults.max_ahead_s,
                         help='seconds of audio sent ahead of real-time playback')
     parser.add_argument('--fragment-s', type=float, default=defaults.fragment_s,
@@ -464,7 +472,8 @@ def main(argv=None) -> int:
             max_frame_bytes=args.max_frame_bytes, hello_timeout_s=args.hello_timeout_s,
             shutdown_grace_s=args.shutdown_grace_s, keepalive_s=args.keepalive_s,
             write_timeout_s=args.write_timeout_s, messages_per_s=args.messages_per_s,
-            allow_origins=tuple(args.allow_origin), retarget=args.retarget)
+            allow_origins=tuple(args.allow_origin), retarget=args.retarget,
+            fork=not args.no_fork)
         backend = create_backend(args.backend, **backend_options(args))
     except (ValueError, BackendError) as exc:
         logger.error('%s', exc)

@@ -38,9 +38,20 @@ class SessionConfig:
     # bar line, heard after the audio already sent) instead of opening a new stream that the
     # player crossfades in at once. Off by default: it trades ~1-2.5 s of latency for music.
     retarget: bool = False
+    # Fork the running stream just ahead of the listener (MusicStream.fork) when the backend
+    # can and the client splices REPLACES frames: the change is heard within a beat (synth),
+    # so this is on by default. With retarget off, only such forks steer a stream.
+    fork: bool = True
     # A stream its backend can retarget is kept less far ahead: a prompt change continues it
     # after the audio already sent, so this is the change's latency (a new stream cuts in).
     retarget_ahead_s: float = 1.0
+    # A fork starts this far after the listener's estimated play position: time for the fork
+    # to be computed and reach the player before that point is heard.
+    fork_margin_s: float = 0.1
+    # The listener plays this much behind the pacer's estimate (the player's prebuffer_s,
+    # 0.3 s by default). A player that buffers less skips the fork's head up to its play
+    # position (nothing heard twice, no gap); one that buffers more hears the change later.
+    listener_delay_s: float = 0.3
     context_s: float = 4.0              # tail of sent audio handed to a new stream [s]
     max_frame_bytes: int = protocol.DEFAULT_MAX_AUDIO_FRAME_BYTES
     fragment_s: float = 0.5             # what the backend was asked for (announced in welcome)
@@ -68,6 +79,8 @@ class _Stream:
     held: tuple | None = None  # (fragment, started_ns, finished_ns) not yet sent, see _pump
     retargets: bool = False  # its backend may steer it to a new prompt (until it says no)
     retargeted_at: float | None = None  # prompt received [monotonic s]; its next frame CONTINUES
+    replaces: int = 0  # with retargeted_at: samples of sent audio its next frame replaces (fork)
+    samples_sent: int = 0  # samples of its runner's stream sent so far (over retargets too)
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,7 @@ class Session:
         self._is_shutting_down = is_shutting_down
         self.client_name = ''
         self.encoding = protocol.Encoding.PCM_S16LE
+        self.client_replaces = False   # the client splices REPLACES frames (its hello says so)
         self.failed_hello = False  # the client failed the handshake (the server throttles it)
         # receive loop -> pump
         self._wakeup = asyncio.Event()
@@ -144,7 +158,7 @@ class Session:
         self._superseded: set[asyncio.Task] = set()  # preparations a newer prompt replaced
         self._closers: set[asyncio.Task] = set()      # old streams closing in the background
         self._last_sent = (-1, -1)
-        self._pacer = PlaybackPacer(config.max_ahead_s)
+        self._pacer = PlaybackPacer(config.max_ahead_s, listener_delay_s=config.listener_delay_s)
         self._tail = AudioTail(config.context_s, backend.sample_rate, backend.channels)
         self._fragment_s = config.fragment_s  # duration of the last fragment generated
         self._max_frame_samples = 0
@@ -208,6 +222,7 @@ class Session:
         except protocol.InvalidField as exc:
             return code.UNSUPPORTED_ENCODING, str(exc)
         self.client_name = hello.client
+        self.client_replaces = hello.replace
         return None
 
     async def run(self):
@@ -440,8 +455,11 @@ class Session:
         if not self._may_retarget():
             return False
         request, current = self._command, self._current
+        replaces = None
         try:
-            steered = await current.runner.retarget(_to_spec(request.prompt))
+            replaces = await self._fork(current, request.prompt)
+            steered = replaces is not None or (self.config.retarget and await
+                                               current.runner.retarget(_to_spec(request.prompt)))
         except Exception as exc:
             logger.warning('session %s: retargeting to prompt %d failed, opening a new stream: '
                            '%s', self.id, request.prompt.prompt_id, exc)
@@ -456,9 +474,37 @@ class Session:
         held, current.held = current.held, None
         await self._send(current, *held, last=True)
         self._current = _Stream(request.prompt, current.runner, request.prompt.first_seq,
-                                fresh=False, retargets=True, retargeted_at=request.received_at)
+                                fresh=False, retargets=True, retargeted_at=request.received_at,
+                                replaces=replaces or 0, samples_sent=current.samples_sent)
+        if replaces:  # the fork replaced audio already sent: the listener will not hear it
+            self._current.samples_sent -= replaces
+            self._pacer.replaced(replaces / self.backend.sample_rate)
+            self._tail.drop_last(replaces)
         self.stats['retargets'] = self.stats.get('retargets', 0) + 1
         return True
+
+    def _forks(self, runner: StreamRunner) -> bool:
+        return self.config.fork and self.client_replaces and runner.may_fork
+
+    def _steers(self, runner: StreamRunner) -> bool:
+        """Whether prompt changes steer this stream (else each opens a new stream)."""
+        return (self.config.retarget and runner.may_retarget) or self._forks(runner)
+
+    async def _fork(self, current: _Stream, prompt: protocol.Prompt) -> int | None:
+        """Fork the running stream just ahead of the listener (a client that splices
+        REPLACES frames, a backend that forks): -> how many samples of the audio sent, the
+        held fragment included, the fork replaces; None when it did not fork."""
+        if not self._forks(current.runner):
+            return None
+        rate = self.backend.sample_rate
+        heard = round(self._pacer.heard_s() * rate)   # pacer and samples_sent: the same origin
+        sent = current.samples_sent + len(current.held[0])
+        at = max(heard + round(self.config.fork_margin_s * rate),
+                 sent - protocol.MAX_REPLACES, 0)
+        start = await current.runner.fork(_to_spec(prompt), min(at, sent))
+        if start is None:
+            return None
+        return sent - start
 
     def _start_requested_switch(self):
         """Start preparing the requested prompt, unless a superseded preparation is still
@@ -518,7 +564,7 @@ class Session:
                                     switch.prompt.prompt_id)
             return  # the old stream goes on
         old, self._current = self._current, _Stream(switch.prompt, runner, switch.prompt.first_seq,
-                                                    retargets=self.config.retarget and runner.may_retarget)
+                                                    retargets=self._steers(runner))
         if old is not None:
             self._close_in_background(old.runner)
             if old.held is not None:
@@ -552,6 +598,7 @@ class Session:
                                stream.prompt.prompt_id, exc)
             else:
                 stream.fresh = True
+                stream.samples_sent = 0   # the new runner's stream starts over
                 stream.restarts += 1
                 self._pacer.restart()
                 return first
@@ -586,11 +633,15 @@ class Session:
         for index, start in enumerate(pieces):
             part = fragment[start:start + chunk]
             flags = protocol.Flags(0)
+            replaces = 0
             if stream.fresh:
                 flags |= protocol.Flags.FIRST
                 stream.fresh = False
             elif stream.retargeted_at is not None:
                 flags |= protocol.Flags.CONTINUES
+                if stream.replaces:
+                    flags |= protocol.Flags.REPLACES
+                    replaces, stream.replaces = stream.replaces, 0
                 latency = time.monotonic() - stream.retargeted_at
                 self.stats['switch_latency_s'].append(latency)
                 logger.info('session %s: prompt %d retargeted the running stream, sent after '
@@ -603,10 +654,12 @@ class Session:
                 sample_rate=self.backend.sample_rate, channels=self.backend.channels,
                 encoding=self.encoding, flags=flags,
                 payload=protocol.encode_samples(part, self.encoding),
-                generation_started_ns=started_ns, generation_finished_ns=finished_ns)
+                generation_started_ns=started_ns, generation_finished_ns=finished_ns,
+                replaces=replaces)
             await self.ws.send(protocol.encode_audio_frame(frame, self.config.max_frame_bytes))
             self._last_sent = (frame.prompt_id, frame.seq)
             stream.next_seq += 1
+            stream.samples_sent += len(part)
             self._pacer.sent(len(part) / self.backend.sample_rate)
             self._tail.append(part)
             self.stats['fragments'] += 1

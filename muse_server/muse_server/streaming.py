@@ -95,6 +95,21 @@ class StreamRunner:
         return self._stream is not None and \
             type(self._stream).retarget is not MusicStream.retarget
 
+    @property
+    def may_fork(self) -> bool:
+        """Whether the stream's class implements MusicStream.fork at all."""
+        return self._stream is not None and type(self._stream).fork is not MusicStream.fork
+
+    def _fork_blocking(self, spec: PromptSpec, at_sample: int):
+        with self._lock:
+            if self._closed or self._stream is None:
+                return None
+            return self._stream.fork(spec, at_sample)
+
+    async def fork(self, spec: PromptSpec, at_sample: int) -> int | None:
+        """MusicStream.fork on a worker thread: the sample the next fragment starts at."""
+        return await run_in_daemon_thread(self._fork_blocking, spec, at_sample, name=self._name)
+
     def _retarget_blocking(self, spec: PromptSpec) -> bool:
         with self._lock:
             return not self._closed and self._stream is not None \
@@ -135,18 +150,28 @@ class PlaybackPacer:
 
     The listener is assumed to start playing when the stream's first fragment is sent and to
     play at real time from then on; if the stream falls behind (the listener ran dry), the
-    playback position is rebased to "now" as the listener's would be.
+    playback position is rebased to "now" as the listener's would be. What the listener has
+    actually heard lags that estimate by ``listener_delay_s`` (its player's prebuffer).
     """
 
-    def __init__(self, max_ahead_s: float, clock=time.monotonic):
+    def __init__(self, max_ahead_s: float, clock=time.monotonic, listener_delay_s: float = 0.0):
         self.max_ahead_s = max_ahead_s
+        self.listener_delay_s = listener_delay_s
         self._clock = clock
         self._start = None
         self._sent_s = 0.0
+        self._lag_s = listener_delay_s
 
     def restart(self):
         self._start = None
         self._sent_s = 0.0
+        self._lag_s = self.listener_delay_s
+
+    def heard_s(self) -> float:
+        """Seconds of the stream the listener has heard by now (estimate)."""
+        if self._start is None:
+            return 0.0
+        return max(0.0, min(self._sent_s, self._clock() - self._start) - self._lag_s)
 
     def sent(self, duration_s: float):
         now = self._clock()
@@ -155,6 +180,16 @@ class PlaybackPacer:
         elif self._sent_s < now - self._start:
             self._start = now - self._sent_s
         self._sent_s += duration_s
+
+    def replaced(self, duration_s: float):
+        """The last ``duration_s`` sent will not be played (a fork replaces them). A fork
+        may start behind the real-time estimate (not behind the listener, who lags it): the
+        next send rebases the estimate there, so the listener then lags it that much less."""
+        self._sent_s = max(self._sent_s - duration_s, 0.0)
+        if self._start is not None:
+            behind = (self._clock() - self._start) - self._sent_s
+            if behind > 0:
+                self._lag_s = max(0.0, self._lag_s - behind)
 
     def ahead_s(self) -> float:
         if self._start is None:
@@ -183,6 +218,16 @@ class AudioTail:
         self._samples += len(audio)
         while self._samples - len(self._chunks[0]) >= self._max_samples:
             self._samples -= len(self._chunks.popleft())
+
+    def drop_last(self, samples: int):
+        """Forget the last ``samples`` appended (a fork replaced them: never heard)."""
+        while samples > 0 and self._chunks:
+            last = self._chunks.pop()
+            self._samples -= len(last)
+            if len(last) > samples:
+                self._chunks.append(last[:len(last) - samples])
+                self._samples += len(last) - samples
+            samples -= len(last)
 
     def get(self) -> np.ndarray | None:
         if not self._chunks:

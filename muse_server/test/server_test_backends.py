@@ -59,6 +59,16 @@ class RetargetingSineStream(SineStream):
         return True
 
 
+class ForkingSineStream(RetargetingSineStream):
+    def fork(self, prompt, at_sample):
+        """Play the new prompt's tone from stream sample ``at_sample`` on (the tone's phase
+        is the stream's sample index, so a fork stays on the old timeline)."""
+        self.backend.forks.append(at_sample)
+        self.prompt = prompt
+        self.index = at_sample
+        return at_sample
+
+
 class SineBackend(MusicBackend):
     name = 'sine'
     sample_rate = SAMPLE_RATE
@@ -74,7 +84,9 @@ class SineBackend(MusicBackend):
         self.fail_prompt_after = dict(fail_prompt_after or {})
         self.fail_open_prompts = set(fail_open_prompts)
         self.nan_prompts = set(nan_prompts)  # streams of these produce invalid audio
-        self.retargets = retargets  # streams steer to a new prompt (MusicStream.retarget)
+        self.retargets = retargets  # streams steer to a new prompt (MusicStream.retarget);
+                                    # 'fork': from a sample offset too (MusicStream.fork)
+        self.forks = []             # at_sample of each fork call
         # prompt_id -> fragments made before next_fragment blocks until `unblocked` is set
         # (JSON keys from --backend-option are strings)
         self.blocked_prompts = {int(k): v for k, v in (blocked_prompts or {}).items()}
@@ -93,4 +105,5 @@ class SineBackend(MusicBackend):
             time.sleep(self.open_delay_s)
         with self.lock:
             self.opened.append((prompt, None if context is None else context.copy()))
-        return (RetargetingSineStream if self.retargets else SineStream)(self, prompt, context)
+        kind = {False: SineStream, True: RetargetingSineStream, 'fork': ForkingSineStream}
+        return kind[self.retargets](self, prompt, context)

@@ -226,6 +226,43 @@ def test_a_backend_that_retargets_continues_its_stream_flagged_continues():
     run(scenario())
 
 
+@pytest.mark.parametrize('replace, retarget', [(True, False), (False, True), (False, False)])
+def test_a_forking_backend_replaces_audio_sent_ahead_for_clients_that_splice_it(replace,
+                                                                                retarget):
+    """By default, with a client that said hello with ``replace: true``, the server forks the
+    stream just ahead of the listener: the new prompt's first frame is CONTINUES|REPLACES, its
+    ``replaces`` counts back from the old prompt's end to the fork point, and its audio is the
+    stream re-rendered from there (the sine stays on the old timeline). An old client gets
+    the plain continuation after the audio sent with --retarget, else a new stream."""
+    async def scenario():
+        backend = SineBackend(fragment_s=0.25, retargets='fork')
+        async with serving(backend, retarget=retarget) as server:
+            async with MusicClient(server.url, token=TOKEN, replace=replace) as client:
+                received = Received()
+                await client.send_prompt(_prompt(1))
+                await collect(client, received, frames_of(1, 8))
+                await client.send_prompt(_prompt(2))
+                await collect(client, received, frames_of(2, 4))
+        old, new = received.of_prompt(1), received.of_prompt(2)
+        sent = sum(f.n_samples for f in old)
+        assert backend.forks == [] or replace
+        if not (replace or retarget):
+            assert len(backend.opened) == 2 and new[0].is_first and not new[0].continues
+            return
+        assert len(backend.opened) == 1 and old[-1].is_last
+        assert new[0].continues and not new[0].is_first
+        if not replace:
+            assert backend.forks == [] and not new[0].replacing and new[0].replaces == 0
+            _assert_continuous_sine(new, 2, start=sent)
+            return
+        assert backend.forks == [sent - new[0].replaces]
+        assert new[0].replacing and 0 < new[0].replaces <= sent
+        assert not any(f.replacing for f in old + new[1:])
+        _assert_continuous_sine(old, 1)
+        _assert_continuous_sine(new, 2, start=sent - new[0].replaces)
+    run(scenario())
+
+
 def test_without_retarget_a_backend_that_could_steer_still_gets_a_new_stream():
     """Retargeting is opt-in (ServerConfig.retarget / --retarget): by default a prompt change
     opens a new stream the player crossfades in at once, whatever the backend could do."""

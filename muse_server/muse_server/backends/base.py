@@ -72,6 +72,16 @@ class MusicStream(abc.ABC):
         thread as next_fragment."""
         return False
 
+    def fork(self, prompt: PromptSpec, at_sample: int) -> int | None:
+        """Steer this stream to ``prompt`` from stream sample ``at_sample`` (counted from the
+        stream's first sample; at most what :meth:`next_fragment` returned so far): the audio
+        after that point is generated anew, as :meth:`retarget` would have from there, so the
+        listener hears the change without waiting for the audio already sent. Return the
+        sample where the next fragment starts (``at_sample`` or a nearby one the backend could
+        reach), or None if it cannot (the server then calls :meth:`retarget`). Called from
+        the same worker thread as next_fragment."""
+        return None
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release what the stream holds (caches, GPU memory). Idempotent."""

@@ -43,6 +43,7 @@ when the backend starts, so a session can be re-rendered. ``seed=None`` draws on
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import heapq
 import logging
@@ -85,6 +86,13 @@ LOOKAHEAD_BEATS = 0.25                # notes are planned this far ahead of the 
 CHANNELS_PER_BAND = 16                # MIDI channels of one style's band (two during a change)
 DRUM_CHANNEL = 9                      # GM percussion channel within a band
 POOL_SIZE = 2                         # FluidSynth instances kept loaded for new streams
+FIRST_FRAGMENT_S = 0.32               # a stream's (and a fork's) first fragment is this short
+                                      # (if fragment_s is longer): just over the player's 0.3 s
+                                      # prebuffer, so it can start, for 2/3 of the render time
+FORK_PREROLL_S = 0.75                 # a fork replays this much before its start into a fresh
+                                      # FluidSynth (discarded), so reverb and ringing voices match
+FORK_GRID_BEATS = 0.5                 # a fork's change lands on this grid (eighth notes)
+FORK_HISTORY_S = 4.0                  # how far back of the newest sample a fork may start
 # Voices a drum pattern plays: a new band's drums wait for the transition's downbeat.
 DRUM_VOICES = frozenset({'kick', 'snare', 'clap', 'rim', 'hat', 'open_hat', 'shaker', 'crash',
                          'ride', 'tom', 'vinyl'})
@@ -312,6 +320,24 @@ def _mono_context(context, channels):
     return context.astype(np.float64).mean(axis=1)
 
 
+def _starts(kind, at, end):
+    """When the note a scheduled event belongs to starts (a note-off carries it in ``end``);
+    a control's own time."""
+    return end if kind == 'off' else at
+
+
+def _copy_planning(state):
+    """A deep copy of a stream's planning state (bands, composers, their random generators);
+    the style presets are shared data, not copied."""
+    memo = {}
+    for band in state[0]:
+        memo[id(band.preset)] = band.preset
+        memo[id(band.composer.preset)] = band.composer.preset
+        for _, _, part in band.parts.values():
+            memo[id(part)] = part
+    return copy.deepcopy(state, memo)
+
+
 class _Band:
     """One style's instruments on one group of MIDI channels, with the composer playing them."""
 
@@ -397,8 +423,22 @@ class SynthStream(MusicStream):
         self._closed = False
         composer = Composer(preset, key, self.energy, self.bpm, self.sr, rng)
         self._bands = [_Band(preset, composer, 0)]
+        self._history = []                # what was scheduled, for forks: (at, order, kind,
+                                          # channel, a, b, bar that planned it, note end)
+        self._snapshots = {}              # bar -> planning state at its start (see _snapshot)
+        self._levels = {}                 # block start -> levelling state before it
+        self.emitted = 0                  # stream samples returned by next_fragment so far
+        self.landing = None               # sample where the last fork's prompt lands
+        self._first = True                # the next fragment is a first one (FIRST_FRAGMENT_S)
+        self._cut = None                  # (bar, sample): a fork re-plans that bar from there
+        self._bar = -1                    # the band's setup belongs to no bar: never re-planned
         self._schedule_many(self._bands[0].setup_events(0))
-        self._renderer.room(*preset.room)
+        # The stream keeps its first style's room: FluidSynth's reverb clicks whenever its
+        # room is changed under sound (3 clicks off the beat grid at style changes in
+        # bench_transitions, whether at once or in 64 steps); later styles differ in their
+        # channels' reverb sends (CC 91) only.
+        self._schedule(0, 'room', 0, preset.room)
+        self._bar = 0
         logger.info('synth stream for prompt %d: seed %d, %s in %s, %.0f BPM, energy %.2f '
                     '(key from %s)', prompt.prompt_id, backend.seed, preset.name, key,
                     self.bpm, self.energy, self.key_source)
@@ -459,7 +499,6 @@ class SynthStream(MusicStream):
         old.composer.retune(old.composer.energy, bpm)
         self._bands.append(band)
         self._schedule_many(band.setup_events(start, expression=0))
-        self._renderer.room(*preset.room)
 
     def _end_band(self, band, at):
         """Silence a band's held notes (faded out by then); its drum hits ring out (cutting a
@@ -470,8 +509,16 @@ class SynthStream(MusicStream):
 
     # -- planning ------------------------------------------------------------------------
 
-    def _schedule(self, at, kind, channel, a, b=0):
+    def _schedule(self, at, kind, channel, a, b=0, end=None):
+        """``end``: a melodic note-on's end, a note-off's start (forks pair them by it)."""
+        if self._cut is not None and self._bar == self._cut[0]:
+            # the bar a fork re-plans: before its landing beat the old plan's notes play on;
+            # the new plan's settings take effect from that beat
+            if kind in ('on', 'off') and _starts(kind, at, end) < self._cut[1]:
+                return
+            at = max(at, self._cut[1])
         heapq.heappush(self._events, (int(at), self._order, kind, channel, a, b))
+        self._history.append((int(at), self._order, kind, channel, a, b, self._bar, end))
         self._order += 1
 
     def _schedule_many(self, events):
@@ -480,6 +527,7 @@ class SynthStream(MusicStream):
 
     def _plan(self, until):
         while self._bar_start < until:
+            self._snapshots[self._bar] = self._snapshot()
             if self._pending is not None:
                 prompt, self._pending = self._pending, None
                 self._apply(prompt)
@@ -499,6 +547,7 @@ class SynthStream(MusicStream):
             self._spb = spb1
             self._bar_start += length
             self._bar += 1
+            self._cut = None
 
     def _plan_band_bar(self, band, spb0, spb1, length):
         composer = band.composer
@@ -514,9 +563,10 @@ class SynthStream(MusicStream):
             channel, key, part = band.parts[note.voice]
             pitch = key if key is not None else int(round(note.pitch))
             velocity = max(1, min(127, int(round(1 + 126 * note.velocity))))
-            self._schedule(note.start, 'on', channel, pitch, velocity)
+            self._schedule(note.start, 'on', channel, pitch, velocity,
+                           end=note.start + note.length if key is None else None)
             if key is None:   # drum samples are one-shots: they end by themselves
-                self._schedule(note.start + note.length, 'off', channel, pitch)
+                self._schedule(note.start + note.length, 'off', channel, pitch, end=note.start)
 
     def _transition_levels(self, band, ending, drums, length):
         """A style change, beat by beat: the leaving band fades and washes into the room (its
@@ -543,13 +593,15 @@ class SynthStream(MusicStream):
     # -- rendering -----------------------------------------------------------------------
 
     def _dispatch(self, kind, channel, a, b):
-        if kind == 'program':
+        if kind == 'room':
+            self._renderer.room(*a)
+        elif kind == 'program':
             band_base = channel - channel % CHANNELS_PER_BAND
             self._renderer.select(channel, a, b if channel - band_base == DRUM_CHANNEL else None)
         else:
             self._renderer.event(kind, channel, a, b)
 
-    def _render_block(self):
+    def _render_block(self, discard=False):
         pos, end = self._pos, self._pos + BLOCK
         self._plan(end + LOOKAHEAD_BEATS * self._spb)
         stereo = np.empty((BLOCK, 2), dtype=np.float32)
@@ -564,11 +616,17 @@ class SynthStream(MusicStream):
         if done < end:
             self._renderer.render_into(stereo[done - pos:])
         self._pos = end
+        if discard:
+            return None
         if self.channels == 1:
             return self._level(stereo.mean(axis=1, keepdims=True))
         return self._level(np.tile(stereo, (1, (self.channels + 1) // 2))[:, :self.channels])
 
     def _level(self, mixed):
+        self._levels[self._pos - BLOCK] = (self._power, self._gain_db)
+        return self._apply_level(mixed)
+
+    def _apply_level(self, mixed):
         """Bring the output to the energy's loudness, slowly (a gain riding the music, not a
         compressor), and keep peaks below full scale."""
         power = float(np.mean(np.square(mixed, dtype=np.float64)))
@@ -588,6 +646,9 @@ class SynthStream(MusicStream):
         if self._closed:
             raise BackendError(f'synth stream for prompt {self.prompt_id} is closed')
         need = self._backend.fragment_samples
+        if self._first:
+            need = min(need, int(FIRST_FRAGMENT_S * self.sr))
+            self._first = False
         try:
             blocks = [self._out]
             have = len(self._out)
@@ -598,7 +659,127 @@ class SynthStream(MusicStream):
             raise BackendError(f'synth stream for prompt {self.prompt_id} failed: {exc!r}') from exc
         joined = np.concatenate(blocks) if len(blocks) > 1 else self._out
         self._out = joined[need:]
+        self.emitted += need
+        self._forget(self.emitted - int((FORK_HISTORY_S + FORK_PREROLL_S) * self.sr))
         return np.ascontiguousarray(joined[:need], dtype=np.float32)
+
+    # -- forking ---------------------------------------------------------------------------
+
+    def _snapshot(self):
+        """The planning state at the start of bar ``self._bar`` (a fork restarts from it).
+        Presets are shared data, not copied."""
+        state = (self._bands, self._spb, self._spb_target, self._ramp_bars, self.bpm,
+                 self.energy, self._pending)
+        return self._bar_start, _copy_planning(state)
+
+    def _forget(self, before):
+        """Drop fork history older than sample ``before``: notes over by then, levelling and
+        bar states before it; controls collapse to the last value per controller."""
+        if len(self._history) < 4096:
+            return
+        controls, kept = {}, []
+        for event in self._history:
+            at, _, kind, channel, a, _b, _bar, end = event
+            if at >= before or (kind == 'on' and end is not None and end > before):
+                kept.append(event)
+            elif kind in ('cc', 'program', 'room'):
+                controls[(kind, channel, a if kind == 'cc' else None)] = event
+        self._history = sorted(controls.values(), key=lambda e: e[1]) + kept
+        for bar in [b for b, (start, _) in self._snapshots.items() if start < before]:
+            del self._snapshots[bar]
+        for block in [b for b in self._levels if b < before]:
+            del self._levels[block]
+
+    def fork(self, prompt, at_sample):
+        """Re-render from stream sample ``at_sample`` (between ``FORK_HISTORY_S`` before
+        :attr:`emitted` and it) with ``prompt`` landing on the first eighth note
+        (``FORK_GRID_BEATS``) at or after it: the notes planned before that point are replayed
+        as they were (same grid, the same audio up to small reverb and sustain differences),
+        the bar is re-planned for ``prompt`` from that point on. Returns the sample where the next fragment starts (``at_sample``
+        clamped), or None when the history does not reach back that far (the caller
+        retargets instead). :attr:`landing` is then the sample of that beat."""
+        if self._closed or not isinstance(prompt, PromptSpec):
+            return None
+        fold_tempo(prompt.target_bpm)
+        at = max(0, min(int(at_sample), self.emitted))
+        if at < self.emitted - FORK_HISTORY_S * self.sr:
+            return None
+        block = at - at % BLOCK
+        preroll = max(0, block - int(FORK_PREROLL_S * self.sr) // BLOCK * BLOCK)
+        if block not in self._levels and block != self._pos:
+            return None
+        states = dict(self._snapshots)
+        states[self._bar] = self._snapshot()          # the present: the next bar to plan
+        bars = sorted(b for b, (start, _) in states.items() if start <= at)
+        if not bars:
+            return None
+        bar = bars[-1]
+        start, state = states[bar]
+        spb0, target, ramp = state[1], state[2], state[3]
+        beat = (spb0 + (target - spb0) / ramp / 2.0) if ramp else target   # mean beat length
+        step = FORK_GRID_BEATS * beat
+        index = math.ceil((at - start) / step - 1e-9)   # its notes start at or after `at`
+        if index * FORK_GRID_BEATS >= BEATS_PER_BAR:    # past the bar: the next bar line
+            if bar + 1 not in states:
+                return None
+            bar, index = bar + 1, 0
+            start, state = states[bar]
+        # Planning resumes at the landing bar, from its state then, cut at the landing beat.
+        self._bar_start = start
+        (self._bands, self._spb, self._spb_target, self._ramp_bars, self.bpm, self.energy,
+         _) = _copy_planning(state)
+        self._bar = bar
+        self.landing = int(round(start + index * step))
+        self._cut = (bar, self.landing)
+        for later in [b for b in self._snapshots if b >= bar]:
+            del self._snapshots[later]
+        self._pending = prompt
+        self.prompt_id = prompt.prompt_id
+        self._replay(preroll, block)
+        self._out = np.zeros((0, self.channels), dtype=np.float32)
+        if at > block:
+            self._out = self._render_block()[at - block:]
+        self.emitted = at
+        self._first = True
+        logger.info('synth: prompt %d forks the stream at sample %d, lands at sample %d '
+                    '(bar %d, beat %g)', prompt.prompt_id, at, self.landing, bar,
+                    1 + index * FORK_GRID_BEATS)
+        return at
+
+    def _replay(self, preroll, block):
+        """A fresh FluidSynth brought to the state of sample ``block``: controls as they
+        were, notes still sounding restarted at ``preroll``, the notes planned before the
+        landing bar replayed from there (rendered and discarded until ``block``)."""
+        history = [e for e in self._history if e[6] < self._bar
+                   or e[6] == self._bar and _starts(e[2], e[0], e[7]) < self.landing]
+        self._history = []
+        self._events = []
+        old, self._renderer = self._renderer, self._backend.take_renderer()
+        # deleting a FluidSynth takes ~15 ms: not on the fork's critical path
+        threading.Thread(target=old.delete, name='synth-delete', daemon=True).start()
+        controls = {}
+        for at, order, kind, channel, a, b, bar, end in history:
+            if at < preroll:
+                if kind in ('cc', 'program', 'room'):
+                    controls[(kind, channel, a if kind == 'cc' else None)] = \
+                        (at, order, kind, channel, a, b, bar, end)
+                elif kind == 'on' and end is not None and end > preroll:
+                    self._restore((preroll, order, kind, channel, a, b, bar, end))
+        for event in sorted(controls.values(), key=lambda e: e[1]):
+            self._restore((preroll,) + event[1:])
+        for event in history:
+            if event[0] >= preroll:
+                self._restore(event)
+        self._pos = preroll
+        while self._pos < block:
+            self._render_block(discard=True)
+        self._power, self._gain_db = self._levels.get(block, (self._power, self._gain_db))
+
+    def _restore(self, event):
+        at, _, kind, channel, a, b, bar, end = event
+        heapq.heappush(self._events, (at, self._order, kind, channel, a, b))
+        self._history.append((at, self._order, kind, channel, a, b, bar, end))
+        self._order += 1
 
     def close(self):
         if not self._closed:
