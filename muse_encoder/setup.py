@@ -27,6 +27,7 @@ setup(
             'muse_train_encoder = muse_encoder.train:main',
             'muse_export_encoder = muse_encoder.export:main',
             'muse_evaluate_encoder = muse_encoder.evaluate:main',
+            'muse_calibrate_encoder = muse_encoder.calibrate:main',
         ],
     },
 )

@@ -393,9 +393,10 @@ def split_subjects(subjects, test_fraction=0.2, seed=0):
     return train, test
 
 
-def stream_to_npz(stream, path, features):
-    """Write a synthetic WristStream as a labelled-window .npz in its own units and rate."""
-    windows, labels, _ = stream_windows(stream.acc, stream.rate_hz, stream.activity, features)
+def stream_to_npz(stream, path, features, recent_s=None):
+    """Write a synthetic WristStream as a labelled-window .npz in its own units and rate
+    (labels as in :func:`stream_windows`)."""
+    windows, labels, _ = stream_windows(stream.acc, stream.rate_hz, stream.activity, features, recent_s)
     np.savez_compressed(path, acc=windows, sample_rate=float(stream.rate_hz), labels=labels,
                         subjects=np.full(len(labels), stream.name), units=stream.units,
                         label_names=np.array(dalia_class_names()))
@@ -416,13 +417,16 @@ def main(argv=None):
     parser.add_argument('--first', type=int, default=901, help='index of the first subject (default 901)')
     parser.add_argument('--minutes', type=float, default=6.0)
     parser.add_argument('--seed', type=int, default=99)
+    parser.add_argument('--label-recent-s', type=float, default=None,
+                        help='label a window by the majority activity of its last this many seconds '
+                        '(as training does, 4); default: of the whole window')
     args = parser.parse_args(argv)
     domain = synthetic.DOMAIN_SHIFTED if args.domain == 'shifted' else synthetic.DOMAIN_RANDOMISED
     features = AccelToRGBMel()
     args.out.mkdir(parents=True, exist_ok=True)
     for index in range(args.first, args.first + args.subjects):
         stream = synthetic.generate_wrist_stream(index, args.minutes, args.seed, balanced=True, domain=domain)
-        path = stream_to_npz(stream, args.out / f'{stream.name}.npz', features)
+        path = stream_to_npz(stream, args.out / f'{stream.name}.npz', features, args.label_recent_s)
         print(f'{path}: {stream.rate_hz:g} Hz, {stream.units}, gravity '
               f'{"removed" if stream.device["gravity_removed"] else "present"}, cadence x'
               f'{stream.device["cadence_scale"]:.2f}, amplitude x{stream.device["amplitude_scale"]:.2f}')

@@ -63,8 +63,9 @@ def map_labels(windows, class_names, source):
     return lookup[windows.labels]
 
 
-def evaluate(encoder, paths, transient='auto', batch_size=256):
-    """(metrics dict, evaluated class ids) of the encoder on every window of ``paths``."""
+def collect_logits(encoder, paths, transient='auto', batch_size=256):
+    """(logits before the temperature (N, C), label ids of the model's classes (N,), one
+    description per path) of the encoder on every window of ``paths``."""
     all_logits, all_labels, sources = [], [], []
     for path in paths:
         try:
@@ -89,7 +90,12 @@ def evaluate(encoder, paths, transient='auto', batch_size=256):
         sources.append({'path': str(path), 'windows': int(len(windows)),
                         'subjects': sorted(set(windows.subjects.tolist())),
                         'sample_rate_hz': float(windows.sample_rate)})
-    logits, labels = np.concatenate(all_logits), np.concatenate(all_labels)
+    return np.concatenate(all_logits), np.concatenate(all_labels), sources
+
+
+def evaluate(encoder, paths, transient='auto', batch_size=256):
+    """(metrics dict, evaluated class ids) of the encoder on every window of ``paths``."""
+    logits, labels, sources = collect_logits(encoder, paths, transient, batch_size)
     probabilities = metric_fns.softmax(logits, encoder.temperature)
     evaluated = sorted(set(labels.tolist()))
     result = metric_fns.summarise(labels, probabilities.argmax(axis=1), encoder.class_names, evaluated)

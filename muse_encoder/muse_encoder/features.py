@@ -52,8 +52,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from muse_encoder import dsp
 
 AXES = ('x', 'y', 'z')
-REPRESENTATIONS = ('invariant', 'axes')
-CHANNELS = {'invariant': ('principal', 'orthogonal_magnitude', 'magnitude'), 'axes': AXES}
+REPRESENTATIONS = ('invariant', 'axes', 'gravity')
+CHANNELS = {'invariant': ('principal', 'orthogonal_magnitude', 'magnitude'), 'axes': AXES,
+            'gravity': ('vertical', 'horizontal_magnitude', 'principal')}
 
 STANDARD_GRAVITY = 9.80665            # m/s^2 per g
 E4_COUNTS_PER_G = 64.0                # Empatica E4 wrist ACC: 1/64 g per count
@@ -124,7 +125,7 @@ class FeatureParams:
     window_fn: str = 'hann'
     log_floor: float = 1e-2          # added to mel power before log10 [g^2]; above E4 quantisation noise
     resample_padtype: str = 'line'   # resample_poly padding: 'line' follows gravity's offset and drift
-    representation: str = 'invariant'   # 'invariant' (device-independent) or 'axes' (raw x, y, z)
+    representation: str = 'invariant'   # 'invariant' (device-independent), 'axes' (raw x, y, z) or 'gravity'
     gravity_cutoff_hz: float = 0.3   # high-pass separating gravity/posture from motion
 
     @property
@@ -292,6 +293,8 @@ class AccelToRGBMel:
         p = self.params
         if p.representation == 'invariant':
             signal = self.invariant_channels(signal)
+        elif p.representation == 'gravity':
+            signal = gravity_channels(signal)
         pad = (p.n_fft - p.hop_length) // 2
         signal = np.pad(signal, ((0, 0), (0, 0), (pad, pad)), mode='reflect')
         frames = sliding_window_view(signal, p.n_fft, axis=-1)[..., ::p.hop_length, :]
@@ -354,3 +357,37 @@ class AccelToRGBMel:
         """Features of every stride of a stream: (images (W, 3, M, F), starts (W,))."""
         windows, starts = self.sliding_windows(acc_g, sample_rate)
         return self.batched_features(windows, sample_rate, batch_size), starts
+
+
+# ----------------------------------------------------- representation='gravity' (posture kept)
+
+# Below this window-mean magnitude (in g) the stream carries no usable gravity (a device that
+# removed it): the vertical is then undefined and the principal axis stands in for it.
+MIN_GRAVITY_G = 0.5
+
+
+def gravity_channels(signal):
+    """(B, 3, T) acceleration in g *with gravity*, resampled -> (B, 3, T) channels in the
+    frame of the window's own gravity direction: the dynamic acceleration (window mean
+    removed, no high-pass, so slow arm arcs of 0.1-0.3 Hz stay) projected on the vertical
+    (signed), its horizontal magnitude, and its projection on its principal axis.
+
+    Why: arm exercises differ by which way the arm moves relative to gravity (raising the
+    arm vs swinging it horizontally), which ``invariant_channels`` discards. The vertical is
+    the window mean measured in the sensor frame, so any fixed rotation or mirror of the
+    sensor still gives the same channels (up to sign), as do units and rate; removing
+    gravity on the device does not (windows without gravity fall back to the principal axis
+    as their "vertical", and such data should use 'invariant').
+    """
+    gravity = signal.mean(axis=-1, keepdims=True)                      # (B, 3, 1)
+    dynamic = signal - gravity
+    norm = np.sqrt(np.sum(gravity ** 2, axis=1, keepdims=True))        # (B, 1, 1)
+    covariance = dynamic @ dynamic.transpose(0, 2, 1)                  # (B, 3, 3)
+    _, axes = np.linalg.eigh(covariance.astype(np.float64))            # ascending eigenvalues
+    principal_axis = axes[:, :, 2:].astype(np.float32)                 # (B, 3, 1)
+    vertical_axis = np.where(norm >= MIN_GRAVITY_G, gravity / np.maximum(norm, 1e-12), principal_axis)
+    vertical = np.sum(vertical_axis * dynamic, axis=1)                 # (B, T)
+    horizontal = np.sqrt(np.maximum(np.sum(dynamic ** 2, axis=1) - vertical ** 2, 0.0))
+    horizontal -= horizontal.mean(axis=-1, keepdims=True)
+    principal = np.sum(principal_axis * dynamic, axis=1)
+    return np.ascontiguousarray(np.stack([vertical, horizontal, principal], axis=1), dtype=np.float32)

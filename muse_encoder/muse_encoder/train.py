@@ -66,6 +66,11 @@ class FeatureSet:
     statics: np.ndarray        # (N, 5) float32, NaN = unknown
     class_names: tuple
     split: np.ndarray = None   # (N,) 'train' / 'test' given by the data, or None
+    augmented: np.ndarray = None   # (N,) bool: a rotated copy (--augment-rotations), training only
+
+    def __post_init__(self):
+        if self.augmented is None:
+            self.augmented = np.zeros(len(self.labels), dtype=bool)
 
     def __len__(self):
         return len(self.labels)
@@ -73,7 +78,36 @@ class FeatureSet:
     def subset(self, mask):
         return FeatureSet(self.images[mask], self.labels[mask], self.subjects[mask],
                           self.statics[mask], self.class_names,
-                          None if self.split is None else self.split[mask])
+                          None if self.split is None else self.split[mask], self.augmented[mask])
+
+
+def rotated_copies(windows, copies, degrees, seed):
+    """WindowSet -> (WindowSet with ``copies`` extra copies of every window, each turned by
+    its own random rotation of up to ``degrees`` about a random axis; mask of the copies).
+
+    Why: a wrist sensor never sits the same way twice (strap, wrist shape, how high a person
+    raises the arm), and with few subjects the CNN otherwise learns each one's exact axes.
+    """
+    if copies <= 0:
+        return windows, np.zeros(len(windows), dtype=bool)
+    rng = np.random.default_rng(seed)
+    n = len(windows)
+    turned = []
+    for _ in range(copies):
+        axis = rng.standard_normal((n, 3))
+        axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+        angle = np.radians(rng.uniform(-degrees, degrees, n))[:, None, None]
+        cross = np.zeros((n, 3, 3))        # the cross-product matrix of each axis (Rodrigues)
+        cross[:, 0, 1], cross[:, 0, 2], cross[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+        cross -= cross.transpose(0, 2, 1)
+        rotation = np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+        turned.append((windows.acc_g @ rotation.transpose(0, 2, 1)).astype(np.float32))
+    repeat = copies + 1
+    extended = type(windows)(
+        np.concatenate([windows.acc_g] + turned), windows.sample_rate, np.tile(windows.labels, repeat),
+        np.tile(windows.subjects, repeat), np.tile(windows.statics, (repeat, 1)), windows.source,
+        windows.class_names, None if windows.split is None else np.tile(windows.split, repeat))
+    return extended, np.arange(n * repeat) >= n
 
 
 def featurise(features, windows, batch_size=256, progress=True):
@@ -132,8 +166,11 @@ def weighted_loss(logits, labels, class_weights):
 def load_training_data(args, features, progress):
     """(FeatureSet of every window, description of the data)."""
     if args.watch:
-        windows = load_watch(features, cache_dir=args.cache_dir)
-        return featurise(features, windows, progress=progress), windows.source
+        windows, augmented = rotated_copies(load_watch(features, cache_dir=args.cache_dir),
+                                            args.augment_rotations, args.augment_degrees, args.seed)
+        data = featurise(features, windows, progress=progress)
+        data.augmented = augmented
+        return data, windows.source + augmentation_note(args)
     if args.synthetic is not None:
         from muse_sensors import synthetic
         domain = synthetic.DOMAIN_SHIFTED if args.domain == 'shifted' else synthetic.DOMAIN_RANDOMISED
@@ -149,8 +186,18 @@ def load_training_data(args, features, progress):
                        f'the last {args.label_recent_s:g} s '
                        f'(muse_sensors.synthetic.generate_wrist_stream; ranges {domain.as_dict()})')
         return concatenate(sets), description
-    windows = load_windows(args.data, features, progress=progress)
-    return featurise(features, windows, progress=progress), str(args.data)
+    windows, augmented = rotated_copies(load_windows(args.data, features, progress=progress),
+                                        args.augment_rotations, args.augment_degrees, args.seed)
+    data = featurise(features, windows, progress=progress)
+    data.augmented = augmented
+    return data, str(args.data) + augmentation_note(args)
+
+
+def augmentation_note(args):
+    if not args.augment_rotations:
+        return ''
+    return (f'; training windows plus {args.augment_rotations} copies rotated by up to '
+            f'{args.augment_degrees:g} degrees (held-out windows are never rotated)')
 
 
 def split_train_test(data, args):
@@ -282,7 +329,8 @@ def train(args):
     calibration_names = calibration_subjects(train_names, args.calibration_fraction, args.seed)
     is_calibration = np.isin(data.subjects, calibration_names) & ~is_test
     train_set = data.subset(~is_test & ~is_calibration)
-    test_set, calibration_set = data.subset(is_test), data.subset(is_calibration)
+    test_set = data.subset(is_test & ~data.augmented)
+    calibration_set = data.subset(is_calibration & ~data.augmented)
     fit_names = sorted(set(train_set.subjects))
 
     model, defaults, history = fit_model(train_set, test_set, class_names, args, progress, init)
@@ -349,7 +397,7 @@ def cross_validate(args, data, class_names, description, init, started, progress
     per_fold, pooled = [], np.zeros((len(class_names),) * 2, dtype=np.int64)
     for k, test_names in enumerate(folds, start=1):
         is_test = np.isin(data.subjects, test_names)
-        train_set, test_set = data.subset(~is_test), data.subset(is_test)
+        train_set, test_set = data.subset(~is_test), data.subset(is_test & ~data.augmented)
         model, defaults, history = fit_model(train_set, test_set, class_names, args, progress, init)
         result, _ = score(model, test_set, defaults, class_names, args.transient)
         pooled += np.asarray(result['confusion_matrix'])
@@ -373,7 +421,8 @@ def cross_validate(args, data, class_names, description, init, started, progress
         'macro_f1_mean': float(macro_f1.mean()), 'macro_f1_sd': float(macro_f1.std(ddof=1)),
         'pooled_per_class_f1': {class_names[c]: float(f1[c]) for c in evaluated},
         'pooled_confusion_matrix': pooled.tolist(),
-        'windows': int(len(data)), 'subjects': sorted(set(data.subjects)),
+        'windows': int((~data.augmented).sum()), 'rotated_copies': int(data.augmented.sum()),
+        'subjects': sorted(set(data.subjects)),
         'arguments': {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         'training_seconds': round(time.monotonic() - started, 1),
     }
@@ -416,6 +465,11 @@ def build_parser():
     parser.add_argument('--representation', choices=REPRESENTATIONS, default='invariant',
                         help="features: 'invariant' (device-independent, default) or 'axes' (raw x, y, z; "
                         'only for data from one device convention)')
+    parser.add_argument('--augment-rotations', type=int, default=0, metavar='K',
+                        help='data or --watch: train on K extra copies of every training window, each '
+                        'rotated at random by up to --augment-degrees (default 0: none)')
+    parser.add_argument('--augment-degrees', type=float, default=20.0,
+                        help='largest rotation of --augment-rotations, in degrees (default 20)')
     parser.add_argument('--calibration-fraction', type=float, default=0.15,
                         help='share of the training subjects held back to fit the temperature (default 0.15)')
     parser.add_argument('--minutes', type=float, default=16.0,
@@ -460,6 +514,11 @@ def _check(parser, args):
         problems.append('--calibration-fraction must be in [0, 1)')
     if args.synthetic is not None and args.synthetic < 2:
         problems.append('--synthetic needs at least 2 subjects (whole subjects are held out)')
+    if args.augment_rotations < 0 or not 0 < args.augment_degrees <= 180:
+        problems.append('--augment-rotations must be >= 0 and --augment-degrees in (0, 180]')
+    if args.augment_rotations and args.synthetic is not None:
+        problems.append('--augment-rotations is for recorded data: --synthetic subjects are '
+                        'already drawn in random orientations')
     if args.minutes <= 0:
         problems.append('--minutes must be > 0')
     if args.epochs < 1 or args.batch_size < 1 or args.threads < 1:

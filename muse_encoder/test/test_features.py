@@ -215,3 +215,71 @@ def test_inconsistent_parameters_are_refused():
         AccelToRGBMel(fmax_hz=40.0)
     with pytest.raises(ValueError, match='representation'):
         AccelToRGBMel(representation='quaternions')
+
+
+# ----------------------------------------------------------- representation='gravity'
+
+def arm_raise(rate, seed=0):
+    """8 s of a slow arm arc (0.25 Hz) with a faster tremor, gravity along the forearm-ish
+    axis: the kind of motion whose direction relative to gravity the 'gravity' channels keep."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(8 * rate)) / rate
+    angle = 0.6 * np.sin(2 * np.pi * 0.25 * t)
+    gravity = np.stack([np.sin(angle), 0.2 * np.ones_like(t), np.cos(angle)], axis=1)
+    tremor = 0.05 * np.sin(2 * np.pi * 2.3 * t)
+    acc = gravity + np.stack([tremor, 0.5 * tremor, 0 * t], axis=1)
+    return (acc + 0.005 * rng.standard_normal(acc.shape)).astype(np.float32)
+
+
+@pytest.fixture(scope='module')
+def gravity_extractor():
+    return AccelToRGBMel(representation='gravity')
+
+
+def test_gravity_representation_gives_three_64x64_channels(gravity_extractor):
+    image = gravity_extractor(arm_raise(50), 50)
+    assert image.shape == (3, 64, 64) and image.dtype == np.float32 and np.isfinite(image).all()
+    assert gravity_extractor.channel_names == ('vertical', 'horizontal_magnitude', 'principal')
+    batch = np.stack([arm_raise(50, seed) for seed in range(3)])
+    np.testing.assert_allclose(gravity_extractor(batch, 50)[1], gravity_extractor(batch[1], 50), atol=1e-5)
+
+
+def test_gravity_channels_survive_rotation_mirror_and_units(gravity_extractor):
+    """The vertical is measured in the sensor frame, so mounting and units do not matter."""
+    rng = np.random.default_rng(21)
+    window = arm_raise(50, seed=2)
+    reference = gravity_extractor(window, 50)
+    for trial in range(4):
+        turn = random_rotation(rng) @ np.diag([1.0, -1.0 if trial % 2 else 1.0, 1.0])
+        turned = to_g((window @ turn.T) * 9.80665, 'm/s^2')
+        np.testing.assert_allclose(gravity_extractor(turned, 50), reference, atol=2e-3)
+
+
+def test_gravity_channels_survive_resampling(gravity_extractor):
+    reference = gravity_extractor(arm_raise(64), 64)
+    strong = reference > reference.max() - 2
+    for rate in (32, 50):
+        image = gravity_extractor(arm_raise(rate), rate)
+        assert np.median(np.abs(image - reference)[strong]) < 0.05, rate
+
+
+def test_gravity_channels_keep_what_invariant_channels_discard(gravity_extractor, extractor):
+    """The same swing done vertically or horizontally: the invariant channels (rotation of
+    the dynamics) cannot tell them apart, the gravity channels can (energy on the vertical)."""
+    t = np.arange(400) / 50
+    swing = 0.3 * np.sin(2 * np.pi * 1.0 * t)
+    vertical = np.stack([0 * t, 0 * t, 1 + swing], axis=1).astype(np.float32)
+    horizontal = np.stack([swing, 0 * t, 1 + 0 * t], axis=1).astype(np.float32)
+    np.testing.assert_allclose(extractor(vertical, 50), extractor(horizontal, 50), atol=2e-3)
+    band = slice(2, 8)   # the mel bands around 1 Hz
+    v, h = gravity_extractor(vertical, 50), gravity_extractor(horizontal, 50)
+    assert v[0, band].max() > h[0, band].max() + 2     # 20 dB more on the vertical channel
+    assert h[1, band].max() > v[1, band].max() + 2     # and the other way round horizontally
+
+
+def test_gravity_channels_without_gravity_fall_back_to_the_principal_axis(gravity_extractor):
+    window = arm_raise(50, seed=3)
+    linear = window - window.mean(axis=0)
+    image = gravity_extractor(linear, 50)
+    assert np.isfinite(image).all()
+    np.testing.assert_allclose(image[0], image[2], atol=1e-4)

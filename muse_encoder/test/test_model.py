@@ -154,3 +154,17 @@ def test_the_packaged_default_checkpoint_loads():
     assert checkpoint.training['macro_f1'] >= 0.85
     assert checkpoint.feature_params.representation == 'invariant' and checkpoint.temperature > 0
     assert np.isfinite(list(checkpoint.static_defaults.values())).all()
+
+
+@pytest.mark.parametrize('representation', ['gravity', 'axes'])
+def test_checkpoint_stores_and_restores_the_representation(tmp_path, representation):
+    """The node and the evaluate CLI rebuild the features from the checkpoint, so a model
+    trained on another representation gets exactly its own features back."""
+    from muse_encoder.features import AccelToRGBMel
+    params = FeatureParams(representation=representation, stride_s=1.0)
+    path = EncoderCheckpoint(ActivityCNN().eval(), params, DEFAULTS).save(tmp_path / 'r.pt')
+    loaded = load_checkpoint(path)
+    assert loaded.feature_params == params
+    window = np.random.default_rng(0).normal(0, 0.2, (400, 3)).astype(np.float32) + [0, 0, 1]
+    np.testing.assert_array_equal(AccelToRGBMel(loaded.feature_params)(window, 50),
+                                  AccelToRGBMel(params)(window, 50))

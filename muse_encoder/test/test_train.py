@@ -267,3 +267,34 @@ def test_unreadable_watch_wheel_is_named(tmp_path, features):
     (tmp_path / WATCH_WHEEL).write_bytes(b'not a zip')
     with pytest.raises(DatasetError, match=WATCH_WHEEL):
         load_watch(features, cache_dir=tmp_path)
+
+
+def test_rotated_copies_turn_each_window_rigidly_within_the_limit(tmp_path, features):
+    windows = load_watch(features, cache_dir=fake_watch_wheel(tmp_path / 'wheels'))
+    extended, augmented = train.rotated_copies(windows, 2, 20.0, seed=3)
+    n = len(windows)
+    assert len(extended) == 3 * n and augmented.sum() == 2 * n and not augmented[:n].any()
+    assert np.array_equal(extended.labels, np.tile(windows.labels, 3))
+    assert np.array_equal(extended.subjects, np.tile(windows.subjects, 3))
+    original, turned = windows.acc_g, extended.acc_g[n:2 * n]
+    # A rotation keeps every sample's magnitude and turns by at most 20 degrees.
+    np.testing.assert_allclose(np.linalg.norm(turned, axis=2), np.linalg.norm(original, axis=2), rtol=1e-4)
+    cosine = np.sum(original * turned, axis=2) / (np.linalg.norm(original, axis=2) * np.linalg.norm(turned, axis=2))
+    assert np.degrees(np.arccos(np.clip(cosine, -1, 1))).max() <= 20.0 + 1e-3
+    assert not np.allclose(turned, original)
+
+
+def test_watch_cross_validation_with_rotated_copies_scores_only_real_windows(tmp_path, capsys):
+    cache = fake_watch_wheel(tmp_path / 'wheels')
+    out = tmp_path / 'cv'
+    assert run_cli(['--watch', '--cache-dir', str(cache), '--folds', '2', '--representation', 'gravity',
+                    '--augment-rotations', '1', '--output-dir', str(out)]) == 0
+    metrics = json.loads((out / 'metrics.json').read_text())
+    assert metrics['windows'] == 24 and metrics['rotated_copies'] == 24
+    assert sum(fold['windows'] for fold in metrics['folds']) == 24
+    assert 'rotated by up to 20 degrees' in metrics['data']
+
+
+def test_rotations_are_refused_for_synthetic_subjects():
+    with pytest.raises(SystemExit):
+        train.main(['--synthetic', '3', '--augment-rotations', '1'])

@@ -5,10 +5,17 @@ A backend that measures itself implements ``load() -> BackendLoad`` (the musicge
 does); any other (synth: far faster than real time) is never refused here, only by the
 server's ``max_sessions``. The server consults :meth:`Capacity.refusal` before it accepts a
 session and reports :meth:`Capacity.snapshot` on ``/healthz``.
+
+Past its real-time capacity a backend may also grow its fragments (:class:`PlayStepsGovernor`):
+every fragment carries fixed work besides its decoder steps (the codec re-runs its left
+context, each stream's reader wakes up, ...), so bigger fragments make each second of audio
+cheaper, at the price of latency. The governor grows ``play_steps`` for every stream while
+fragments come slower than real time and shrinks it back when they come fast again.
 """
 
 from __future__ import annotations
 
+import collections
 import statistics
 from dataclasses import asdict, dataclass
 
@@ -29,6 +36,10 @@ class BackendLoad:
     steps_per_second_needed: float
     margin: float
     detail: str = ''
+    play_steps: int | None = None           # decoder steps per fragment now (None: fixed size)
+    play_steps_base: int | None = None      # ... when not under load
+    play_steps_max: int | None = None       # ... at most
+    fragment_rtf: float | None = None       # median real-time factor of recent fragments
 
 
 def realtime_streams(step_seconds_of, steps_per_second: float, margin: float,
@@ -77,6 +88,59 @@ def step_time_model(samples):
     if slope == 0.0 and intercept == 0.0:
         intercept = mean_t
     return lambda n: intercept + slope * n
+
+
+class PlayStepsGovernor:
+    """Decides the fragment size (decoder steps per fragment) every stream uses, from how fast
+    recent fragments were made.
+
+    :meth:`observe` takes each fragment made at the current size (its steps and the seconds
+    it took). Once ``window`` of them are in, their median real-time factor (audio seconds per
+    second of making it) decides: below ``grow_below`` the size doubles (up to ``most``);
+    above ``shrink_above`` it halves (down to ``base``); in between it stays. The gap between
+    the two thresholds is the hysteresis: halving the size raises each second's fixed cost,
+    so a size is only given back when the fragments come with room to spare, and after every
+    change the window refills with fragments of the new size before the next decision.
+    """
+
+    def __init__(self, base: int, most: int, frame_rate: float, grow_below: float = 1.2,
+                 shrink_above: float = 2.4, window: int = 8):
+        if not 1 <= base <= most:
+            raise ValueError(f'play steps: need 1 <= base <= most, got base {base}, most {most}')
+        if not 0 < grow_below < shrink_above:
+            raise ValueError(f'need 0 < grow_below < shrink_above, got {grow_below}, '
+                             f'{shrink_above}')
+        self.base, self.most = base, most
+        self.frame_rate = frame_rate
+        self.grow_below, self.shrink_above = grow_below, shrink_above
+        self.play_steps = base
+        self.changes = 0
+        self._recent = collections.deque(maxlen=window)
+
+    @property
+    def fragment_rtf(self) -> float | None:
+        return statistics.median(self._recent) if self._recent else None
+
+    def observe(self, steps: int, seconds: float) -> int | None:
+        """A fragment of ``steps`` decoder steps took ``seconds``; return the new size when this
+        changed it, else None. Fragments of another size (made before the last change) do not
+        count."""
+        if steps != self.play_steps or seconds <= 0:
+            return None
+        self._recent.append(steps / self.frame_rate / seconds)
+        if len(self._recent) < self._recent.maxlen:
+            return None
+        rtf = self.fragment_rtf
+        if rtf < self.grow_below and self.play_steps < self.most:
+            size = min(self.most, 2 * self.play_steps)
+        elif rtf > self.shrink_above and self.play_steps > self.base:
+            size = max(self.base, self.play_steps // 2)
+        else:
+            return None
+        self.play_steps = size
+        self.changes += 1
+        self._recent.clear()
+        return size
 
 
 class Capacity:

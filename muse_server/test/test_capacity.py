@@ -10,7 +10,8 @@ from server_test_support import TOKEN, http_get, serving
 
 from muse_protocol.client import MusicClient, ServerError
 from muse_protocol.protocol import ErrorCode
-from muse_server.capacity import BackendLoad, Capacity, realtime_streams, step_time_model
+from muse_server.capacity import (BackendLoad, Capacity, PlayStepsGovernor, realtime_streams,
+                                  step_time_model)
 
 
 def run(coroutine):
@@ -69,3 +70,20 @@ def test_backends_that_do_not_measure_themselves_are_admitted():
     capacity = Capacity(SineBackend())
     assert capacity.refusal(sessions=100) is None and capacity.snapshot() is None
     assert Capacity(MeasuredSine(carried=None)).refusal(sessions=100) is None
+
+
+def test_play_steps_governor_grows_when_slow_shrinks_when_fast_and_holds_between():
+    governor = PlayStepsGovernor(base=25, most=100, frame_rate=50.0, window=3)
+    assert [governor.observe(25, 0.6) for _ in range(3)] == [None, None, 50]  # 0.83x real time
+    assert governor.observe(25, 0.6) is None        # a fragment of the old size does not count
+    assert [governor.observe(50, 1.2) for _ in range(3)] == [None, None, 100]
+    assert [governor.observe(100, 2.5) for _ in range(3)] == [None, None, None]  # at most
+    assert [governor.observe(100, 1.0) for _ in range(3)] == [None, None, None]  # 2x: hold
+    # 4x: the sliding median passes 2.4 at the second such fragment; then the size halves
+    # and the third, of the old size, does not count
+    assert [governor.observe(100, 0.5) for _ in range(3)] == [None, 50, None]
+    assert [governor.observe(50, 0.2) for _ in range(3)] == [None, None, 25]
+    assert [governor.observe(25, 0.01) for _ in range(3)] == [None, None, None]  # at base
+    assert governor.changes == 4 and governor.fragment_rtf == 50.0
+    with pytest.raises(ValueError, match='base'):
+        PlayStepsGovernor(base=10, most=5, frame_rate=50.0)

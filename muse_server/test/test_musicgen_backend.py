@@ -18,8 +18,9 @@ import transformers
 from muse_server.backends import BackendError, PromptSpec, create_backend
 from muse_server.backends.musicgen import MusicGenBackend, MusicGenInputError
 from muse_server.backends.musicgen_decoder import DecoderPass
-from muse_server.backends.musicgen_codec import (CodecLayout, StreamingCodecDecoder,
-                                                       UnsupportedCodecError)
+from muse_server.backends.musicgen_codec import (CodecBatcher, CodecLayout,
+                                                 StreamingCodecDecoder, UnsupportedCodecError,
+                                                 decode_together)
 from muse_server.backends.musicgen_random import (START_TOKEN, build_processor,
                                                         build_t5_tokenizer, random_musicgen,
                                                         tiny_musicgen_config)
@@ -190,6 +191,59 @@ def test_codec_decoders_sharing_one_layout_decode_bit_identically(tiny):
             for decoder in shared:
                 assert torch.equal(decoder.push(codes[:, begin:end]), expected)
     assert shared[0].lookahead_frames == own.lookahead_frames == layout.lookahead_frames == 4
+
+
+def test_codec_decoders_of_several_streams_decode_together_what_they_decode_alone(tiny):
+    """decode_together batches the streams standing at the same point (three in step, one
+    primed apart, one pushed a different chunk) and equals separate pushes up to rounding."""
+    codec = tiny[0].audio_encoder
+    layout = CodecLayout(codec)
+    generator = torch.Generator().manual_seed(6)
+    codes = [torch.randint(0, 2048, (CODEBOOKS, 40), generator=generator) for _ in range(5)]
+    chunks = [[6, 1, 9, 12, 12]] * 4 + [[5, 2, 9, 12, 12]]
+    with torch.inference_mode():
+        alone = [StreamingCodecDecoder(codec, layout) for _ in codes]
+        together = [StreamingCodecDecoder(codec, layout) for _ in codes]
+        for decoder in (alone[3], together[3]):
+            decoder.prime(codes[3][:, :3])
+        pushed = [0] * len(codes)
+        for step in range(5):
+            pieces = [codes[i][:, pushed[i]:pushed[i] + chunks[i][step]] for i in range(5)]
+            expected = [decoder.push(piece) for decoder, piece in zip(alone, pieces)]
+            got = decode_together(together, pieces)
+            for mine, theirs in zip(got, expected):
+                torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
+            pushed = [p + chunks[i][step] for i, p in enumerate(pushed)]
+    assert [d.samples_emitted for d in together] == [d.samples_emitted for d in alone]
+
+
+def test_codec_batcher_decodes_concurrent_readers_in_shared_passes(tiny):
+    codec = tiny[0].audio_encoder
+    layout = CodecLayout(codec)
+    codes = torch.randint(0, 2048, (CODEBOOKS, 24), generator=torch.Generator().manual_seed(7))
+    batcher = CodecBatcher()
+    readers = 6
+    decoders = [StreamingCodecDecoder(codec, layout) for _ in range(readers)]
+    outputs = [[] for _ in range(readers)]
+    start = threading.Barrier(readers)
+
+    def read(index):
+        with torch.inference_mode():
+            for begin in range(0, 24, 8):
+                start.wait()
+                outputs[index].append(batcher.push(decoders[index], codes[:, begin:begin + 8]))
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(readers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with torch.inference_mode():
+        reference = StreamingCodecDecoder(codec, layout)
+        expected = torch.cat([reference.push(codes[:, b:b + 8]) for b in range(0, 24, 8)])
+    for output in outputs:
+        torch.testing.assert_close(torch.cat(output), expected, atol=1e-5, rtol=0)
+    assert batcher.decodes == 3 * readers and batcher.passes <= batcher.decodes
 
 
 @pytest.mark.parametrize('change, named', [
@@ -400,6 +454,8 @@ def test_a_missing_model_path_is_a_clear_backend_error(tmp_path):
     ({'play_steps': 0}, 'play_steps'),
     ({'play_steps': 2.5}, 'play_steps'),
     ({'play_steps': 10, 'fragment_s': 0.5}, 'fragment_s'),
+    ({'play_steps': 10, 'max_fragment_s': 0.1}, 'max_fragment_s'),
+    ({'max_fragment_s': -1.0}, 'max_fragment_s'),
     ({'fragment_s': -1.0}, 'fragment_s'),
     ({'guidance_scale': 0.5}, 'guidance_scale'),
     ({'top_k': -1}, 'top_k'),
@@ -656,3 +712,58 @@ def test_a_stream_morphing_inside_a_batch_leaves_the_others_untouched(tiny):
     morphing.close()
     steady.close()
     np.testing.assert_array_equal(np.concatenate(got), alone(tiny, 501, 'slow piano', 5, **options))
+
+
+class FakeClock:
+    """Stands in for the backend's clock: every reading advances by ``tick`` seconds, so a
+    fragment (two readings) appears to take ``tick``."""
+
+    def __init__(self, tick):
+        self.tick, self.now = tick, 0.0
+
+    def __call__(self):
+        self.now += self.tick
+        return self.now
+
+
+@pytest.mark.parametrize('batching', [True, False], ids=['batched', 'serial'])
+def test_fragments_grow_for_every_stream_under_load_and_shrink_back_after_it(tiny, batching):
+    backend = backend_for(tiny, batching=batching, play_steps=5, max_fragment_s=0.4)
+    streams = [backend.open_stream(PromptSpec(i, TEXT)) for i in range(2)]
+    for stream in streams:
+        stream.next_fragment()      # first fragments (openings) are not counted
+    assert backend.load().play_steps == 5 and backend.load().play_steps_max == 20
+    # Slow: a fragment of 5 steps (0.1 s of audio) takes 0.2 s, half real time.
+    backend.clock = FakeClock(0.2)
+    sizes = []
+    while backend.play_steps < 20:
+        for stream in streams:
+            fragment = stream.next_fragment()
+            sizes.append(len(fragment) // HOP)
+        assert len(sizes) < 80, f'fragments never grew to 20 steps: {sizes}'
+    assert {5, 10} <= set(sizes)     # 5 -> 10 -> 20: doubled, for both streams
+    assert [len(stream.next_fragment()) // HOP for stream in streams] == [20, 20]
+    health = backend.load()
+    assert health.play_steps == 20 and health.play_steps_base == 5 and health.fragment_rtf == 2.0
+    # Fast again: every fragment takes 1 ms.
+    backend.clock = FakeClock(0.001)
+    while backend.play_steps > 5:
+        for stream in streams:
+            stream.next_fragment()
+        assert backend.play_steps_governor.changes < 6
+    assert backend.load().play_steps_max == 20
+    assert [len(stream.next_fragment()) // HOP for stream in streams] == [5, 5]
+    assert backend.play_steps_governor.changes == 4     # up twice, down twice, no flapping
+    for stream in streams:
+        stream.close()
+    backend.close()
+
+
+def test_fragment_size_stays_put_between_the_thresholds(tiny):
+    backend = backend_for(tiny, play_steps=5, max_fragment_s=0.4)
+    with backend.open_stream(PromptSpec(1, TEXT)) as stream:
+        stream.next_fragment()
+        backend.clock = FakeClock(0.1 / 1.5)      # 1.5x real time: inside [1.2, 2.4]
+        pull(stream, 8)
+        assert backend.play_steps == 5 and backend.play_steps_governor.changes == 0
+    backend.close()

@@ -26,7 +26,9 @@ Continuity:
 Concurrency: the backend is shared by all sessions. Batched, ``next_fragment`` waits for the
 engine thread to have stepped its stream ``play_steps`` times (a seeded stream samples the same
 tokens in a batch as alone); serial, streams take turns on the model one decoder step at a time
-through a FIFO lock (served in arrival order). ``retarget`` moves a running stream to a new
+through a FIFO lock (served in arrival order). Under load, fragments may grow for every stream
+(``play_steps`` up to ``max_fragment_s``, :class:`~muse_server.capacity.PlayStepsGovernor`)
+and shrink back when the load drops. ``retarget`` moves a running stream to a new
 text without a new piece: batched, over ``morph_s`` seconds (cross-attention of old and new
 text mixed with a rising weight); serial, at once. :meth:`MusicGenBackend.load` says how many
 streams the measured step times carry in real time (the server's admission).
@@ -37,6 +39,7 @@ Importing this module needs torch and transformers, never rclpy.
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import secrets
 import statistics
@@ -47,17 +50,19 @@ import numpy as np
 import torch
 
 from muse_server.backends.base import BackendError, MusicBackend, MusicStream, PromptSpec
-from muse_server.backends.musicgen_codec import (CodecLayout, StreamingCodecDecoder,
-                                                       UnsupportedCodecError)
+from muse_server.backends.musicgen_codec import (CodecBatcher, CodecLayout,
+                                                 StreamingCodecDecoder, UnsupportedCodecError)
 from muse_server.backends.musicgen_engine import BatchEngine, EngineStream, StreamFailed
 from muse_server.backends.musicgen_generation import (CodeGenerator, CodeWindows,
                                                             SamplingOptions, TextCondition,
                                                             encode_audio, encode_text)
-from muse_server.capacity import BackendLoad, realtime_streams, step_time_model
+from muse_server.capacity import (BackendLoad, PlayStepsGovernor, realtime_streams,
+                                  step_time_model)
 
 DEFAULT_MODEL = 'facebook/musicgen-small'
 DEFAULT_PLAY_STEPS = 50             # 1 s of audio per fragment at 50 frames/s
 DEFAULT_WINDOW_TOKENS = 1503        # MusicGen's 30 s limit: 1500 frames + delay-pattern columns
+logger = logging.getLogger('muse_music_server')
 _DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16, 'float32': torch.float32}
 
 
@@ -214,6 +219,7 @@ class MusicGenStream(MusicStream):
         self._codec = codec
         self._closed = False
         self._failure = None
+        self._fragments = 0
 
     @property
     def decoder_steps(self) -> int:
@@ -235,9 +241,14 @@ class MusicGenStream(MusicStream):
             with torch.inference_mode():
                 audio = None
                 while audio is None or audio.numel() == 0:
-                    frames = self._source.take(self._backend.play_steps)
-                    audio = self._codec.push(torch.cat(frames, dim=-1))
-                pcm = audio.float().cpu().numpy()
+                    play_steps = self._backend.play_steps
+                    started = self._backend.clock()
+                    frames = self._source.take(play_steps)
+                    audio = self._backend.decode(self._codec, torch.cat(frames, dim=-1))
+                    pcm = audio.float().cpu().numpy()
+                    if self._fragments:  # a stream's first fragment includes its opening
+                        self._backend.fragment_made(play_steps, self._backend.clock() - started)
+                    self._fragments += 1
         except Exception as exc:  # noqa: BLE001 - any model failure is reported as the contract's error
             self._failure = f'{type(exc).__name__}: {exc}'
             raise BackendError(f'musicgen generation failed: {self._failure}') from exc
@@ -289,7 +300,10 @@ class MusicGenBackend(MusicBackend):
     stepped in one :class:`~.musicgen_engine.BatchEngine` pass with the others (False: each
     stream takes its turn on the model alone, behind a FIFO lock); ``morph_s`` seconds over which
     :meth:`MusicGenStream.retarget` moves a batched stream to its new text; ``prefill_chunk``
-    decoder columns of a window's prefix per engine iteration.
+    decoder columns of a window's prefix per engine iteration; ``max_fragment_s`` (default
+    None: fixed fragments) the longest fragment the backend grows to while its fragments come
+    slower than ``realtime_margin`` times real time (the server's ``max_ahead_s`` should hold
+    two of them).
     """
 
     name = 'musicgen'
@@ -300,7 +314,7 @@ class MusicGenBackend(MusicBackend):
                  context_s: float = 10.0, continuation_s: float = 10.0,
                  window_tokens: int | None = None, seed: int | None = None,
                  text_cache_size: int = 16, batching: bool = True, morph_s: float = 2.0,
-                 prefill_chunk: int = 256):
+                 prefill_chunk: int = 256, max_fragment_s: float | None = None):
         from transformers import MusicgenForConditionalGeneration
 
         try:
@@ -342,7 +356,19 @@ class MusicGenBackend(MusicBackend):
             play_steps = DEFAULT_PLAY_STEPS
         if isinstance(play_steps, bool) or not isinstance(play_steps, int) or play_steps < 1:
             raise MusicGenInputError(f'play_steps must be an int >= 1, got {play_steps!r}')
-        self.play_steps = play_steps
+        max_play_steps = play_steps
+        if max_fragment_s is not None:
+            max_play_steps = round(_positive_seconds('max_fragment_s', max_fragment_s)
+                                   * self.frame_rate)
+            if max_play_steps < play_steps:
+                raise MusicGenInputError(
+                    f'max_fragment_s must be at least the fragment ({play_steps} steps = '
+                    f'{play_steps / self.frame_rate:g} s), got {max_fragment_s!r}')
+        self.realtime_margin = 1.2
+        self.play_steps_governor = PlayStepsGovernor(play_steps, max_play_steps, self.frame_rate,
+                                                     grow_below=self.realtime_margin)
+        self._governor_lock = threading.Lock()
+        self.clock = time.perf_counter  # times fragments for the governor (tests: a fake)
 
         if window_tokens is None:
             window_tokens = min(DEFAULT_WINDOW_TOKENS, max_positions)
@@ -379,11 +405,41 @@ class MusicGenBackend(MusicBackend):
             raise MusicGenInputError(f'prefill_chunk must be an int >= 1, got {prefill_chunk!r}')
         if not isinstance(batching, bool):
             raise MusicGenInputError(f'batching must be True or False, got {batching!r}')
-        self.engine = BatchEngine(self.model, prefill_chunk=prefill_chunk) if batching else None
+        # Batched, the readers all finish their fragment at the same engine step: their codec
+        # decodes run as one pass (as many concurrent decodes, each with its own intra-op
+        # thread team, oversubscribed the cores the engine's next pass needs). Serial, each
+        # reader decodes its own, as before batching.
+        self.codec_batcher = CodecBatcher() if batching else None
+        self.engine = (BatchEngine(self.model, prefill_chunk=prefill_chunk,
+                                   on_request_done=self.codec_batcher.expect)
+                       if batching else None)
         self.serial_step_seconds = collections.deque(maxlen=256)
         self.serial_seconds_total = 0.0     # in decoder steps of serial streams, ever
-        self.realtime_margin = 1.2
         self._open_streams = 0
+
+    @property
+    def play_steps(self) -> int:
+        """Decoder steps in every stream's next fragment (grown under load, see
+        :class:`~muse_server.capacity.PlayStepsGovernor`)."""
+        return self.play_steps_governor.play_steps
+
+    def decode(self, codec: StreamingCodecDecoder, codes: torch.Tensor) -> torch.Tensor:
+        """``codec.push(codes)``, batched with other readers' decodes when batching."""
+        if self.codec_batcher is None:
+            return codec.push(codes)
+        return self.codec_batcher.push(codec, codes)
+
+    def fragment_made(self, steps: int, seconds: float) -> None:
+        """A stream made a fragment of ``steps`` steps in ``seconds`` (its reader's wall time,
+        engine wait and codec included): the governor may resize every stream's fragments."""
+        with self._governor_lock:
+            before = self.play_steps
+            size = self.play_steps_governor.observe(steps, seconds)
+        if size is not None:
+            logger.info('musicgen fragments: %d -> %d decoder steps (recent fragments at %.2fx '
+                        'real time; grow below %gx, shrink above %gx)', before, size,
+                        steps / self.frame_rate / seconds, self.play_steps_governor.grow_below,
+                        self.play_steps_governor.shrink_above)
 
     @classmethod
     def from_model(cls, model, processor, **options) -> 'MusicGenBackend':
@@ -512,15 +568,20 @@ class MusicGenBackend(MusicBackend):
             model = None if single is None else (lambda n: n * single)
             how = 'serial steps'
         streams = self._open_streams
+        governor = self.play_steps_governor
+        rtf = governor.fragment_rtf
+        fragments = dict(play_steps=governor.play_steps, play_steps_base=governor.base,
+                         play_steps_max=governor.most,
+                         fragment_rtf=None if rtf is None else round(rtf, 3))
         if model is None:
             return BackendLoad(streams, None, None, self.frame_rate, self.realtime_margin,
-                               'no step measured yet')
+                               'no step measured yet', **fragments)
         carried = realtime_streams(model, self.frame_rate, self.realtime_margin)
         detail = (f'{how}: {model(1) * 1e3:.1f} ms for 1 stream, '
                   f'{model(max(streams, 2)) * 1e3:.1f} ms for {max(streams, 2)}; '
                   f'{self.frame_rate:g} steps/s per stream needed')
         return BackendLoad(streams, carried, round(1.0 / model(max(streams, 1)), 3),
-                           self.frame_rate, self.realtime_margin, detail)
+                           self.frame_rate, self.realtime_margin, detail, **fragments)
 
     def close(self) -> None:
         if self.engine is not None:

@@ -17,11 +17,18 @@ The samples it emits equal those of a one-shot ``audio_encoder.decode`` of all c
 (up to float rounding), except the last ``lookahead_frames`` frames, which stay pending until
 later frames arrive: a one-shot decode pads the sequence end instead. Output is therefore exact
 and sample-continuous across calls and costs O(new frames), not O(history).
+
+:func:`decode_together` runs several streams' decoders as one batch when they stand at the
+same point (the streams of a batching engine all finish a fragment at the same step), and
+:class:`CodecBatcher` gathers the decodes that readers ask for at the same time into such
+passes: one pass over 8 streams costs far less than 8 passes, each of which re-runs its left
+context and pays the per-layer overhead of tiny convolutions.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -171,9 +178,14 @@ class _WindowedStage:
             hidden = layer(hidden)
         return hidden
 
+    def geometry(self) -> tuple:
+        """What must be equal for stages of several streams to run as one batch."""
+        return (self._inputs_start, self._received, self._emitted,
+                None if self._inputs is None else tuple(self._inputs.shape[1:]))
+
     def push(self, frames: torch.Tensor | None) -> torch.Tensor | None:
-        """Add input frames ``(1, channels, n)`` (or none); return the outputs that became final,
-        or None when none did."""
+        """Add input frames ``(batch, channels, n)`` (or none); return the outputs that became
+        final, or None when none did."""
         if frames is not None and frames.shape[-1]:
             self._inputs = frames if self._inputs is None else torch.cat([self._inputs, frames], -1)
             self._received += frames.shape[-1]
@@ -204,6 +216,37 @@ class _StatefulLSTM:
         sequence = frames.permute(2, 0, 1)
         output, self._state = self.lstm(sequence, self._state)
         return (output + sequence).permute(1, 2, 0)
+
+
+def _stacked(stages, attributes):
+    """A stand-in stage holding the state of ``stages`` (same geometry) stacked on the batch
+    dimension, and a function writing the stand-in's state back, one row each."""
+    joint = object.__new__(type(stages[0]))
+    joint.__dict__.update(stages[0].__dict__)
+    for name, dim in attributes:
+        states = [getattr(stage, name) for stage in stages]
+        if states[0] is None:
+            continue
+        if isinstance(states[0], tuple):     # the LSTM's (h, c)
+            setattr(joint, name, tuple(torch.cat(parts, dim) for parts in zip(*states)))
+        else:
+            setattr(joint, name, torch.cat(states, dim))
+
+    def scatter():
+        for index, stage in enumerate(stages):
+            for key, value in joint.__dict__.items():
+                if key not in dict(attributes):
+                    stage.__dict__[key] = value
+            for name, dim in attributes:
+                state = getattr(joint, name)
+                if state is None:
+                    setattr(stage, name, None)
+                elif isinstance(state, tuple):
+                    setattr(stage, name, tuple(part.narrow(dim, index, 1).clone()
+                                               for part in state))
+                else:
+                    setattr(stage, name, state.narrow(dim, index, 1).clone())
+    return joint, scatter
 
 
 class StreamingCodecDecoder:
@@ -241,13 +284,7 @@ class StreamingCodecDecoder:
         output = self._after_lstm.push(hidden)
         if output is None:
             return self._empty
-        audio = output[0, 0]
-        if self._discard:
-            dropped = min(self._discard, audio.shape[-1])
-            audio = audio[dropped:]
-            self._discard -= dropped
-        self.samples_emitted += audio.shape[-1]
-        return audio
+        return self._emit(output[0, 0])
 
     def prime(self, codes: torch.Tensor) -> None:
         """Feed frames whose audio the listener already has (a continuation's context): they set
@@ -259,3 +296,105 @@ class StreamingCodecDecoder:
         """Add frames ``(num_codebooks, n)``; return the samples that became final (1-D, possibly
         empty)."""
         return self._decode(codes)
+
+    def geometry(self, codes: torch.Tensor) -> tuple:
+        """Decoders with equal geometries, pushed codes of one shape, can decode as a batch."""
+        return (tuple(codes.shape), self._before_lstm.geometry(), self._after_lstm.geometry(),
+                self._lstm._state is None)
+
+    def _emit(self, audio: torch.Tensor) -> torch.Tensor:
+        if self._discard:
+            dropped = min(self._discard, audio.shape[-1])
+            audio = audio[dropped:]
+            self._discard -= dropped
+        self.samples_emitted += audio.shape[-1]
+        return audio
+
+
+def decode_together(decoders: list, codes: list) -> list:
+    """``decoders[i].push(codes[i])`` for every i, as one batched pass where their geometries
+    match (:meth:`StreamingCodecDecoder.geometry`), else one by one. The samples equal those
+    of separate pushes up to float rounding (a convolution over a batch may sum in another
+    order)."""
+    groups: dict = {}
+    for index, (decoder, frames) in enumerate(zip(decoders, codes)):
+        groups.setdefault(decoder.geometry(frames), []).append(index)
+    results = [None] * len(decoders)
+    for indices in groups.values():
+        if len(indices) == 1 or codes[indices[0]].shape[-1] == 0:
+            for index in indices:
+                results[index] = decoders[index].push(codes[index])
+            continue
+        group = [decoders[index] for index in indices]
+        first = group[0]
+        if not all(decoder._quantizer is first._quantizer for decoder in group):
+            raise ValueError('decode_together: decoders of different codecs')
+        batch = torch.stack([codes[index] for index in indices], dim=1)   # (n_q, B, n)
+        before, scatter_before = _stacked([d._before_lstm for d in group], [('_inputs', 0)])
+        lstm, scatter_lstm = _stacked([d._lstm for d in group], [('_state', 1)])
+        after, scatter_after = _stacked([d._after_lstm for d in group], [('_inputs', 0)])
+        output = after.push(lstm.push(before.push(first._quantizer.decode(batch))))
+        scatter_before()
+        scatter_lstm()
+        scatter_after()
+        for row, index in enumerate(indices):
+            audio = first._empty if output is None else output[row, 0]
+            results[index] = decoders[index]._emit(audio) if output is not None else audio
+    return results
+
+
+class CodecBatcher:
+    """Decodes what several threads ask for at about the same time in one pass.
+
+    A thread's :meth:`push` queues its request and waits for the pass lock; the thread that
+    gets it decodes every request queued by then (:func:`decode_together`), so a thread may
+    find its own request done by another's pass. One pass runs at a time, which also keeps
+    concurrent decodes from oversubscribing the cores. :meth:`expect` announces a request
+    about to come (the engine calls it when it wakes a reader): a pass waits for the announced
+    requests, up to ``gather_s``, so that readers woken by one engine step share one pass.
+    """
+
+    def __init__(self, gather_s: float = 0.05):
+        self._pass_lock = threading.Lock()
+        self._queue_changed = threading.Condition()
+        self._queue: list = []
+        self._expected = 0
+        self.gather_s = gather_s
+        self.passes = 0
+        self.decodes = 0
+
+    def expect(self) -> None:
+        with self._queue_changed:
+            self._expected += 1
+
+    def push(self, decoder: StreamingCodecDecoder, codes: torch.Tensor) -> torch.Tensor:
+        request = {'decoder': decoder, 'codes': codes}
+        with self._queue_changed:
+            self._queue.append(request)
+            self._expected = max(0, self._expected - 1)
+            self._queue_changed.notify_all()
+        with self._pass_lock:
+            if 'result' not in request and 'error' not in request:
+                with self._queue_changed:
+                    if not self._queue_changed.wait_for(lambda: self._expected == 0,
+                                                        timeout=self.gather_s):
+                        self._expected = 0      # a reader that went away: do not wait again
+                    batch, self._queue = self._queue, []
+                try:
+                    results = decode_together([r['decoder'] for r in batch],
+                                              [r['codes'] for r in batch])
+                except Exception:  # noqa: BLE001 - find whose decode fails: each alone
+                    results = None
+                for position, queued in enumerate(batch):
+                    if results is not None:
+                        queued['result'] = results[position]
+                        continue
+                    try:
+                        queued['result'] = queued['decoder'].push(queued['codes'])
+                    except Exception as exc:  # noqa: BLE001 - handed to its own thread
+                        queued['error'] = exc
+                self.passes += 1
+                self.decodes += len(batch)
+        if 'error' in request:
+            raise request['error']
+        return request['result']

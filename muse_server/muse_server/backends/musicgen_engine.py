@@ -108,13 +108,16 @@ class BatchEngine:
     """The decoding loop: one thread, one forward pass per step over every batched stream."""
 
     def __init__(self, model, *, prefill_chunk: int = 256, prefetch_steps: int = 0,
-                 name: str = 'musicgen-engine'):
+                 name: str = 'musicgen-engine', on_request_done=None):
+        """``on_request_done()`` is called (on the engine thread) whenever a stream has made
+        all the steps its reader waits for, before the reader is woken."""
         self.decoder = DecoderPass(model.decoder)
         self._dtype = next(model.decoder.parameters()).dtype
         self._device = next(model.decoder.parameters()).device
         self._max_positions = model.decoder.config.max_position_embeddings
         self.prefill_chunk = prefill_chunk
         self.prefetch_steps = prefetch_steps
+        self.on_request_done = on_request_done
         self._cache = BatchCache(self.decoder.num_layers, self.decoder.heads,
                                  self.decoder.head_dim, self.decoder.scaling, self._dtype,
                                  self._device, self._max_positions)
@@ -237,6 +240,9 @@ class BatchEngine:
             else:
                 stream.outputs.append(frame)
                 stream.produced += 1
+                if (stream.produced == stream.allowed - self.prefetch_steps
+                        and self.on_request_done is not None):
+                    self.on_request_done()
             self._condition.notify_all()
 
     def _fail(self, stream: EngineStream, exc: BaseException):
