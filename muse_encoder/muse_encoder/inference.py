@@ -141,8 +141,10 @@ class SmoothingSettings:
     method: str = DEFAULT_SMOOTHING
     alpha: float = 0.5                 # ema: weight of the newest window
     window: int = 5                    # majority: windows voting
-    margin: float = 2.0                # evidence: log-probability lead [nats] that counts
-    threshold: float = 0.5             # evidence: lead beyond the margin, summed [nat s], to switch
+    # evidence: 2 nats and 0.5 nat*s chosen at temperature 0.833, re-expressed for the refitted
+    # 1.153 (leads scale with 1 / T): the same decisions on the same logits.
+    margin: float = 1.44               # evidence: log-probability lead [nats] that counts
+    threshold: float = 0.36             # evidence: lead beyond the margin, summed [nat s], to switch
     switch_rate: float = 1.0 / 300     # hmm: prior rate of activity changes [1/s of data]
     evidence_weight: float = 1.0       # hmm: exponent of a window's likelihood per second of data
 

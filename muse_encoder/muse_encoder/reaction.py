@@ -34,8 +34,8 @@ SETTINGS = (('stride 2 s, ema 0.5 (before)', 2.0, SmoothingSettings('ema', alpha
             ('stride 1 s, none', 1.0, SmoothingSettings('none')),
             ('stride 1 s, hmm 1/300 s, w 1', 1.0, SmoothingSettings('hmm', switch_rate=1 / 300,
                                                                      evidence_weight=1.0)),
-            ('stride 0.5 s, evidence 2 / 0.5', 0.5, SmoothingSettings('evidence', margin=2.0, threshold=0.5)),
-            ('stride 1 s, evidence 2 / 0.5 (default)', 1.0, SmoothingSettings()))
+            ('stride 0.5 s, evidence 1.44 / 0.36', 0.5, SmoothingSettings('evidence', margin=1.44, threshold=0.36)),
+            ('stride 1 s, evidence 1.44 / 0.36 (default)', 1.0, SmoothingSettings()))
 DOMAINS = ('randomised', 'shifted', 'e4')
 
 
