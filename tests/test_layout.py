@@ -37,7 +37,7 @@ ROS_FREE = {
     'muse_sensors': ('dalia', 'synthetic', 'replay', 'plots'),
     'muse_encoder': ('features', 'model', 'dataset', 'train', 'inference', 'statics',
                      'checkpoint', 'export', 'metrics', 'plots', 'stream', 'onnx_model',
-                     'evaluate', 'reaction', 'dsp'),
+                     'evaluate', 'reaction', 'dsp', 'calibrate'),
     'muse_prompt': ('decision', 'template', 'tempo', 'presets', 'heart_zones', 'preview',
                     'plots'),
     'muse_player': ('jitter_buffer', 'mixer', 'pcm', 'sinks', 'wav_recorder', 'player',
