@@ -197,13 +197,15 @@ def main(argv=None):
     parser.add_argument('--pairs', type=int, default=None,
                         help='serial/batched pairs per N (default 3 quick, 5 full)')
     parser.add_argument('--streams', default=None,
-                        help='comma-separated N (default 1,2,4,8 quick, 1,2,4,8,16 full)')
+                        help='comma-separated N; 1 is always added '
+                             '(default 1,2,4,8 quick, 1,2,4,8,16 full)')
     parser.add_argument('--device', default='auto')
     parser.add_argument('--threads', type=int, default=0, help='torch threads (0: leave)')
     args = parser.parse_args(argv)
     steps = args.steps or (6 if args.quick else 25)
     pairs = args.pairs or (3 if args.quick else 5)
     counts = [int(n) for n in (args.streams or ('1,2,4,8' if args.quick else '1,2,4,8,16')).split(',')]
+    counts = sorted({1, *counts})   # N = 1 is the baseline of the throughput and exactness checks
     if args.threads:
         torch.set_num_threads(args.threads)
     device = 'cuda' if args.device == 'auto' and torch.cuda.is_available() else (
