@@ -110,7 +110,7 @@ class _AudioQueue:
         """Append ``audio``; with ``crossfade`` overlap its head with the queue's tail."""
         overlap = min(crossfade, self.frames, len(audio))
         if overlap:
-            tail = self._take_tail(overlap)
+            tail = self.take_tail(overlap)
             audio = audio.copy()
             audio[:overlap] *= fade_in_gain(overlap)[:, None]
             audio[:overlap] += tail * fade_out_gain(overlap)[:, None]
@@ -118,7 +118,7 @@ class _AudioQueue:
             self._chunks.append(audio)
             self.frames += len(audio)
 
-    def _take_tail(self, count):
+    def take_tail(self, count):
         """Remove and return the last ``count`` queued frames."""
         parts = []
         remaining = count
@@ -428,7 +428,7 @@ class Mixer:
         kept = max(queued - rewind, 0)          # old audio before the fork point
         overlap = min(round(REPLACE_CROSSFADE_S * self.sample_rate), queued - kept)
         if queued - kept - overlap:
-            self._queue._take_tail(queued - kept - overlap)
+            self._queue.take_tail(queued - kept - overlap)
         stream.overlap = overlap
         stream.skip = max(rewind - queued, 0)
         stream.resampler = None   # its state holds old audio past the fork point
