@@ -144,7 +144,7 @@ class SmoothingSettings:
     # evidence: 2 nats and 0.5 nat*s chosen at temperature 0.833, re-expressed for the refitted
     # 1.153 (leads scale with 1 / T): the same decisions on the same logits.
     margin: float = 1.44               # evidence: log-probability lead [nats] that counts
-    threshold: float = 0.36             # evidence: lead beyond the margin, summed [nat s], to switch
+    threshold: float = 0.36            # evidence: lead beyond the margin, summed [nat s], to switch
     switch_rate: float = 1.0 / 300     # hmm: prior rate of activity changes [1/s of data]
     evidence_weight: float = 1.0       # hmm: exponent of a window's likelihood per second of data
 
@@ -198,11 +198,6 @@ class ProbabilitySmoother:
 
     def __init__(self, method=DEFAULT_SMOOTHING, alpha=0.5, window=5, **settings):
         self.configure(SmoothingSettings(method, alpha, window, **settings))
-
-    @staticmethod
-    def validate(settings):
-        """A message naming what is wrong with ``settings`` (SmoothingSettings), or None."""
-        return settings.problem()
 
     def configure(self, settings):
         problem = settings.problem()
